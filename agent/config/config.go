@@ -1,0 +1,175 @@
+// Package config is the contract between the injector, which writes the agent's
+// configuration into the agent container's environment, and the agent, which
+// reads it. It is the only definition of that schema: both sides import it.
+//
+// Nothing here is secret: object names, vault URLs and file names are
+// configuration, and values never pass through this type.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// EnvVar is the environment variable that carries the JSON-encoded Config.
+const EnvVar = "KVINJECT_CONFIG"
+
+// DefaultMetricsAddr is where a sidecar agent serves Prometheus metrics. It
+// listens on loopback only: the pod shares its network namespace, and an
+// uncommon port avoids colliding with the application's own ports.
+const DefaultMetricsAddr = "127.0.0.1:9797"
+
+// Kind is the kind of Key Vault object a file is rendered from.
+type Kind string
+
+const (
+	// KindSecret is a secret's value, as text or decoded per Encoding.
+	KindSecret Kind = "secret"
+	// KindCert is a certificate read through its backing secret: the private key
+	// and the whole chain (leaf first) as PEM, or the PKCS#12 bytes.
+	KindCert Kind = "cert"
+	// KindKey is the public half of a Key Vault key as a PKIX PEM block.
+	KindKey Kind = "key"
+)
+
+// Encoding of a secret's value as stored in Key Vault; the file gets the decoded bytes.
+const (
+	EncodingNone   = ""
+	EncodingBase64 = "base64"
+	EncodingHex    = "hex"
+)
+
+// Format of a cert file.
+const (
+	FormatPEM = "pem"
+	FormatPFX = "pfx"
+)
+
+// Config is everything the agent needs to know besides its identity, which
+// comes from the standard AZURE_* environment variables of workload identity.
+type Config struct {
+	// Dir is the directory the agent owns and writes snapshots into: the shared
+	// in-memory volume as mounted in the agent container.
+	Dir string `json:"dir"`
+	// Refresh is the interval between fetch cycles in sidecar mode; zero means
+	// the pod asked for a single fetch at start.
+	Refresh Duration `json:"refresh,omitempty"`
+	// Cloud selects the Entra authority and Key Vault endpoints.
+	Cloud Cloud `json:"cloud"`
+	// Namespace and ServiceAccount identify the workload, so failure messages can
+	// name the federated-credential subject system:serviceaccount:<ns>:<sa>.
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+	// MetricsAddr is the sidecar's loopback metrics listener; empty disables it.
+	MetricsAddr string `json:"metricsAddr,omitempty"`
+	// Files are written in one atomic snapshot per cycle. Order is the order of
+	// the annotations after sorting by file name, so the config is deterministic.
+	Files []File `json:"files"`
+}
+
+// Object identifies one Key Vault object. Two files that name the same Object
+// share one GET per cycle.
+type Object struct {
+	// Vault is the vault's base URL, e.g. https://myvault.vault.azure.net/.
+	Vault string `json:"vault"`
+	Kind  Kind   `json:"kind"`
+	Name  string `json:"name"`
+	// Version pins a version; empty means the latest.
+	Version string `json:"version,omitempty"`
+}
+
+// File is one file in the snapshot. Exactly one of Object and Template is set.
+type File struct {
+	// Name is the file name relative to Dir: one path element, never "..".
+	Name string `json:"name"`
+	// Mode is the file's permission bits, e.g. 0o440.
+	Mode os.FileMode `json:"mode"`
+	// Object is the source of an object file.
+	Object *Object `json:"object,omitempty"`
+	// Encoding decodes a secret's value (EncodingBase64, EncodingHex) before it is written.
+	Encoding string `json:"encoding,omitempty"`
+	// Format is FormatPEM (default) or FormatPFX for KindCert.
+	Format string `json:"format,omitempty"`
+	// Template is a Go text/template. It refers to other files' objects by the
+	// other file's Name, and is rendered after every object of the cycle is fetched.
+	Template string `json:"template,omitempty"`
+}
+
+// Cloud selects the endpoints of one Azure cloud.
+type Cloud struct {
+	// Name is one of the known clouds (AzurePublicCloud, AzureChinaCloud,
+	// AzureUSGovernmentCloud) or "Custom".
+	Name string `json:"name"`
+	// AuthorityHost is the Entra ID origin, e.g. https://login.microsoftonline.com/.
+	AuthorityHost string `json:"authorityHost"`
+	// VaultSuffix is the DNS suffix of vault names, e.g. vault.azure.net.
+	VaultSuffix string `json:"vaultSuffix"`
+	// DisableInstanceDiscovery skips Entra's instance discovery, which always
+	// calls the public cloud's host; needed for private and disconnected clouds.
+	DisableInstanceDiscovery bool `json:"disableInstanceDiscovery,omitempty"`
+	// DisableChallengeResourceVerification accepts a Key Vault challenge whose
+	// resource does not match the vault's host, as in private clouds.
+	DisableChallengeResourceVerification bool `json:"disableChallengeResourceVerification,omitempty"`
+}
+
+// CustomCloud is the Name of a cloud whose endpoints are given explicitly.
+const CustomCloud = "Custom"
+
+// KnownCloud returns the endpoints of a named Azure cloud.
+func KnownCloud(name string) (Cloud, bool) {
+	switch name {
+	case "AzurePublicCloud", "":
+		return Cloud{Name: "AzurePublicCloud", AuthorityHost: "https://login.microsoftonline.com/", VaultSuffix: "vault.azure.net"}, true
+	case "AzureChinaCloud":
+		return Cloud{Name: name, AuthorityHost: "https://login.chinacloudapi.cn/", VaultSuffix: "vault.azure.cn"}, true
+	case "AzureUSGovernmentCloud":
+		return Cloud{Name: name, AuthorityHost: "https://login.microsoftonline.us/", VaultSuffix: "vault.usgovcloudapi.net"}, true
+	}
+	return Cloud{}, false
+}
+
+// KnownCloudNames lists the names KnownCloud accepts, for help and error texts.
+func KnownCloudNames() []string {
+	return []string{"AzurePublicCloud", "AzureChinaCloud", "AzureUSGovernmentCloud"}
+}
+
+// Duration is a time.Duration that encodes as a Go duration string ("2m0s").
+type Duration time.Duration
+
+// MarshalJSON encodes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON decodes a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2m\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load decodes a Config from its JSON form and checks what the agent relies on.
+func Load(data []byte) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", EnvVar, err)
+	}
+	if c.Dir == "" {
+		return nil, fmt.Errorf("%s: dir is empty", EnvVar)
+	}
+	for i, f := range c.Files {
+		if (f.Object == nil) == (f.Template == "") {
+			return nil, fmt.Errorf("%s: files[%d] %q: exactly one of object and template must be set", EnvVar, i, f.Name)
+		}
+	}
+	return &c, nil
+}
