@@ -4,7 +4,10 @@
 package injector
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -39,9 +42,262 @@ type Defaults struct {
 	VolumeSizeLimit resource.Quantity
 }
 
+// Names kvinject adds to a pod. They are fixed so that reinvocation and
+// `kubectl describe` are predictable; a pod that already uses one is an error.
+const (
+	AgentContainer = "kvinject-agent"
+	InitContainer  = "kvinject-init" // classic mode only
+	SecretsVolume  = "kvinject-secrets"
+	TokenVolume    = "kvinject-token"
+
+	// AgentDir is where the agent mounts the secrets volume (config.Config.Dir).
+	AgentDir = "/kvinject/secrets"
+	// TokenDir holds the projected token, in the agent only. It differs from
+	// the Azure workload-identity webhook's /var/run/secrets/azure/tokens so
+	// both can coexist.
+	TokenDir       = "/var/run/secrets/kvinject/tokens"
+	TokenPath      = "azure-identity-token"
+	TokenAudience  = "api://AzureADTokenExchange"
+	TokenExpirySec = 3600
+
+	// AgentUID and AgentGID are the agent's user and group (distroless nonroot).
+	AgentUID = 65532
+	AgentGID = 65532
+
+	// Binary is the kvinject binary in the image.
+	Binary = "/kvinject"
+)
+
+// Annotations of the Azure workload-identity webhook that kvinject respects.
+const (
+	workloadIdentityUse            = "azure.workload.identity/use"
+	workloadIdentitySkipContainers = "azure.workload.identity/skip-containers"
+)
+
 // Inject returns a mutated copy of pod and warnings for the user. pod is never
 // modified. A pod without kvinject.io/inject: "true" is returned unchanged.
 // sa may be nil when the pod's ServiceAccount is unknown (offline use).
+//
+// A pod that already carries kvinject.io/status: injected is returned
+// unchanged, so Inject(Inject(p)) equals Inject(p) and webhook reinvocation
+// never adds a second agent.
+//
+// Errors are *InvalidError listing every problem at once.
 func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string, error) {
-	return nil, nil, errors.New("injector: not yet built")
+	if pod == nil {
+		return nil, nil, fmt.Errorf("injector: nil pod")
+	}
+	out := pod.DeepCopy()
+	switch v := out.Annotations[AnnotationInject]; v {
+	case "true":
+	case "", "false":
+		return out, ignoredWarnings(out), nil
+	default:
+		return nil, nil, &InvalidError{Problems: []Problem{{Field: AnnotationInject,
+			Message: fmt.Sprintf("%q is not \"true\" or \"false\"; set \"true\" to inject", v)}}}
+	}
+	if out.Annotations[AnnotationStatus] == StatusInjected {
+		return out, nil, nil
+	}
+	s, warnings, err := parseSpec(out, sa, d)
+	if err != nil {
+		return nil, warnings, err
+	}
+	var ps problems
+	if d.Image == "" {
+		ps.add("defaults: image", "no agent image; set the webhook's --image (or kvinject inject --image)")
+	}
+	checkCollisions(out, s, &ps)
+	if err := ps.err(); err != nil {
+		return nil, warnings, err
+	}
+	mutate(out, s, d)
+	return out, warnings, nil
 }
+
+// ignoredWarnings tells a user who annotated a pod but did not opt in.
+func ignoredWarnings(pod *corev1.Pod) []string {
+	if pod.Annotations[AnnotationInject] == "false" {
+		return nil
+	}
+	for k := range pod.Annotations {
+		if strings.HasPrefix(k, Prefix) && k != AnnotationStatus {
+			return []string{fmt.Sprintf("kvinject annotations are ignored without %s: \"true\"", AnnotationInject)}
+		}
+	}
+	return nil
+}
+
+// checkCollisions finds names and paths the pod already uses that kvinject needs.
+func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == SecretsVolume || v.Name == TokenVolume {
+			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
+		}
+	}
+	for _, c := range allContainers(pod) {
+		if c.Name == AgentContainer || c.Name == InitContainer {
+			ps.add("spec.containers", "the pod already has a container %q, which kvinject adds; rename it", c.Name)
+		}
+		if !s.targets(c.Name) {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == s.mountPath {
+				ps.add(AnnotationMountPath, "container %q already mounts %q at %s; choose another %s", c.Name, m.Name, m.MountPath, AnnotationMountPath)
+			}
+		}
+	}
+}
+
+func allContainers(pod *corev1.Pod) []corev1.Container {
+	return slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
+}
+
+// targets reports whether container name gets the secrets mount.
+func (s *spec) targets(name string) bool {
+	return s.containers == nil || slices.Contains(s.containers, name)
+}
+
+func mutate(pod *corev1.Pod, s *spec, d Defaults) {
+	cfg := config.Config{
+		Dir:            AgentDir,
+		Refresh:        config.Duration(s.refresh),
+		Cloud:          s.cloud,
+		Namespace:      pod.Namespace,
+		ServiceAccount: serviceAccountName(pod),
+		Files:          s.files,
+	}
+	if s.refresh > 0 {
+		cfg.MetricsAddr = config.DefaultMetricsAddr
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		// config.Config holds only strings, numbers and slices of them.
+		panic(fmt.Sprintf("injector: encode agent config: %v", err))
+	}
+
+	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
+	for i := range pod.Spec.InitContainers {
+		if c := &pod.Spec.InitContainers[i]; s.targets(c.Name) {
+			c.VolumeMounts = append(c.VolumeMounts, mount)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if c := &pod.Spec.Containers[i]; s.targets(c.Name) {
+			c.VolumeMounts = append(c.VolumeMounts, mount)
+		}
+	}
+
+	agent := func(name, mode string) corev1.Container {
+		return agentContainer(name, mode, string(cfgJSON), s, d)
+	}
+	switch {
+	case s.refresh == 0:
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, agent(AgentContainer, "init"))
+	case s.sidecar == SidecarClassic:
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, agent(InitContainer, "init"))
+		pod.Spec.Containers = append(pod.Spec.Containers, agent(AgentContainer, "sidecar"))
+	default:
+		c := agent(AgentContainer, "sidecar")
+		always := corev1.ContainerRestartPolicyAlways
+		c.RestartPolicy = &always
+		c.StartupProbe = &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{Binary, "agent", "probe"}}},
+			// The first fetch may retry for minutes (Retry-After, a federated
+			// credential still propagating); kubelet should wait, not restart.
+			PeriodSeconds:    1,
+			TimeoutSeconds:   5,
+			FailureThreshold: 300,
+		}
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, c)
+	}
+
+	size := d.VolumeSizeLimit
+	if size.IsZero() {
+		size = resource.MustParse(DefaultVolumeSizeLimit)
+	}
+	expiry := int64(TokenExpirySec)
+	pod.Spec.Volumes = append(pod.Spec.Volumes,
+		corev1.Volume{Name: SecretsVolume, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &size}}},
+		corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
+				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience: TokenAudience, ExpirationSeconds: &expiry, Path: TokenPath}}}}}},
+	)
+
+	setFileGroup(pod)
+
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[AnnotationStatus] = StatusInjected
+	if pod.Labels[workloadIdentityUse] == "true" {
+		// The Azure workload-identity webhook would otherwise add its own token
+		// and AZURE_* variables to the agent, on top of ours.
+		skip := pod.Annotations[workloadIdentitySkipContainers]
+		for _, c := range []string{InitContainer, AgentContainer} {
+			if !slices.Contains(strings.Split(skip, ";"), c) {
+				skip = strings.TrimPrefix(skip+";"+c, ";")
+			}
+		}
+		pod.Annotations[workloadIdentitySkipContainers] = skip
+	}
+}
+
+// setFileGroup makes the agent's files readable by the app containers.
+//
+// The agent runs as 65532:65532 and writes files with mode 0440 by default,
+// so readers need the files' group. With a pod fsGroup, kubelet makes the
+// emptyDir setgid to that group, new files inherit it, and every container
+// has it as a supplementary group: nothing to do. Without one, kvinject adds
+// 65532 to the pod's supplementalGroups rather than setting an fsGroup,
+// because an fsGroup would also change the ownership of every other volume
+// of the pod (a recursive chown of a large PersistentVolume on each mount).
+func setFileGroup(pod *corev1.Pod) {
+	sc := pod.Spec.SecurityContext
+	if sc != nil && sc.FSGroup != nil {
+		return
+	}
+	if sc == nil {
+		sc = &corev1.PodSecurityContext{}
+		pod.Spec.SecurityContext = sc
+	}
+	if !slices.Contains(sc.SupplementalGroups, AgentGID) {
+		sc.SupplementalGroups = append(sc.SupplementalGroups, AgentGID)
+	}
+}
+
+func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Container {
+	return corev1.Container{
+		Name:            name,
+		Image:           d.Image,
+		ImagePullPolicy: d.ImagePullPolicy,
+		Command:         []string{Binary},
+		Args:            []string{"agent", mode},
+		Env: []corev1.EnvVar{
+			{Name: config.EnvVar, Value: cfgJSON},
+			{Name: "AZURE_CLIENT_ID", Value: s.clientID},
+			{Name: "AZURE_TENANT_ID", Value: s.tenantID},
+			{Name: "AZURE_FEDERATED_TOKEN_FILE", Value: TokenDir + "/" + TokenPath},
+			{Name: "AZURE_AUTHORITY_HOST", Value: s.cloud.AuthorityHost},
+		},
+		Resources: *s.resources.DeepCopy(),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: SecretsVolume, MountPath: AgentDir},
+			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptrTo(true),
+			RunAsUser:                ptrTo(int64(AgentUID)),
+			RunAsGroup:               ptrTo(int64(AgentGID)),
+			AllowPrivilegeEscalation: ptrTo(false),
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,0 +1,568 @@
+package injector
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kvinject/kvinject/agent/config"
+)
+
+// Built-in defaults for what neither the pod nor Defaults sets.
+const (
+	DefaultMountPath       = "/mnt/secrets"
+	DefaultFileMode        = 0o440
+	DefaultVolumeSizeLimit = "16Mi"
+	// MinRefresh is the shortest refresh that does not draw a warning: Key
+	// Vault throttles per vault, and every pod polls on its own.
+	MinRefresh = 30 * time.Second
+
+	defaultCPURequest    = "10m"
+	defaultMemoryRequest = "32Mi"
+	defaultCPULimit      = "200m"
+	defaultMemoryLimit   = "64Mi"
+)
+
+// Sidecar modes.
+const (
+	SidecarNative  = "native"
+	SidecarClassic = "classic"
+)
+
+// ServiceAccount annotations of Azure workload identity, read as fallbacks.
+const (
+	WorkloadIdentityClientID = "azure.workload.identity/client-id"
+	WorkloadIdentityTenantID = "azure.workload.identity/tenant-id"
+)
+
+// DefaultResources are the agent's requests and limits when Defaults.Resources is empty.
+func DefaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse(defaultCPURequest),
+			corev1.ResourceMemory: resource.MustParse(defaultMemoryRequest),
+		},
+		Limits: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse(defaultCPULimit),
+			corev1.ResourceMemory: resource.MustParse(defaultMemoryLimit),
+		},
+	}
+}
+
+// spec is a pod's annotations after parsing, validation and defaulting.
+type spec struct {
+	cloud      config.Cloud
+	refresh    time.Duration
+	sidecar    string
+	mountPath  string
+	containers []string // nil: every container
+	clientID   string
+	tenantID   string
+	resources  corev1.ResourceRequirements
+	files      []config.File // sorted by Name
+}
+
+var (
+	guidRE       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	tenantRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+	vaultNameRE  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$`)
+	objectNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
+	versionRE    = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
+	fileNameRE   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,253}$`)
+)
+
+// parser holds the state of parsing one pod.
+type parser struct {
+	ann      map[string]string
+	pod      *corev1.Pod
+	sa       *corev1.ServiceAccount
+	d        Defaults
+	problems problems
+	warnings []string
+
+	vault    string // default vault URL; "" when none
+	fileMode os.FileMode
+	// templates are parsed after every object file is known.
+	templates map[string]string
+	// fileSource names the annotation each file came from, for duplicate errors.
+	fileSource map[string]string
+}
+
+func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, []string, error) {
+	p := &parser{ann: pod.Annotations, pod: pod, sa: sa, d: d,
+		templates: map[string]string{}, fileSource: map[string]string{}}
+	s := &spec{}
+
+	keys := make([]string, 0, len(p.ann))
+	for k := range p.ann {
+		if strings.HasPrefix(k, Prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, _, ok := lookup(k); !ok {
+			if sg := suggest(k); sg != "" {
+				p.problems.add(k, "unknown annotation; did you mean %s?", sg)
+			} else {
+				p.problems.add(k, "unknown annotation; see docs/annotations.md for the list")
+			}
+		}
+	}
+	if v, ok := p.ann[AnnotationStatus]; ok && v != StatusInjected {
+		p.problems.add(AnnotationStatus, "is written by kvinject and may only be %q; remove it", StatusInjected)
+	}
+
+	s.cloud = p.parseCloud()
+	p.vault = p.parseDefaultVault(s.cloud)
+	s.refresh = p.parseRefresh()
+	s.sidecar = p.parseSidecar(s.refresh)
+	s.mountPath = p.parseMountPath()
+	s.containers = p.parseContainers()
+	s.clientID, s.tenantID = p.parseIdentity()
+	p.fileMode = p.parseFileMode()
+	s.resources = p.parseResources()
+
+	for _, k := range keys {
+		a, file, ok := lookup(k)
+		if !ok {
+			continue
+		}
+		if _, isFile := a.perFile(); isFile {
+			if f, ok := p.parseFileAnnotation(k, a, file, s.cloud); ok {
+				s.files = append(s.files, f)
+			}
+		}
+	}
+	if v, ok := p.ann[AnnotationObjects]; ok {
+		s.files = append(s.files, p.parseObjects(v, s.cloud)...)
+	}
+	sort.Slice(s.files, func(i, j int) bool { return s.files[i].Name < s.files[j].Name })
+	p.checkTemplates(s.files)
+	if len(s.files) == 0 && len(p.problems) == 0 {
+		p.problems.add(AnnotationInject, "no objects requested; add e.g. %s<file>: <secret name> or %s", Prefix+FileSecret, AnnotationObjects)
+	}
+	if err := p.problems.err(); err != nil {
+		return nil, p.warnings, err
+	}
+	return s, p.warnings, nil
+}
+
+func (p *parser) warn(format string, args ...any) {
+	p.warnings = append(p.warnings, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) parseCloud() config.Cloud {
+	if v := p.ann[AnnotationCloud]; v != "" {
+		if c, ok := config.KnownCloud(v); ok {
+			return c
+		}
+		if p.d.Cloud.Name == v {
+			return p.d.Cloud // a custom cloud the webhook was configured with
+		}
+		p.problems.add(AnnotationCloud, "unknown cloud %q; use one of %s", v, cloudList())
+		c, _ := config.KnownCloud("")
+		return c
+	}
+	c := p.d.Cloud
+	if c.AuthorityHost == "" && c.VaultSuffix == "" {
+		known, ok := config.KnownCloud(c.Name)
+		if !ok {
+			p.problems.add("defaults: cloud", "unknown cloud %q and no endpoints; use one of %s", c.Name, cloudList())
+		}
+		return known
+	}
+	if !strings.HasPrefix(c.AuthorityHost, "https://") || c.VaultSuffix == "" {
+		p.problems.add("defaults: cloud", "cloud %q needs an https:// authority host and a vault DNS suffix", c.Name)
+	}
+	return c
+}
+
+func (p *parser) parseDefaultVault(cloud config.Cloud) string {
+	if v := p.ann[AnnotationVault]; v != "" {
+		u, err := vaultURL(v, cloud)
+		if err != nil {
+			p.problems.add(AnnotationVault, "%v", err)
+		}
+		return u
+	}
+	if p.d.Vault == "" {
+		return ""
+	}
+	u, err := vaultURL(p.d.Vault, cloud)
+	if err != nil {
+		p.problems.add("defaults: vault", "%v", err)
+	}
+	return u
+}
+
+func (p *parser) parseRefresh() time.Duration {
+	v, ok := p.ann[AnnotationRefresh]
+	if !ok {
+		return time.Duration(p.d.Refresh)
+	}
+	if v == "" || v == "0" {
+		return 0
+	}
+	r, err := time.ParseDuration(v)
+	if err != nil || r < 0 {
+		p.problems.add(AnnotationRefresh, "%q is not a duration; use e.g. \"2m\" or \"1h\", or \"0\" to fetch once", v)
+		return 0
+	}
+	if r > 0 && r < MinRefresh {
+		p.warn("%s: %s is shorter than %s; many pods polling often can be throttled by Key Vault", AnnotationRefresh, r, MinRefresh)
+	}
+	return r
+}
+
+func (p *parser) parseSidecar(refresh time.Duration) string {
+	v, set := p.ann[AnnotationSidecar]
+	if !set || v == "" {
+		v = p.d.Sidecar
+	}
+	if v == "" {
+		v = SidecarNative
+	}
+	if v != SidecarNative && v != SidecarClassic {
+		field := AnnotationSidecar
+		if !set {
+			field = "defaults: sidecar"
+		}
+		p.problems.add(field, "%q is not a sidecar mode; use %q or %q", v, SidecarNative, SidecarClassic)
+		return SidecarNative
+	}
+	if set && refresh == 0 {
+		p.warn("%s has no effect without %s: the agent fetches once in an init container", AnnotationSidecar, AnnotationRefresh)
+	}
+	if v == SidecarClassic && refresh > 0 && p.pod.Spec.RestartPolicy != "" && p.pod.Spec.RestartPolicy != corev1.RestartPolicyAlways {
+		p.warn("%s: a classic sidecar never exits, so a pod with restartPolicy %s never completes; use %q", AnnotationSidecar, p.pod.Spec.RestartPolicy, SidecarNative)
+	}
+	return v
+}
+
+func (p *parser) parseMountPath() string {
+	v := p.ann[AnnotationMountPath]
+	field := AnnotationMountPath
+	if v == "" {
+		v, field = p.d.MountPath, "defaults: mount path"
+	}
+	if v == "" {
+		return DefaultMountPath
+	}
+	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.Contains(v, ":") {
+		p.problems.add(field, "%q must be a clean absolute path other than / without ':', e.g. %s", v, DefaultMountPath)
+	}
+	return v
+}
+
+func (p *parser) parseContainers() []string {
+	v, ok := p.ann[AnnotationContainers]
+	if !ok {
+		return nil
+	}
+	exists := map[string]bool{}
+	var all []string
+	for _, c := range p.pod.Spec.InitContainers {
+		exists[c.Name] = true
+		all = append(all, c.Name)
+	}
+	for _, c := range p.pod.Spec.Containers {
+		exists[c.Name] = true
+		all = append(all, c.Name)
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		switch {
+		case n == "":
+			p.problems.add(AnnotationContainers, "empty container name in %q; list names separated by commas", v)
+		case n == AgentContainer || n == InitContainer:
+			p.problems.add(AnnotationContainers, "%q is kvinject's own container; list only your containers", n)
+		case !exists[n]:
+			p.problems.add(AnnotationContainers, "no container %q in the pod; it has %s", n, strings.Join(all, ", "))
+		case !seen[n]:
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// parseIdentity resolves client and tenant ID: pod annotation, then the
+// ServiceAccount's workload-identity annotations, then Defaults.
+func (p *parser) parseIdentity() (clientID, tenantID string) {
+	sa := serviceAccountName(p.pod)
+	saRef := fmt.Sprintf("ServiceAccount %s", sa)
+	if p.pod.Namespace != "" {
+		saRef = fmt.Sprintf("ServiceAccount %s/%s", p.pod.Namespace, sa)
+	}
+	resolve := func(podKey, saKey, def, what string, valid func(string) bool, hint string) string {
+		var v, field string
+		switch {
+		case p.ann[podKey] != "":
+			v, field = p.ann[podKey], podKey
+		case p.sa != nil && p.sa.Annotations[saKey] != "":
+			v, field = p.sa.Annotations[saKey], saRef+" annotation "+saKey
+		case def != "":
+			v, field = def, "defaults: "+what
+		default:
+			p.problems.add(podKey, "no %s for the agent: set %s on the pod, %s on %s, or the webhook's default", what, podKey, saKey, saRef)
+			return ""
+		}
+		if !valid(v) {
+			p.problems.add(field, "%q is not a valid %s; %s", v, what, hint)
+		}
+		return v
+	}
+	clientID = resolve(AnnotationClientID, WorkloadIdentityClientID, p.d.ClientID, "client ID",
+		guidRE.MatchString, "use the application (client) ID, a GUID like 00000000-0000-0000-0000-000000000000")
+	tenantID = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
+		tenantRE.MatchString, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
+	return clientID, tenantID
+}
+
+func (p *parser) parseFileMode() os.FileMode {
+	if v, ok := p.ann[AnnotationFileMode]; ok {
+		m, err := parseMode(v)
+		if err != nil {
+			p.problems.add(AnnotationFileMode, "%v", err)
+			return DefaultFileMode
+		}
+		p.checkMode(AnnotationFileMode, m)
+		return m
+	}
+	if p.d.FileMode != 0 {
+		if p.d.FileMode < 0 || p.d.FileMode > 0o777 {
+			p.problems.add("defaults: file mode", "%#o is not a permission mode between 0 and 0777", p.d.FileMode)
+			return DefaultFileMode
+		}
+		return os.FileMode(p.d.FileMode)
+	}
+	return DefaultFileMode
+}
+
+func parseMode(v string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal permission mode; use e.g. \"0440\"", v)
+	}
+	return os.FileMode(m), nil
+}
+
+// checkMode warns about modes that do what the user probably did not mean.
+func (p *parser) checkMode(field string, m os.FileMode) {
+	if m&0o040 == 0 {
+		p.warn("%s: mode %#o has no group read bit; app containers read the files through their group (see docs/annotations.md#file-ownership)", field, m)
+	}
+	if m&0o007 != 0 {
+		p.warn("%s: mode %#o gives other users access; %#o is enough for app containers", field, m, DefaultFileMode)
+	}
+}
+
+func (p *parser) parseResources() corev1.ResourceRequirements {
+	r := *p.d.Resources.DeepCopy()
+	if len(r.Requests) == 0 && len(r.Limits) == 0 {
+		r = DefaultResources()
+	}
+	set := func(key string, list *corev1.ResourceList, name corev1.ResourceName) {
+		v, ok := p.ann[key]
+		if !ok {
+			return
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil || q.Sign() <= 0 {
+			p.problems.add(key, "%q is not a positive quantity; use e.g. %q", v, exampleOf(key))
+			return
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[name] = q
+	}
+	set(AnnotationCPURequest, &r.Requests, corev1.ResourceCPU)
+	set(AnnotationMemoryRequest, &r.Requests, corev1.ResourceMemory)
+	set(AnnotationCPULimit, &r.Limits, corev1.ResourceCPU)
+	set(AnnotationMemoryLimit, &r.Limits, corev1.ResourceMemory)
+	for name, req := range map[corev1.ResourceName]string{corev1.ResourceCPU: AnnotationCPURequest, corev1.ResourceMemory: AnnotationMemoryRequest} {
+		rq, hasReq := r.Requests[name]
+		lim, hasLim := r.Limits[name]
+		if hasReq && hasLim && rq.Cmp(lim) > 0 {
+			p.problems.add(req, "request %s is above the limit %s; raise the limit or lower the request", rq.String(), lim.String())
+		}
+	}
+	return r
+}
+
+func exampleOf(key string) string {
+	a, _, _ := lookup(key)
+	return a.Example
+}
+
+// parseFileAnnotation parses secret-, cert-, key- and template-<file>.
+func (p *parser) parseFileAnnotation(key string, a Annotation, file string, cloud config.Cloud) (config.File, bool) {
+	if err := checkFileName(file); err != nil {
+		p.problems.add(key, "%v", err)
+		return config.File{}, false
+	}
+	if !p.claim(file, key) {
+		return config.File{}, false
+	}
+	v := p.ann[key]
+	f := config.File{Name: file, Mode: p.fileMode}
+	if a.Name == FileTemplate+"<file>" {
+		if v == "" {
+			p.problems.add(key, "template is empty; write a Go template such as {{ secret \"db-password\" }}")
+			return config.File{}, false
+		}
+		p.templates[file] = v
+		f.Template = v
+		return f, true
+	}
+	kind := map[string]config.Kind{FileSecret + "<file>": config.KindSecret, FileCert + "<file>": config.KindCert, FileKey + "<file>": config.KindKey}[a.Name]
+	obj, err := p.objectRef(v, kind, cloud)
+	if err != nil {
+		p.problems.add(key, "%v", err)
+		return config.File{}, false
+	}
+	f.Object = obj
+	return f, true
+}
+
+// claim records that file comes from source, and reports a duplicate.
+func (p *parser) claim(file, source string) bool {
+	if prev, dup := p.fileSource[file]; dup {
+		p.problems.add(source, "file %q is already written by %s; give one of them another file name", file, prev)
+		return false
+	}
+	p.fileSource[file] = source
+	return true
+}
+
+func checkFileName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("file name is empty; put it after the dash, e.g. %ssecret-db-password", Prefix)
+	case strings.HasPrefix(name, ".."):
+		return fmt.Errorf("file name %q may not start with \"..\" (reserved for the atomic writer and escaping the mount)", name)
+	case name == ".":
+		return fmt.Errorf("file name %q is not a file", name)
+	case !fileNameRE.MatchString(name):
+		return fmt.Errorf("file name %q may hold only letters, digits, '.', '_' and '-' (one path element, no '/')", name)
+	}
+	return nil
+}
+
+// objectRef parses `name`, `name@version`, `vault/name[@version]` or an object URL.
+func (p *parser) objectRef(v string, kind config.Kind, cloud config.Cloud) (*config.Object, error) {
+	if v == "" {
+		return nil, fmt.Errorf("empty reference; use a %s name, name@version, vault/name or an object URL", kind)
+	}
+	lower := strings.ToLower(v)
+	if strings.HasPrefix(lower, "http://") {
+		return nil, fmt.Errorf("%q: Key Vault is served over https only; use https://", v)
+	}
+	if strings.HasPrefix(lower, "https://") {
+		return objectURL(v, kind)
+	}
+	rest, version, hasVersion := strings.Cut(v, "@")
+	vault := p.vault
+	name := rest
+	if vn, n, ok := strings.Cut(rest, "/"); ok {
+		u, err := vaultURL(vn, cloud)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(n, "/") {
+			return nil, fmt.Errorf("%q has more than one '/'; use vault/name[@version]", v)
+		}
+		vault, name = u, n
+	}
+	if !objectNameRE.MatchString(name) {
+		return nil, fmt.Errorf("%q is not a valid object name (1-127 letters, digits and '-')", name)
+	}
+	if hasVersion && !versionRE.MatchString(version) {
+		return nil, fmt.Errorf("%q is not a valid version (letters and digits, e.g. the 32 hex digits Key Vault shows)", version)
+	}
+	if vault == "" {
+		return nil, fmt.Errorf("no vault for %q; set %s, write myvault/%s, or set the webhook's default vault", name, AnnotationVault, name)
+	}
+	return &config.Object{Vault: vault, Kind: kind, Name: name, Version: version}, nil
+}
+
+// objectURL parses https://<vault host>/<collection>/<name>[/<version>].
+func objectURL(v string, kind config.Kind) (*config.Object, error) {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%q is not an object URL like https://myvault.vault.azure.net/secrets/name[/version]", v)
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	collections := map[config.Kind][]string{
+		config.KindSecret: {"secrets"},
+		config.KindCert:   {"certificates", "secrets"},
+		config.KindKey:    {"keys"},
+	}[kind]
+	if len(parts) < 2 || len(parts) > 3 || !contains(collections, parts[0]) {
+		return nil, fmt.Errorf("%q is not a %s URL; use https://<vault host>/%s/<name>[/<version>]", v, kind, collections[0])
+	}
+	if !objectNameRE.MatchString(parts[1]) {
+		return nil, fmt.Errorf("%q is not a valid object name (1-127 letters, digits and '-')", parts[1])
+	}
+	o := &config.Object{Vault: "https://" + strings.ToLower(u.Host) + "/", Kind: kind, Name: parts[1]}
+	if len(parts) == 3 {
+		if !versionRE.MatchString(parts[2]) {
+			return nil, fmt.Errorf("%q is not a valid version (letters and digits)", parts[2])
+		}
+		o.Version = parts[2]
+	}
+	return o, nil
+}
+
+// vaultURL resolves a vault name or https URL to the vault's base URL with a trailing slash.
+func vaultURL(v string, cloud config.Cloud) (string, error) {
+	lower := strings.ToLower(v)
+	if strings.HasPrefix(lower, "http://") {
+		return "", fmt.Errorf("vault %q: Key Vault is served over https only; use https://", v)
+	}
+	if strings.HasPrefix(lower, "https://") {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+			return "", fmt.Errorf("vault %q is not a vault URL; use https://<host>/ with no path", v)
+		}
+		return "https://" + strings.ToLower(u.Host) + "/", nil
+	}
+	if !vaultNameRE.MatchString(v) || strings.Contains(v, "--") {
+		return "", fmt.Errorf("vault %q is not a vault name (3-24 letters, digits and single '-', starting with a letter, ending with a letter or digit) or an https:// URL", v)
+	}
+	return "https://" + strings.ToLower(v) + "." + cloud.VaultSuffix + "/", nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func cloudList() string {
+	return strings.Join(config.KnownCloudNames(), ", ")
+}
+
+func serviceAccountName(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName != "" {
+		return pod.Spec.ServiceAccountName
+	}
+	return "default"
+}

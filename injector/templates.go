@@ -1,0 +1,104 @@
+package injector
+
+import (
+	"text/template"
+	"text/template/parse"
+
+	"github.com/kvinject/kvinject/agent/config"
+)
+
+// objectFuncs are the template functions whose first argument names another file.
+var objectFuncs = map[string]bool{"secret": true, "cert": true, "key": true, "privateKey": true, "chain": true}
+
+func templateFuncNames() []string { return config.TemplateFuncNames }
+
+// parseFuncs has the agent's function names with stand-in bodies: parsing
+// only checks that a called function exists, the agent supplies the real ones.
+func parseFuncs() template.FuncMap {
+	fm := template.FuncMap{}
+	for _, name := range templateFuncNames() {
+		fm[name] = func(...any) (any, error) { return nil, nil }
+	}
+	return fm
+}
+
+// checkTemplates parses every template file and checks that the files it
+// names by a literal string exist and are objects, not other templates.
+func (p *parser) checkTemplates(files []config.File) {
+	isObject := map[string]bool{}
+	for _, f := range files {
+		if f.Object != nil {
+			isObject[f.Name] = true
+		}
+	}
+	for _, f := range files {
+		if f.Template == "" {
+			continue
+		}
+		key := p.fileSource[f.Name]
+		t, err := template.New(f.Name).Funcs(parseFuncs()).Parse(f.Template)
+		if err != nil {
+			p.problems.add(key, "template does not parse: %v", err)
+			continue
+		}
+		for _, tt := range t.Templates() {
+			if tt.Tree == nil {
+				continue
+			}
+			walk(tt.Tree.Root, func(fn, ref string) {
+				switch {
+				case isObject[ref]:
+				case p.templates[ref] != "":
+					p.problems.add(key, "%s %q names another template; templates can use only object files", fn, ref)
+				default:
+					p.problems.add(key, "%s %q: no file %q in this pod; name a file from a secret-, cert-, key- annotation or an objects alias", fn, ref, ref)
+				}
+			})
+		}
+	}
+}
+
+// walk calls visit for every call of an object function with a literal file name.
+func walk(n parse.Node, visit func(fn, ref string)) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Nodes {
+			walk(c, visit)
+		}
+	case *parse.ActionNode:
+		walk(n.Pipe, visit)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Cmds {
+			walk(c, visit)
+		}
+	case *parse.CommandNode:
+		if len(n.Args) >= 2 {
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && objectFuncs[id.Ident] {
+				if s, ok := n.Args[1].(*parse.StringNode); ok {
+					visit(id.Ident, s.Text)
+				}
+			}
+		}
+		for _, a := range n.Args {
+			walk(a, visit)
+		}
+	case *parse.IfNode:
+		walk(&n.BranchNode, visit)
+	case *parse.RangeNode:
+		walk(&n.BranchNode, visit)
+	case *parse.WithNode:
+		walk(&n.BranchNode, visit)
+	case *parse.BranchNode:
+		walk(n.Pipe, visit)
+		walk(n.List, visit)
+		walk(n.ElseList, visit)
+	case *parse.TemplateNode:
+		walk(n.Pipe, visit)
+	}
+}
