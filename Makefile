@@ -16,6 +16,23 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kvinject
 
+# Container image without a container engine (hack/image, docs/install.md):
+# static binaries for IMAGE_PLATFORMS, one OCI index in _out/kvinject-oci (and
+# _out/kvinject-oci.tar), one docker archive per platform. Reproducible: file
+# times and the created label come from the commit, not from the clock.
+IMAGE ?= ghcr.io/kvinject/kvinject
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+image:
+	for p in $(IMAGE_PLATFORMS); do \
+	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -buildvcs=false \
+	    -ldflags '$(LDFLAGS)' -o _out/bin/$${p/\//-}/kvinject ./cmd/kvinject; \
+	done
+	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
+	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
