@@ -1,0 +1,337 @@
+package injector
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	psapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
+
+	"github.com/kvinject/kvinject/agent/config"
+)
+
+const (
+	clientA = "00000000-0000-0000-0000-00000000000a"
+	clientB = "00000000-0000-0000-0000-00000000000b"
+	clientC = "00000000-0000-0000-0000-00000000000c"
+	tenant  = "11111111-1111-1111-1111-111111111111"
+)
+
+func testPod(ann map[string]string) *corev1.Pod {
+	base := map[string]string{
+		AnnotationInject:              "true",
+		AnnotationVault:               "shop-kv",
+		AnnotationClientID:            clientA,
+		AnnotationTenantID:            tenant,
+		Prefix + "secret-db-password": "db-password",
+	}
+	for k, v := range ann {
+		if v == "-" {
+			delete(base, k)
+		} else {
+			base[k] = v
+		}
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "shop", Annotations: base},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "shop",
+			InitContainers:     []corev1.Container{{Name: "migrate", Image: "example.com/migrate:1"}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: "example.com/app:1"},
+				{Name: "proxy", Image: "example.com/proxy:1"},
+			},
+		},
+	}
+}
+
+func mustInject(t *testing.T, pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string) {
+	t.Helper()
+	out, warnings, err := Inject(pod, sa, d)
+	if err != nil {
+		t.Fatalf("Inject: %v", err)
+	}
+	return out, warnings
+}
+
+func container(t *testing.T, cs []corev1.Container, name string) *corev1.Container {
+	t.Helper()
+	for i := range cs {
+		if cs[i].Name == name {
+			return &cs[i]
+		}
+	}
+	t.Fatalf("no container %q in %v", name, names(cs))
+	return nil
+}
+
+func names(cs []corev1.Container) []string {
+	var n []string
+	for _, c := range cs {
+		n = append(n, c.Name)
+	}
+	return n
+}
+
+func env(c *corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func agentConfig(t *testing.T, c *corev1.Container) *config.Config {
+	t.Helper()
+	cfg, err := config.Load([]byte(env(c, config.EnvVar)))
+	if err != nil {
+		t.Fatalf("agent config: %v", err)
+	}
+	return cfg
+}
+
+func TestModes(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ann        map[string]string
+		wantInit   []string
+		wantMain   []string
+		agentArgs  []string
+		native     bool
+		wantMetric bool
+	}{
+		{name: "once", wantInit: []string{AgentContainer, "migrate"}, wantMain: []string{"app", "proxy"},
+			agentArgs: []string{"agent", "init"}},
+		{name: "native", ann: map[string]string{AnnotationRefresh: "2m"},
+			wantInit: []string{AgentContainer, "migrate"}, wantMain: []string{"app", "proxy"},
+			agentArgs: []string{"agent", "sidecar"}, native: true, wantMetric: true},
+		{name: "classic", ann: map[string]string{AnnotationRefresh: "2m", AnnotationSidecar: SidecarClassic},
+			wantInit: []string{InitContainer, "migrate"}, wantMain: []string{"app", "proxy", AgentContainer},
+			agentArgs: []string{"agent", "sidecar"}, wantMetric: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := mustInject(t, testPod(tc.ann), nil, testDefaults())
+			if got := names(out.Spec.InitContainers); !slices.Equal(got, tc.wantInit) {
+				t.Errorf("init containers = %v, want %v", got, tc.wantInit)
+			}
+			if got := names(out.Spec.Containers); !slices.Equal(got, tc.wantMain) {
+				t.Errorf("containers = %v, want %v", got, tc.wantMain)
+			}
+			agent := container(t, slices.Concat(out.Spec.InitContainers, out.Spec.Containers), AgentContainer)
+			if !slices.Equal(agent.Command, []string{"/kvinject"}) || !slices.Equal(agent.Args, tc.agentArgs) {
+				t.Errorf("agent runs %v %v, want [/kvinject] %v", agent.Command, agent.Args, tc.agentArgs)
+			}
+			isNative := agent.RestartPolicy != nil && *agent.RestartPolicy == corev1.ContainerRestartPolicyAlways
+			if isNative != tc.native {
+				t.Errorf("native sidecar = %v, want %v", isNative, tc.native)
+			}
+			if tc.native {
+				if agent.StartupProbe == nil || !slices.Equal(agent.StartupProbe.Exec.Command, []string{"/kvinject", "agent", "probe"}) {
+					t.Errorf("native sidecar startup probe = %+v, want exec /kvinject agent probe", agent.StartupProbe)
+				}
+			} else if agent.StartupProbe != nil {
+				t.Errorf("startup probe on a non-native agent: %+v", agent.StartupProbe)
+			}
+			if tc.name == "classic" {
+				init := container(t, out.Spec.InitContainers, InitContainer)
+				if !slices.Equal(init.Args, []string{"agent", "init"}) {
+					t.Errorf("classic init args = %v", init.Args)
+				}
+			}
+			cfg := agentConfig(t, agent)
+			if (cfg.MetricsAddr != "") != tc.wantMetric {
+				t.Errorf("metrics addr = %q, want set: %v", cfg.MetricsAddr, tc.wantMetric)
+			}
+			if cfg.Dir != AgentDir || cfg.Namespace != "shop" || cfg.ServiceAccount != "shop" {
+				t.Errorf("config dir/ns/sa = %q %q %q", cfg.Dir, cfg.Namespace, cfg.ServiceAccount)
+			}
+		})
+	}
+}
+
+// TestSecretsReachOnlyChosenContainers checks what a user checks: the app
+// sees the files read-only; only the agent holds the token and the AZURE_* env.
+func TestSecretsReachOnlyChosenContainers(t *testing.T) {
+	for _, tc := range []struct {
+		containers string
+		want       []string
+	}{
+		{"", []string{"migrate", "app", "proxy"}},
+		{"app, migrate", []string{"migrate", "app"}},
+	} {
+		ann := map[string]string{AnnotationMountPath: "/etc/app/secrets", AnnotationContainers: tc.containers}
+		if tc.containers == "" {
+			ann[AnnotationContainers] = "-"
+		}
+		out, _ := mustInject(t, testPod(ann), nil, testDefaults())
+		var got []string
+		for _, c := range slices.Concat(out.Spec.InitContainers, out.Spec.Containers) {
+			if c.Name == AgentContainer {
+				continue
+			}
+			for _, m := range c.VolumeMounts {
+				if m.Name == TokenVolume {
+					t.Errorf("container %s mounts the token volume", c.Name)
+				}
+				if m.Name == SecretsVolume {
+					if !m.ReadOnly || m.MountPath != "/etc/app/secrets" {
+						t.Errorf("container %s mounts secrets %+v, want read-only at /etc/app/secrets", c.Name, m)
+					}
+					got = append(got, c.Name)
+				}
+			}
+			for _, e := range c.Env {
+				if strings.HasPrefix(e.Name, "AZURE_") || e.Name == config.EnvVar {
+					t.Errorf("container %s has env %s", c.Name, e.Name)
+				}
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("containers=%q: mounted in %v, want %v", tc.containers, got, tc.want)
+		}
+	}
+}
+
+func TestIdentityPrecedence(t *testing.T) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "shop",
+		Annotations: map[string]string{WorkloadIdentityClientID: clientB}}}
+	d := testDefaults()
+	d.ClientID, d.TenantID = clientC, tenant
+	for _, tc := range []struct {
+		name string
+		pod  string
+		sa   *corev1.ServiceAccount
+		want string
+	}{
+		{"pod annotation wins", clientA, sa, clientA},
+		{"then the ServiceAccount", "-", sa, clientB},
+		{"then the defaults", "-", nil, clientC},
+	} {
+		out, _ := mustInject(t, testPod(map[string]string{AnnotationClientID: tc.pod, AnnotationTenantID: "-"}), tc.sa, d)
+		agent := container(t, out.Spec.InitContainers, AgentContainer)
+		if got := env(agent, "AZURE_CLIENT_ID"); got != tc.want {
+			t.Errorf("%s: AZURE_CLIENT_ID = %s, want %s", tc.name, got, tc.want)
+		}
+		if got := env(agent, "AZURE_TENANT_ID"); got != tenant {
+			t.Errorf("%s: AZURE_TENANT_ID = %s, want %s", tc.name, got, tenant)
+		}
+	}
+}
+
+func TestInjectDoesNotModifyInput(t *testing.T) {
+	pod := testPod(map[string]string{AnnotationRefresh: "5m"})
+	before := pod.DeepCopy()
+	mustInject(t, pod, nil, testDefaults())
+	if !apiequality.Semantic.DeepEqual(pod, before) {
+		t.Error("Inject modified its input pod")
+	}
+}
+
+func TestIdempotentAndDeterministic(t *testing.T) {
+	for _, ann := range []map[string]string{nil, {AnnotationRefresh: "1m"}, {AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}} {
+		once, _ := mustInject(t, testPod(ann), nil, testDefaults())
+		twice, warnings := mustInject(t, once, nil, testDefaults())
+		if !apiequality.Semantic.DeepEqual(once, twice) || len(warnings) != 0 {
+			t.Errorf("%v: injecting an injected pod changed it (warnings %v)", ann, warnings)
+		}
+		again, _ := mustInject(t, testPod(ann), nil, testDefaults())
+		a, _ := json.Marshal(once)
+		b, _ := json.Marshal(again)
+		if string(a) != string(b) {
+			t.Errorf("%v: two injections of the same pod differ", ann)
+		}
+	}
+}
+
+func TestNotOptedIn(t *testing.T) {
+	for _, v := range []string{"-", "false"} {
+		pod := testPod(map[string]string{AnnotationInject: v})
+		out, warnings, err := Inject(pod, nil, testDefaults())
+		if err != nil || !apiequality.Semantic.DeepEqual(pod, out) {
+			t.Errorf("inject=%s: got error %v or a changed pod", v, err)
+		}
+		if wantWarn := v == "-"; (len(warnings) > 0) != wantWarn {
+			t.Errorf("inject=%s: warnings %v, want a warning: %v", v, warnings, wantWarn)
+		}
+	}
+}
+
+// TestFileGroup checks the documented choice: an existing fsGroup is kept;
+// without one the agent's group is added to supplementalGroups, never fsGroup.
+func TestFileGroup(t *testing.T) {
+	out, _ := mustInject(t, testPod(nil), nil, testDefaults())
+	sc := out.Spec.SecurityContext
+	if sc.FSGroup != nil || !slices.Equal(sc.SupplementalGroups, []int64{AgentGID}) {
+		t.Errorf("without fsGroup: securityContext = %+v, want supplementalGroups [65532] and no fsGroup", sc)
+	}
+	pod := testPod(nil)
+	fsGroup := int64(2000)
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: &fsGroup}
+	out, _ = mustInject(t, pod, nil, testDefaults())
+	if !apiequality.Semantic.DeepEqual(out.Spec.SecurityContext, pod.Spec.SecurityContext) {
+		t.Errorf("with fsGroup: securityContext changed to %+v", out.Spec.SecurityContext)
+	}
+}
+
+// TestRestricted evaluates the Pod Security Standards "restricted" policy,
+// with the same checks the API server's admission plugin runs.
+func TestRestricted(t *testing.T) {
+	evaluator, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted := psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()}
+	for _, ann := range []map[string]string{nil, {AnnotationRefresh: "1m"}, {AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}} {
+		pod := testPod(ann)
+		// A restricted app, so that any finding is about what kvinject added.
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+		for i := range pod.Spec.Containers {
+			pod.Spec.Containers[i].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptrTo(false),
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+		}
+		pod.Spec.InitContainers[0].SecurityContext = pod.Spec.Containers[0].SecurityContext
+		out, _ := mustInject(t, pod, nil, testDefaults())
+		for _, r := range evaluator.EvaluatePod(restricted, &out.ObjectMeta, &out.Spec) {
+			if !r.Allowed {
+				t.Errorf("%v: restricted: %s: %s", ann, r.ForbiddenReason, r.ForbiddenDetail)
+			}
+		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		ann  map[string]string
+		want string
+	}{
+		{map[string]string{AnnotationRefresh: "10s"}, "shorter than 30s"},
+		{map[string]string{AnnotationSidecar: "classic"}, "no effect without kvinject.io/refresh"},
+		{map[string]string{AnnotationFileMode: "0400"}, "no group read bit"},
+		{map[string]string{AnnotationFileMode: "0444"}, "gives other users access"},
+		{map[string]string{AnnotationObjects: "- {objectName: tls, objectType: cert}"}, "the CSI driver wrote only the leaf"},
+	} {
+		_, warnings := mustInject(t, testPod(tc.ann), nil, testDefaults())
+		if !strings.Contains(strings.Join(warnings, "\n"), tc.want) {
+			t.Errorf("%v: warnings %q, want one containing %q", tc.ann, warnings, tc.want)
+		}
+	}
+}
+
+func TestTemplateFuncNamesMatchParser(t *testing.T) {
+	fm := parseFuncs()
+	if len(fm) != len(config.TemplateFuncNames) {
+		t.Errorf("parser has %d functions, config.TemplateFuncNames %d", len(fm), len(config.TemplateFuncNames))
+	}
+	for name := range objectFuncs {
+		if !slices.Contains(config.TemplateFuncNames, name) {
+			t.Errorf("object function %q is not in config.TemplateFuncNames", name)
+		}
+	}
+}
