@@ -10,7 +10,9 @@
 // published by renaming a temporary symlink over ..data, which is atomic. A
 // reader that resolves ..data once and reads its files from there sees one
 // complete snapshot (or, if it is too slow, a vanished directory, and can
-// retry); a reader that opens dir/<name> always gets a whole file.
+// retry); a reader that opens dir/<name> always gets a whole file. The
+// previous snapshot is removed at the write after the one that replaced it,
+// so a path lookup that raced the swap still finds its file.
 //
 // Names that start with ".." are reserved for the writer. The writer also
 // keeps a ready marker, ..ready, that the startup probe checks; it is outside
@@ -101,7 +103,7 @@ func (w *Writer) Write(files []File) (changed bool, err error) {
 	if err := w.swapData(filepath.Base(tsDir)); err != nil {
 		return false, errors.Join(err, os.RemoveAll(tsDir))
 	}
-	if err := w.removeStale(files, filepath.Base(tsDir)); err != nil {
+	if err := w.removeStale(files, filepath.Base(tsDir), old); err != nil {
 		// The new snapshot is published; leftovers are removed on the next write.
 		return true, err
 	}
@@ -157,14 +159,24 @@ func (w *Writer) current() (string, error) {
 	return target, nil
 }
 
+// CheckName reports whether name can be a file of a snapshot.
+func CheckName(name string) error {
+	switch {
+	case name == "" || name == "." || strings.HasPrefix(name, ".."):
+		return fmt.Errorf("file name %q: must not be empty, \".\" or start with \"..\"", name)
+	case strings.ContainsRune(name, '/') || strings.ContainsRune(name, 0):
+		return fmt.Errorf("file name %q: must be a single path element", name)
+	}
+	return nil
+}
+
 func validate(files []File) error {
 	seen := make(map[string]bool, len(files))
 	for _, f := range files {
+		if err := CheckName(f.Name); err != nil {
+			return err
+		}
 		switch {
-		case f.Name == "" || f.Name == "." || strings.HasPrefix(f.Name, ".."):
-			return fmt.Errorf("file name %q: must not be empty, \".\" or start with \"..\"", f.Name)
-		case strings.ContainsRune(f.Name, '/') || strings.ContainsRune(f.Name, 0):
-			return fmt.Errorf("file name %q: must be a single path element", f.Name)
 		case f.Mode&^fs.ModePerm != 0:
 			return fmt.Errorf("file %q: mode %v has bits other than permissions", f.Name, f.Mode)
 		case seen[f.Name]:
@@ -268,8 +280,10 @@ func (w *Writer) swapData(tsDir string) error {
 }
 
 // removeStale removes file links no longer in the snapshot and every snapshot
-// directory but the current one (including leftovers of a crashed write).
-func (w *Writer) removeStale(files []File, current string) error {
+// directory but the current and the previous one (including leftovers of a
+// crashed write). The previous one stays until the next write so that a
+// reader that resolved ..data just before the swap still finds its file.
+func (w *Writer) removeStale(files []File, current, previous string) error {
 	entries, err := os.ReadDir(w.Dir)
 	if err != nil {
 		return fmt.Errorf("clean up: %w", err)
@@ -278,7 +292,7 @@ func (w *Writer) removeStale(files []File, current string) error {
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case name == DataLink || name == ReadyMarker || name == current:
+		case name == DataLink || name == ReadyMarker || name == current || name == previous:
 		case strings.HasPrefix(name, dirPrefix) && e.IsDir():
 			errs = append(errs, os.RemoveAll(filepath.Join(w.Dir, name)))
 		case strings.HasPrefix(name, ".."):

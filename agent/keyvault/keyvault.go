@@ -1,0 +1,237 @@
+// Package keyvault reads Key Vault objects with workload identity: one
+// credential and one HTTP transport per process, one SDK client per vault.
+//
+// Each Get is a single attempt: the SDK's own retries are off, because the
+// agent retries whole objects against its own deadline (see Classify).
+package keyvault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/render"
+)
+
+// tryTimeout bounds one HTTP request, so a hung connection becomes a
+// retryable error instead of eating the whole deadline.
+const tryTimeout = 30 * time.Second
+
+// Ref is one GET: the unit of deduplication. A cert and a secret of the same
+// name share a Ref, because a certificate is read through its backing secret.
+type Ref struct {
+	Vault string // normalized: https://host[:port]/ without a path
+	// Collection is "secrets" or "keys".
+	Collection string
+	Name       string
+	Version    string
+}
+
+// RefOf returns the GET that reads obj.
+func RefOf(obj config.Object) (Ref, error) {
+	u, err := url.Parse(obj.Vault)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return Ref{}, fmt.Errorf("vault %q: want an https URL without a path, like https://myvault.vault.azure.net/", obj.Vault)
+	}
+	r := Ref{Vault: "https://" + strings.ToLower(u.Host) + "/", Name: obj.Name, Version: obj.Version}
+	switch obj.Kind {
+	case config.KindSecret, config.KindCert:
+		r.Collection = "secrets"
+	case config.KindKey:
+		r.Collection = "keys"
+	default:
+		return Ref{}, fmt.Errorf("kind %q: want secret, cert or key", obj.Kind)
+	}
+	if obj.Name == "" {
+		return Ref{}, errors.New("object name is empty")
+	}
+	return r, nil
+}
+
+func (r Ref) String() string {
+	s := r.Vault + r.Collection + "/" + r.Name
+	if r.Version != "" {
+		s += "/" + r.Version
+	}
+	return s
+}
+
+// Identity is the workload identity the agent signs in as.
+type Identity struct {
+	ClientID, TenantID, TokenFile string
+}
+
+// IdentityFromEnv reads the variables the injector sets on the agent.
+func IdentityFromEnv(getenv func(string) string) (Identity, error) {
+	id := Identity{
+		ClientID:  getenv("AZURE_CLIENT_ID"),
+		TenantID:  getenv("AZURE_TENANT_ID"),
+		TokenFile: getenv("AZURE_FEDERATED_TOKEN_FILE"),
+	}
+	var missing []string
+	for _, name := range []string{"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"} {
+		if getenv(name) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return id, fmt.Errorf("workload identity: %s not set; the injector sets them from the pod's client-id/tenant-id annotations or its ServiceAccount's azure.workload.identity/* annotations", strings.Join(missing, ", "))
+	}
+	return id, nil
+}
+
+// Client reads objects from any number of vaults.
+type Client struct {
+	cred    azcore.TokenCredential
+	options azcore.ClientOptions
+	cloud   config.Cloud
+
+	mu      sync.Mutex
+	secrets map[string]*azsecrets.Client
+	keys    map[string]*azkeys.Client
+}
+
+// New builds the one credential and transport of the process. The authority
+// comes from c.AuthorityHost, or else AZURE_AUTHORITY_HOST.
+func New(c config.Cloud, id Identity) (*Client, error) {
+	opts := azcore.ClientOptions{
+		Transport: newHTTPClient(),
+		Retry:     policy.RetryOptions{MaxRetries: -1, TryTimeout: tryTimeout},
+		// No telemetry header beyond the SDK default; no request logging.
+	}
+	credOpts := opts
+	if c.AuthorityHost != "" {
+		credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: c.AuthorityHost}
+	}
+	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+		ClientOptions:            credOpts,
+		ClientID:                 id.ClientID,
+		TenantID:                 id.TenantID,
+		TokenFilePath:            id.TokenFile,
+		DisableInstanceDiscovery: c.DisableInstanceDiscovery,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workload identity credential: %w", err)
+	}
+	return &Client{
+		cred: cred, options: opts, cloud: c,
+		secrets: map[string]*azsecrets.Client{},
+		keys:    map[string]*azkeys.Client{},
+	}, nil
+}
+
+// newHTTPClient is the single transport of the process, shared by the
+// credential and every vault client. It trusts the system roots (and so
+// SSL_CERT_FILE), keeps few idle connections, and drops them soon: a sidecar
+// is idle between cycles.
+func newHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       60 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: tryTimeout,
+		ExpectContinueTimeout: time.Second,
+	}}
+}
+
+func (c *Client) secretsClient(vault string) (*azsecrets.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sc, ok := c.secrets[vault]; ok {
+		return sc, nil
+	}
+	sc, err := azsecrets.NewClient(vault, c.cred, &azsecrets.ClientOptions{
+		ClientOptions:                        c.options,
+		DisableChallengeResourceVerification: c.cloud.DisableChallengeResourceVerification,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", vault, err)
+	}
+	c.secrets[vault] = sc
+	return sc, nil
+}
+
+func (c *Client) keysClient(vault string) (*azkeys.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kc, ok := c.keys[vault]; ok {
+		return kc, nil
+	}
+	kc, err := azkeys.NewClient(vault, c.cred, &azkeys.ClientOptions{
+		ClientOptions:                        c.options,
+		DisableChallengeResourceVerification: c.cloud.DisableChallengeResourceVerification,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", vault, err)
+	}
+	c.keys[vault] = kc
+	return kc, nil
+}
+
+// Get reads r once. version is the version Key Vault returned.
+func (c *Client) Get(ctx context.Context, r Ref) (obj render.Object, version string, err error) {
+	switch r.Collection {
+	case "secrets":
+		sc, err := c.secretsClient(r.Vault)
+		if err != nil {
+			return obj, "", err
+		}
+		resp, err := sc.GetSecret(ctx, r.Name, r.Version, nil)
+		if err != nil {
+			return obj, "", err
+		}
+		if resp.Value == nil {
+			return obj, "", errors.New("response has no value")
+		}
+		obj.Value = *resp.Value
+		if resp.ContentType != nil {
+			obj.ContentType = *resp.ContentType
+		}
+		if resp.ID != nil {
+			version = resp.ID.Version()
+		}
+		return obj, version, nil
+	case "keys":
+		kc, err := c.keysClient(r.Vault)
+		if err != nil {
+			return obj, "", err
+		}
+		resp, err := kc.GetKey(ctx, r.Name, r.Version, nil)
+		if err != nil {
+			return obj, "", err
+		}
+		k := resp.Key
+		if k == nil || k.Kty == nil {
+			return obj, "", errors.New("response has no key")
+		}
+		obj.Key = &render.JWK{Kty: string(*k.Kty), N: k.N, E: k.E, X: k.X, Y: k.Y}
+		if k.Crv != nil {
+			obj.Key.Crv = string(*k.Crv)
+		}
+		if k.KID != nil {
+			version = k.KID.Version()
+		}
+		return obj, version, nil
+	}
+	return obj, "", fmt.Errorf("unknown collection %q", r.Collection)
+}
