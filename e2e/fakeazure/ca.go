@@ -1,0 +1,150 @@
+package fakeazure
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// CA is a throw-away certificate authority that signs the serving certificates
+// of every emulator listener (Entra ID, vaults, test issuers). Share one CA
+// between a Server and an Issuer so a single trust bundle covers both.
+type CA struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	pem     []byte
+	once    sync.Once
+	serving *tls.Certificate
+	err     error
+}
+
+// NewCA generates a new ECDSA P-256 root valid for 10 years.
+func NewCA() (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: "fakeazure test CA", Organization: []string{"kvinject e2e"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA certificate: %w", err)
+	}
+	return &CA{
+		cert: cert,
+		key:  key,
+		pem:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	}, nil
+}
+
+// PEM returns the CA certificate in PEM form.
+func (c *CA) PEM() []byte { return append([]byte(nil), c.pem...) }
+
+// Certificate returns the CA certificate.
+func (c *CA) Certificate() *x509.Certificate { return c.cert }
+
+// Pool returns a cert pool that holds only this CA.
+func (c *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.cert)
+	return p
+}
+
+// WriteFile writes the CA certificate as PEM to path (mode 0644), for
+// SSL_CERT_FILE or a kubeconfig-style CA file.
+func (c *CA) WriteFile(path string) error {
+	if err := os.WriteFile(path, c.pem, 0o644); err != nil {
+		return fmt.Errorf("write CA file: %w", err)
+	}
+	return nil
+}
+
+// Client returns a new HTTP client that trusts only this CA. It is suitable
+// as the Transport of azcore ClientOptions (an *http.Client is a
+// policy.Transporter).
+func (c *CA) Client() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               nil, // loopback only, never through a proxy
+		TLSClientConfig:     &tls.Config{RootCAs: c.Pool(), MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}}
+}
+
+// servingTLS returns the TLS config for a loopback listener. All listeners
+// share one leaf for 127.0.0.1, ::1 and localhost. HTTP/2 is not offered so
+// that a connection reset fault can hijack the connection.
+func (c *CA) servingTLS() (*tls.Config, error) {
+	c.once.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			c.err = fmt.Errorf("generate serving key: %w", err)
+			return
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: randomSerial(),
+			Subject:      pkix.Name{CommonName: "127.0.0.1"},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().AddDate(1, 0, 0),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+			DNSNames:     []string{"localhost"},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
+		if err != nil {
+			c.err = fmt.Errorf("create serving certificate: %w", err)
+			return
+		}
+		c.serving = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	})
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{*c.serving},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"http/1.1"},
+	}, nil
+}
+
+func randomSerial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return n
+}
+
+// signWith creates a certificate from tmpl signed by parent/parentKey.
+func signWith(tmpl, parent *x509.Certificate, pub crypto.PublicKey, parentKey crypto.Signer) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}

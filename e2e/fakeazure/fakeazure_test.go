@@ -1,0 +1,480 @@
+package fakeazure_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/kvinject/kvinject/e2e/fakeazure"
+)
+
+const (
+	appID     = "11111111-2222-3333-4444-555555555555"
+	namespace = "shop"
+	saName    = "checkout"
+)
+
+// env is one emulator with one vault, one test issuer and one app whose
+// federated credential trusts system:serviceaccount:shop:checkout.
+type env struct {
+	t        *testing.T
+	srv      *fakeazure.Server
+	iss      *fakeazure.Issuer
+	vaultURL string
+	dir      string
+}
+
+func newEnv(t *testing.T, opts fakeazure.Options) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca, err := fakeazure.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := fakeazure.NewIssuer(ctx, fakeazure.IssuerOptions{CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.CA = ca
+	srv, err := fakeazure.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	u, err := srv.AddVault("shop-kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddFederatedCredential(appID, iss.URL(), "system:serviceaccount:"+namespace+":"+saName); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, iss: iss, vaultURL: u, dir: t.TempDir()}
+}
+
+// tokenFile writes a projected-token-like file for ns/sa and returns its path.
+func (e *env) tokenFile(ns, sa string, ttl time.Duration) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, ns+"-"+sa+"-token")
+	if err := e.iss.WriteServiceAccountToken(p, ns, sa, ttl); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) writeToken(name, token string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	e.must(os.WriteFile(p, []byte(token), 0o600))
+	return p
+}
+
+func (e *env) clientOptions(retries int32) azcore.ClientOptions {
+	return azcore.ClientOptions{
+		Transport: e.srv.Client(),
+		Retry:     policy.RetryOptions{MaxRetries: retries, RetryDelay: time.Millisecond, MaxRetryDelay: 5 * time.Second},
+	}
+}
+
+// credential is what the agent builds: WorkloadIdentityCredential reading a
+// token file, against the emulator's authority host.
+func (e *env) credential(clientID, tokenFile string, retries int32) *azidentity.WorkloadIdentityCredential {
+	e.t.Helper()
+	co := e.clientOptions(retries)
+	co.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: e.srv.AuthorityHost()}
+	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+		ClientOptions:            co,
+		ClientID:                 clientID,
+		TenantID:                 e.srv.TenantID(),
+		TokenFilePath:            tokenFile,
+		DisableInstanceDiscovery: true,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cred
+}
+
+func (e *env) secrets(cred azcore.TokenCredential, retries int32) *azsecrets.Client {
+	e.t.Helper()
+	c, err := azsecrets.NewClient(e.vaultURL, cred, &azsecrets.ClientOptions{
+		ClientOptions:                        e.clientOptions(retries),
+		DisableChallengeResourceVerification: true,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) keys(cred azcore.TokenCredential) *azkeys.Client {
+	e.t.Helper()
+	c, err := azkeys.NewClient(e.vaultURL, cred, &azkeys.ClientOptions{
+		ClientOptions:                        e.clientOptions(3),
+		DisableChallengeResourceVerification: true,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// defaultSecrets is a secrets client for the registered app.
+func (e *env) defaultSecrets(retries int32) *azsecrets.Client {
+	return e.secrets(e.credential(appID, e.tokenFile(namespace, saName, time.Hour), retries), retries)
+}
+
+func (e *env) must(err error) {
+	e.t.Helper()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func responseError(t *testing.T, err error, status int, code string) *azcore.ResponseError {
+	t.Helper()
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		t.Fatalf("want *azcore.ResponseError %d %s, got %T: %v", status, code, err, err)
+	}
+	if re.StatusCode != status || re.ErrorCode != code {
+		t.Fatalf("want %d %s, got %d %s: %v", status, code, re.StatusCode, re.ErrorCode, err)
+	}
+	return re
+}
+
+func TestSecrets(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{PageSize: 2})
+	ctx := context.Background()
+	v1, err := e.srv.SetSecret("shop-kv", "db-password", "s3cret-1", "")
+	e.must(err)
+	v2, err := e.srv.SetSecret("shop-kv", "db-password", "s3cret-2", "text/plain")
+	e.must(err)
+	_, err = e.srv.SetSecret("shop-kv", "db-password", "s3cret-3", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsOfficer, "db-password"))
+	c := e.defaultSecrets(3)
+
+	got, err := c.GetSecret(ctx, "db-password", "", nil)
+	e.must(err)
+	if *got.Value != "s3cret-3" || got.ID.Name() != "db-password" {
+		t.Fatalf("latest: got %q (%s)", *got.Value, *got.ID)
+	}
+	if !strings.HasPrefix(string(*got.ID), e.vaultURL+"secrets/db-password/") {
+		t.Fatalf("id %s is not under vault %s", *got.ID, e.vaultURL)
+	}
+	got, err = c.GetSecret(ctx, "db-password", v2, nil)
+	e.must(err)
+	if *got.Value != "s3cret-2" || got.ID.Version() != v2 || *got.ContentType != "text/plain" {
+		t.Fatalf("version %s: got %q %s", v2, *got.Value, *got.ID)
+	}
+
+	// Three versions with a page size of two: the pager follows nextLink.
+	var versions []string
+	pager := c.NewListSecretPropertiesVersionsPager("db-password", nil)
+	pages := 0
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		e.must(err)
+		pages++
+		for _, p := range page.Value {
+			versions = append(versions, p.ID.Version())
+		}
+	}
+	if len(versions) != 3 || versions[0] != v1 || versions[1] != v2 || pages != 2 {
+		t.Fatalf("versions = %v in %d pages, want 3 starting %s, %s in 2 pages", versions, pages, v1, v2)
+	}
+
+	// Rotation through the SDK.
+	set, err := c.SetSecret(ctx, "db-password", azsecrets.SetSecretParameters{Value: new("s3cret-4")}, nil)
+	e.must(err)
+	if v, _ := e.srv.SecretValue("shop-kv", "db-password", ""); v != "s3cret-4" {
+		t.Fatalf("after SetSecret the vault holds %q", v)
+	}
+	got, err = c.GetSecret(ctx, "db-password", "", nil)
+	e.must(err)
+	if got.ID.Version() != set.ID.Version() {
+		t.Fatalf("latest version %s, want the one just set %s", got.ID.Version(), set.ID.Version())
+	}
+}
+
+func TestCertificates(t *testing.T) {
+	for _, ct := range []string{fakeazure.ContentTypePEM, fakeazure.ContentTypePFX} {
+		t.Run(ct, func(t *testing.T) {
+			e := newEnv(t, fakeazure.Options{})
+			cert, err := e.srv.AddCertificate("shop-kv", "tls", ct)
+			e.must(err)
+			e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "tls"))
+			got, err := e.defaultSecrets(3).GetSecret(context.Background(), "tls", "", nil)
+			e.must(err)
+			if *got.ContentType != ct || got.Managed == nil || !*got.Managed || got.KID == nil || got.ID.Version() != cert.Version {
+				t.Fatalf("bundle: contentType %v managed %v kid %v version %s", *got.ContentType, got.Managed, got.KID, got.ID.Version())
+			}
+			var key any
+			var chain []*x509.Certificate
+			switch ct {
+			case fakeazure.ContentTypePEM:
+				rest := []byte(*got.Value)
+				for {
+					var b *pem.Block
+					b, rest = pem.Decode(rest)
+					if b == nil {
+						break
+					}
+					switch b.Type {
+					case "PRIVATE KEY":
+						key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+					case "CERTIFICATE":
+						var c *x509.Certificate
+						c, err = x509.ParseCertificate(b.Bytes)
+						chain = append(chain, c)
+					}
+					e.must(err)
+				}
+			case fakeazure.ContentTypePFX:
+				pfx, err := base64.StdEncoding.DecodeString(*got.Value)
+				e.must(err)
+				var leaf *x509.Certificate
+				key, leaf, chain, err = pkcs12.DecodeChain(pfx, "")
+				e.must(err)
+				chain = append([]*x509.Certificate{leaf}, chain...)
+			}
+			if len(chain) != 3 {
+				t.Fatalf("chain has %d certificates, want leaf, intermediate, root", len(chain))
+			}
+			inter := x509.NewCertPool()
+			inter.AddCert(chain[1])
+			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: cert.Roots(), Intermediates: inter, DNSName: "tls.kvinject.test"}); err != nil {
+				t.Fatalf("chain does not verify root → intermediate → leaf: %v", err)
+			}
+			if !chain[0].Equal(cert.Leaf) || !chain[2].Equal(cert.Root) {
+				t.Fatal("chain differs from the one AddCertificate returned")
+			}
+			pub := key.(crypto.Signer).Public()
+			if !cert.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+				t.Fatal("private key does not match the leaf")
+			}
+		})
+	}
+}
+
+func TestKeys(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	rsaKey, err := e.srv.AddKey("shop-kv", "signing-rsa", "RSA")
+	e.must(err)
+	ecKey, err := e.srv.AddKey("shop-kv", "signing-ec", "EC")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleCryptoUser, "*"))
+	c := e.keys(e.credential(appID, e.tokenFile(namespace, saName, time.Hour), 3))
+	ctx := context.Background()
+
+	got, err := c.GetKey(ctx, "signing-rsa", "", nil)
+	e.must(err)
+	k := got.Key
+	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(k.N), E: int(new(big.Int).SetBytes(k.E).Int64())}
+	if *k.Kty != azkeys.KeyTypeRSA || !pub.Equal(rsaKey.Public) || k.KID.Version() != rsaKey.Version {
+		t.Fatalf("RSA key: kty %s kid %s", *k.Kty, *k.KID)
+	}
+
+	got, err = c.GetKey(ctx, "signing-ec", ecKey.Version, nil)
+	e.must(err)
+	k = got.Key
+	ecPub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(k.X), Y: new(big.Int).SetBytes(k.Y)}
+	if *k.Kty != azkeys.KeyTypeEC || *k.Crv != azkeys.CurveNameP256 || !ecPub.Equal(ecKey.Public) {
+		t.Fatalf("EC key: kty %s crv %s", *k.Kty, *k.Crv)
+	}
+	if _, err := x509.MarshalPKIXPublicKey(ecPub); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = c.GetKey(ctx, "missing", "", nil)
+	responseError(t, err, http.StatusNotFound, "KeyNotFound")
+}
+
+func TestAccessErrors(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	ctx := context.Background()
+	_, err := e.srv.SetSecret("shop-kv", "db-password", "s3cret", "")
+	e.must(err)
+	_, err = e.srv.SetSecret("shop-kv", "api-key", "k3y", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "db-password"))
+	c := e.defaultSecrets(0)
+
+	// Least privilege: another secret in the same vault is forbidden, and
+	// the message names the caller and the object.
+	_, err = c.GetSecret(ctx, "api-key", "", nil)
+	re := responseError(t, err, http.StatusForbidden, "Forbidden")
+	for _, want := range []string{"Caller is not authorized to perform action on resource", "appid=" + appID, "secrets/getSecret/action", "/secrets/api-key", "ForbiddenByRbac"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("403 error does not mention %q:\n%v", want, err)
+		}
+	}
+	_ = re
+
+	// 404 for a granted name that does not exist.
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "*"))
+	_, err = c.GetSecret(ctx, "nope", "", nil)
+	responseError(t, err, http.StatusNotFound, "SecretNotFound")
+	if !strings.Contains(err.Error(), "A secret with (name/id) nope was not found in this key vault") {
+		t.Errorf("404 message: %v", err)
+	}
+
+	// 401: a token that was not issued by this tenant's Entra.
+	other, err := fakeazure.Start(ctx, fakeazure.Options{})
+	e.must(err)
+	defer other.Close()
+	forged, err := other.MintAccessToken(appID)
+	e.must(err)
+	_, err = e.secrets(staticToken(forged), 0).GetSecret(ctx, "db-password", "", nil)
+	responseError(t, err, http.StatusUnauthorized, "Unauthorized")
+
+	// Disabled version: 403 as the service sends it.
+	e.must(e.srv.SetSecretEnabled("shop-kv", "db-password", "", false))
+	_, err = c.GetSecret(ctx, "db-password", "", nil)
+	responseError(t, err, http.StatusForbidden, "Forbidden")
+}
+
+type staticToken string
+
+func (s staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: string(s), ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+func TestFederation(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	ctx := context.Background()
+	_, err := e.srv.SetSecret("shop-kv", "db-password", "s3cret", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "*"))
+
+	authErr := func(t *testing.T, err error, status int, code string) {
+		t.Helper()
+		var ae *azidentity.AuthenticationFailedError
+		if !errors.As(err, &ae) {
+			t.Fatalf("want *azidentity.AuthenticationFailedError, got %T: %v", err, err)
+		}
+		if ae.RawResponse == nil || ae.RawResponse.StatusCode != status || !strings.Contains(err.Error(), code) {
+			t.Fatalf("want %d %s, got %v", status, code, err)
+		}
+	}
+
+	t.Run("wrong subject", func(t *testing.T) {
+		tf := e.tokenFile(namespace, "intruder", time.Hour)
+		_, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		authErr(t, err, http.StatusBadRequest, "AADSTS70021")
+		for _, want := range []string{"No matching federated identity record found for presented assertion", "Assertion Subject: 'system:serviceaccount:shop:intruder'", "Assertion Issuer: '" + e.iss.URL() + "'", "Assertion Audience: 'api://AzureADTokenExchange'"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not contain %q:\n%v", want, err)
+			}
+		}
+	})
+	t.Run("expired assertion", func(t *testing.T) {
+		tf := e.tokenFile(namespace, saName, -10*time.Minute)
+		_, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		authErr(t, err, http.StatusUnauthorized, "AADSTS700024")
+	})
+	t.Run("unknown app", func(t *testing.T) {
+		tf := e.tokenFile(namespace, saName, time.Hour)
+		_, err := e.secrets(e.credential("99999999-0000-0000-0000-000000000000", tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		authErr(t, err, http.StatusBadRequest, "AADSTS700016")
+	})
+	t.Run("untrusted issuer", func(t *testing.T) {
+		other, err := fakeazure.NewIssuer(ctx, fakeazure.IssuerOptions{CA: e.srv.CA()})
+		must(t, err)
+		defer other.Close()
+		tok, err := other.MintServiceAccount(namespace, saName, time.Hour)
+		must(t, err)
+		_, err = e.secrets(e.credential(appID, e.writeToken("other-issuer", tok), 0), 0).GetSecret(ctx, "db-password", "", nil)
+		authErr(t, err, http.StatusBadRequest, "AADSTS70021")
+
+		// The same token claiming our issuer: the signature does not verify
+		// against our issuer's JWKS.
+		parts := strings.Split(tok, ".")
+		payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+		must(t, err)
+		payload = []byte(strings.Replace(string(payload), other.URL(), e.iss.URL(), 1))
+		parts[1] = base64.RawURLEncoding.EncodeToString(payload)
+		forged := strings.Join(parts, ".")
+		_, err = e.secrets(e.credential(appID, e.writeToken("forged", forged), 0), 0).GetSecret(ctx, "db-password", "", nil)
+		authErr(t, err, http.StatusUnauthorized, "AADSTS50013")
+	})
+	t.Run("issuer key rotation", func(t *testing.T) {
+		must(t, e.iss.RotateKey())
+		tf := e.tokenFile(namespace, saName, time.Hour)
+		got, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		must(t, err)
+		if *got.Value != "s3cret" {
+			t.Fatal("wrong value")
+		}
+	})
+}
+
+func TestES256Issuer(t *testing.T) {
+	ctx := context.Background()
+	iss, err := fakeazure.NewIssuer(ctx, fakeazure.IssuerOptions{Algorithm: "ES256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer iss.Close()
+	// Separate CAs: the issuer is reached through IssuerClient, as
+	// kube-apiserver would be.
+	srv, err := fakeazure.Start(ctx, fakeazure.Options{IssuerClient: iss.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	u, err := srv.AddVault("es-kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddFederatedCredential(appID, iss.URL(), "system:serviceaccount:a:b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SetSecret("es-kv", "x", "y", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Grant("es-kv", appID, fakeazure.RoleSecretsUser, "x"); err != nil {
+		t.Fatal(err)
+	}
+	tf := filepath.Join(t.TempDir(), "token")
+	if err := iss.WriteServiceAccountToken(tf, "a", "b", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, srv: srv, iss: iss, vaultURL: u}
+	got, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "x", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.Value != "y" {
+		t.Fatalf("got %q", *got.Value)
+	}
+}

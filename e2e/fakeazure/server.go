@@ -1,0 +1,373 @@
+package fakeazure
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+)
+
+// VaultResource is the audience of Key Vault access tokens and the resource
+// Key Vault names in its challenge.
+const VaultResource = "https://vault.azure.net"
+
+// TokenExchangeAudience is the audience Entra ID requires on federated
+// client assertions by default.
+const TokenExchangeAudience = "api://AzureADTokenExchange"
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// TenantID is the only tenant the emulator knows. Default: a random UUID,
+	// see Server.TenantID.
+	TenantID string
+	// CA signs the serving certificates. Default: a new CA. Pass the CA of an
+	// Issuer to trust it without setting IssuerClient.
+	CA *CA
+	// IssuerClient fetches OIDC discovery documents and JWKS of federated
+	// issuers (a test Issuer, or kube-apiserver with its CA and credentials).
+	// Default: a client that trusts CA. Only loopback issuers are contacted
+	// whatever the client.
+	IssuerClient *http.Client
+	// EntraAddr is the listen address of the Entra ID endpoint.
+	// Default "127.0.0.1:0".
+	EntraAddr string
+	// AccessTokenTTL is the lifetime of issued access tokens. Default 1h
+	// (expires_in 3599, like Entra).
+	AccessTokenTTL time.Duration
+	// ClockSkew is the leeway on exp/nbf of client assertions. Default 1m.
+	ClockSkew time.Duration
+	// PageSize is the number of items per list page. Default 25, the service
+	// maximum; set it low to exercise nextLink paging.
+	PageSize int
+	// Logger receives one line per request (never a secret value).
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a running emulator: one Entra ID listener plus one listener per
+// vault. All methods are safe for concurrent use.
+type Server struct {
+	opts     Options
+	ca       *CA
+	tls      *tls.Config
+	log      *slog.Logger
+	tokenKey *ecdsa.PrivateKey
+	tokenKid string
+	entra    *listener
+	issuers  *jwksCache
+
+	mu      sync.Mutex
+	closed  bool
+	vaults  map[string]*vault
+	apps    map[string][]FederatedCredential // by client id
+	grants  []grant
+	pki     *pki
+	faults  []*faultEntry
+	latency []latencyEntry
+	outage  bool
+	counts  map[countKey]int
+	stopCtx func() bool
+}
+
+type listener struct {
+	ln  net.Listener
+	srv *http.Server
+	url string
+	wg  sync.WaitGroup
+}
+
+// Start starts the Entra ID listener. Vaults are added with AddVault. The
+// server stops when ctx is done or Close is called.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	if opts.TenantID == "" {
+		opts.TenantID = newUUID()
+	}
+	if !tenantRE.MatchString(opts.TenantID) {
+		return nil, fmt.Errorf("fakeazure: Options.TenantID %q: use letters, digits, '.' and '-' only (a GUID)", opts.TenantID)
+	}
+	if opts.EntraAddr == "" {
+		opts.EntraAddr = "127.0.0.1:0"
+	}
+	if opts.AccessTokenTTL <= 0 {
+		opts.AccessTokenTTL = time.Hour
+	}
+	if opts.ClockSkew <= 0 {
+		opts.ClockSkew = time.Minute
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 25
+	}
+	if opts.Logger == nil {
+		opts.Logger = discardLogger()
+	}
+	ca := opts.CA
+	if ca == nil {
+		var err error
+		if ca, err = NewCA(); err != nil {
+			return nil, fmt.Errorf("fakeazure: %w", err)
+		}
+	}
+	tlsCfg, err := ca.servingTLS()
+	if err != nil {
+		return nil, fmt.Errorf("fakeazure: %w", err)
+	}
+	if opts.IssuerClient == nil {
+		opts.IssuerClient = ca.Client()
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("fakeazure: generate token signing key: %w", err)
+	}
+	s := &Server{
+		opts:     opts,
+		ca:       ca,
+		tls:      tlsCfg,
+		log:      opts.Logger,
+		tokenKey: key,
+		tokenKid: randomHex(8),
+		issuers:  newJWKSCache(opts.IssuerClient),
+		vaults:   map[string]*vault{},
+		apps:     map[string][]FederatedCredential{},
+		counts:   map[countKey]int{},
+	}
+	s.entra, err = s.listen(opts.EntraAddr, http.HandlerFunc(s.serveEntra))
+	if err != nil {
+		return nil, fmt.Errorf("fakeazure: Entra ID listener: %w", err)
+	}
+	s.serve(s.entra)
+	s.stopCtx = context.AfterFunc(ctx, s.Close)
+	return s, nil
+}
+
+var (
+	tenantRE    = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
+	vaultNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$`)
+	objectRE    = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
+)
+
+func (s *Server) listen(addr string, h http.Handler) (*listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("listen address %q: only loopback addresses are allowed (e.g. 127.0.0.1:0)", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{
+		ln:  ln,
+		url: "https://" + ln.Addr().String() + "/",
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			// Only HTTP/1.1, so faults can hijack and reset connections.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			// TLS handshake noise (clients that give up) is not interesting.
+			ErrorLog: log.New(io.Discard, "", 0),
+		},
+	}
+	return l, nil
+}
+
+// serve starts accepting connections; split from listen so the URL is known
+// before the first request.
+func (s *Server) serve(l *listener) {
+	tl := tls.NewListener(l.ln, s.tls)
+	l.wg.Go(func() {
+		if err := l.srv.Serve(tl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("fakeazure listener stopped", "addr", l.ln.Addr().String(), "err", err)
+		}
+	})
+}
+
+func (l *listener) close() {
+	_ = l.srv.Close()
+	l.wg.Wait()
+}
+
+// Close stops every listener and drops open connections. It is idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	ls := []*listener{s.entra}
+	for _, v := range s.vaults {
+		ls = append(ls, v.l)
+	}
+	s.mu.Unlock()
+	if s.stopCtx != nil {
+		s.stopCtx()
+	}
+	for _, l := range ls {
+		l.close()
+	}
+}
+
+// TenantID returns the emulated tenant.
+func (s *Server) TenantID() string { return s.opts.TenantID }
+
+// AuthorityHost returns the Entra ID origin, e.g. "https://127.0.0.1:40123/",
+// for azidentity's cloud configuration or AZURE_AUTHORITY_HOST.
+func (s *Server) AuthorityHost() string { return s.entra.url }
+
+// CA returns the CA that signs every serving certificate.
+func (s *Server) CA() *CA { return s.ca }
+
+// CAPEM returns the CA certificate as PEM.
+func (s *Server) CAPEM() []byte { return s.ca.PEM() }
+
+// WriteCAFile writes the CA certificate as PEM to path.
+func (s *Server) WriteCAFile(path string) error { return s.ca.WriteFile(path) }
+
+// Client returns a new HTTP client that trusts the emulator's CA, for
+// azcore.ClientOptions.Transport of both the credential and the vault clients.
+func (s *Server) Client() *http.Client { return s.ca.Client() }
+
+// AddVault starts a vault on its own listener at 127.0.0.1:0 and returns its
+// URL ("https://127.0.0.1:<port>/"). Vault names follow Azure's rule: 3-24
+// letters, digits and hyphens, starting with a letter.
+func (s *Server) AddVault(name string) (string, error) {
+	return s.AddVaultAt(name, "127.0.0.1:0")
+}
+
+// AddVaultAt is AddVault on a fixed loopback address such as "127.0.0.1:8443".
+func (s *Server) AddVaultAt(name, addr string) (string, error) {
+	if !vaultNameRE.MatchString(name) {
+		return "", fmt.Errorf("fakeazure: vault name %q: use 3-24 letters, digits and hyphens, starting with a letter", name)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", errors.New("fakeazure: server is closed")
+	}
+	if _, ok := s.vaults[name]; ok {
+		s.mu.Unlock()
+		return "", fmt.Errorf("fakeazure: vault %q already exists", name)
+	}
+	v := &vault{name: name, secrets: map[string][]*secretVersion{}, keys: map[string][]*keyVersion{}, certs: map[string][]*certVersion{}}
+	s.vaults[name] = v // reserve the name while listening
+	s.mu.Unlock()
+
+	l, err := s.listen(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveVault(v, w, r) }))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		delete(s.vaults, name)
+		return "", fmt.Errorf("fakeazure: vault %q: %w", name, err)
+	}
+	v.l = l
+	v.url = l.url
+	s.serve(l)
+	return l.url, nil
+}
+
+// VaultURL returns the URL of a vault, or "" if there is no such vault.
+func (s *Server) VaultURL(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.vaults[name]; ok {
+		return v.url
+	}
+	return ""
+}
+
+// Vaults returns the vault names and URLs.
+func (s *Server) Vaults() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]string, len(s.vaults))
+	for n, v := range s.vaults {
+		m[n] = v.url
+	}
+	return m
+}
+
+// FederatedCredential is a federated identity credential on an app
+// registration: Entra accepts an assertion for ClientID whose iss, sub and
+// aud match exactly.
+type FederatedCredential struct {
+	ClientID string
+	Issuer   string
+	Subject  string
+	// Audience defaults to api://AzureADTokenExchange.
+	Audience string
+}
+
+// AddFederatedCredential registers the app clientID (if new) and trusts
+// assertions from issuer with the given subject
+// (e.g. "system:serviceaccount:ns:sa").
+func (s *Server) AddFederatedCredential(clientID, issuer, subject string) error {
+	return s.AddFederatedCredentialFor(FederatedCredential{ClientID: clientID, Issuer: issuer, Subject: subject})
+}
+
+// AddFederatedCredentialFor is AddFederatedCredential with a custom audience.
+func (s *Server) AddFederatedCredentialFor(fc FederatedCredential) error {
+	if fc.ClientID == "" || fc.Issuer == "" || fc.Subject == "" {
+		return errors.New("fakeazure: federated credential needs ClientID, Issuer and Subject")
+	}
+	if fc.Audience == "" {
+		fc.Audience = TokenExchangeAudience
+	}
+	if err := checkLoopbackURL(fc.Issuer); err != nil {
+		return fmt.Errorf("fakeazure: federated credential issuer: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apps[fc.ClientID] = append(s.apps[fc.ClientID], fc)
+	return nil
+}
+
+// RemoveFederatedCredentials deletes every federated credential of clientID
+// (the app stays registered), as when an operator deletes them in the portal.
+func (s *Server) RemoveFederatedCredentials(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.apps[clientID]; ok {
+		s.apps[clientID] = nil
+	}
+}
+
+func newUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
