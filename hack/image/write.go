@@ -21,11 +21,11 @@ type outputs struct {
 	// layoutDir is an OCI image layout holding the index: the input for
 	// `crane push DIR REF` and `skopeo copy oci:DIR docker://REF`.
 	layoutDir string
-	// ociTar is layoutDir as one tar: `docker load` on Docker 25 and newer,
-	// `skopeo copy oci-archive:FILE`, `podman load`.
+	// ociTar is layoutDir as one tar: `docker load` with the containerd
+	// image store, `skopeo copy oci-archive:FILE`, `podman load`.
 	ociTar string
 	// dockerTars maps platforms to docker-archive tarballs with one image
-	// each, which every `docker load` accepts.
+	// each, which every `docker load` accepts, the classic store included.
 	dockerTars map[string]string
 }
 
