@@ -78,16 +78,18 @@ func run(args []string, stdout io.Writer) error {
 	}
 
 	if *rootfsDir != "" {
-		if len(s.binaries) != 1 {
-			return fmt.Errorf("-rootfs needs exactly one -binary, got %d", len(s.binaries))
+		ps := s.platforms()
+		if len(ps) != 1 {
+			return fmt.Errorf("-rootfs needs exactly one -binary, got %d", len(ps))
 		}
-		for p, b := range s.binaries {
-			plat, _ := v1.ParsePlatform(p)
-			if err := checkBinary(b, plat); err != nil {
-				return fmt.Errorf("-binary %s: %w", p, err)
-			}
-			return writeRootfs(*rootfsDir, rootfs(b))
+		plat, err := v1.ParsePlatform(ps[0])
+		if err != nil {
+			return err
 		}
+		if err := checkBinary(s.binaries[ps[0]], plat); err != nil {
+			return fmt.Errorf("-binary %s: %w", ps[0], err)
+		}
+		return writeRootfs(*rootfsDir, rootfs(s.binaries[ps[0]]))
 	}
 
 	if *created == "" {
