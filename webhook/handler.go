@@ -1,0 +1,242 @@
+// Package webhook is kvinject's mutating admission webhook: an HTTPS server
+// (controller-runtime's, for TLS, certificate reload, health and metrics)
+// around the injector, with an informer cache of ServiceAccounts.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kvinject/kvinject/injector"
+)
+
+// Path is where the handler is served; the MutatingWebhookConfiguration's
+// clientConfig.service.path must match.
+const Path = "/mutate-pods"
+
+// maxRequestBytes bounds a review's body. The API server's own limit for an
+// object is 3 MiB; a review carries the object once more as oldObject at most.
+const maxRequestBytes = 7 << 20
+
+// Handler answers AdmissionReview v1 requests for pod CREATEs. It is safe for
+// concurrent use; it holds no per-review state and has no side effects, so a
+// dry-run review is answered exactly like any other.
+type Handler struct {
+	// Defaults fill in what a pod and its ServiceAccount leave unset.
+	Defaults injector.Defaults
+	// ServiceAccounts resolves the pod's ServiceAccount.
+	ServiceAccounts ServiceAccounts
+	// Log receives one audit line per review.
+	Log *slog.Logger
+}
+
+// audit is what the one log line per review records. It never holds a secret
+// value: object names and vault URLs are configuration.
+type audit struct {
+	uid            string
+	namespace      string
+	pod            string
+	serviceAccount string
+	dryRun         bool
+	decision       string
+	message        string
+	vaults         []string
+	objects        []string
+	warnings       int
+}
+
+// ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method != http.MethodPost {
+		http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
+		return
+	}
+	var a audit
+	resp := h.serve(w, r, &a)
+	out, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
+		Response: resp,
+	})
+	if err != nil {
+		// Unreachable with these types; answer so the API server applies the failure policy.
+		a.decision, a.message = outcomeError, fmt.Sprintf("encode response: %v", err)
+		http.Error(w, a.message, http.StatusInternalServerError)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
+	}
+	reviewsByOutcome[a.decision].Inc()
+	reviewDuration.Observe(time.Since(start).Seconds())
+	h.log(r.Context(), &a)
+}
+
+// serve returns the response to the review in r and fills a.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admissionv1.AdmissionResponse {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errored(a, "", http.StatusBadRequest, fmt.Sprintf("content type %q, want application/json", ct))
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &review); err != nil {
+		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("decode AdmissionReview: %v", err))
+	}
+	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
+		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("got %s %s, want %s AdmissionReview (set admissionReviewVersions: [v1])",
+			review.APIVersion, review.Kind, admissionv1.SchemeGroupVersion))
+	}
+	req := review.Request
+	if req == nil {
+		return errored(a, "", http.StatusBadRequest, "AdmissionReview has no request")
+	}
+	a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
+	a.dryRun = req.DryRun != nil && *req.DryRun
+	return h.review(r.Context(), req, a)
+}
+
+// review decides one admission request.
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, a *audit) *admissionv1.AdmissionResponse {
+	allowed := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+	// Only pod CREATEs are ours; anything else the configuration may route
+	// here by mistake passes untouched.
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
+		a.decision = outcomeSkipped
+		return allowed
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return errored(a, req.UID, http.StatusBadRequest, fmt.Sprintf("decode pod: %v", err))
+	}
+	if a.pod == "" {
+		a.pod = pod.GenerateName
+	}
+	// The matchConditions send only opted-in pods; check again so a
+	// misconfigured webhook never touches a pod that did not ask.
+	if pod.Annotations[injector.AnnotationInject] != "true" {
+		a.decision = outcomeSkipped
+		return allowed
+	}
+	// A pod in a create request may leave its namespace to the request URL.
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace
+	}
+	saName := serviceAccountName(&pod)
+	a.serviceAccount = saName
+	sa, err := h.ServiceAccounts.ServiceAccount(ctx, pod.Namespace, saName)
+	switch {
+	case apierrors.IsNotFound(err):
+		return denied(a, req.UID, fmt.Sprintf("kvinject: serviceaccount %q not found in namespace %q: kvinject reads the workload identity "+
+			"(annotation azure.workload.identity/client-id) from the pod's ServiceAccount; create it before the pod or set spec.serviceAccountName",
+			saName, pod.Namespace))
+	case err != nil:
+		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
+	}
+	mutated, warnings, err := injector.Inject(&pod, sa, h.Defaults)
+	if err != nil {
+		return denied(a, req.UID, err.Error())
+	}
+	a.vaults, a.objects = requested(mutated)
+	a.warnings = len(warnings)
+	allowed.Warnings = warnings
+	patch, err := podPatch(&pod, mutated)
+	if err != nil {
+		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
+	}
+	if patch == nil {
+		a.decision = outcomeUnchanged
+		return allowed
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	allowed.PatchType, allowed.Patch = &pt, patch
+	a.decision = outcomePatched
+	return allowed
+}
+
+// podPatch derives the JSON patch from the two Go objects. Both sides go
+// through the same encoder, so only what the injector changed differs.
+func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
+	a, err := json.Marshal(orig)
+	if err != nil {
+		return nil, fmt.Errorf("encode pod: %w", err)
+	}
+	b, err := json.Marshal(mutated)
+	if err != nil {
+		return nil, fmt.Errorf("encode injected pod: %w", err)
+	}
+	patch, err := diffPatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("derive patch: %w", err)
+	}
+	return patch, nil
+}
+
+// serviceAccountName is the ServiceAccount the pod will run as. The API
+// server's ServiceAccount admission sets it before webhooks run; "default"
+// covers clusters without that plugin.
+func serviceAccountName(pod *corev1.Pod) string {
+	switch {
+	case pod.Spec.ServiceAccountName != "":
+		return pod.Spec.ServiceAccountName
+	case pod.Spec.DeprecatedServiceAccount != "":
+		return pod.Spec.DeprecatedServiceAccount
+	}
+	return "default"
+}
+
+func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {
+	a.decision, a.message = outcomeDenied, msg
+	return &admissionv1.AdmissionResponse{UID: uid, Allowed: false, Result: &metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: msg,
+	}}
+}
+
+// errored answers a review that could not be decided. The API server then
+// applies the webhook's failure policy and shows msg.
+func errored(a *audit, uid types.UID, code int32, msg string) *admissionv1.AdmissionResponse {
+	a.decision, a.message = outcomeError, msg
+	return &admissionv1.AdmissionResponse{UID: uid, Allowed: false, Result: &metav1.Status{
+		Status: metav1.StatusFailure, Code: code, Message: msg,
+	}}
+}
+
+// log writes the audit line.
+func (h *Handler) log(ctx context.Context, a *audit) {
+	attrs := []slog.Attr{
+		slog.String("decision", a.decision),
+		slog.String("uid", a.uid),
+		slog.String("namespace", a.namespace),
+		slog.String("pod", a.pod),
+		slog.String("serviceAccount", a.serviceAccount),
+		slog.Any("vaults", a.vaults),
+		slog.Any("objects", a.objects),
+		slog.Bool("dryRun", a.dryRun),
+	}
+	if a.warnings > 0 {
+		attrs = append(attrs, slog.Int("warnings", a.warnings))
+	}
+	if a.message != "" {
+		attrs = append(attrs, slog.String("message", a.message))
+	}
+	level := slog.LevelInfo
+	if a.decision == outcomeError {
+		level = slog.LevelError
+	}
+	h.Log.LogAttrs(ctx, level, "admission review", attrs...)
+}
