@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/kvinject/kvinject/agent/keyvault"
+	"github.com/kvinject/kvinject/agent/render"
+)
+
+// concurrency bounds the GETs in flight; Key Vault throttles per vault.
+const concurrency = 8
+
+// Backoff between attempts at one object: 500ms doubling up to 30s, each
+// drawn from [d/2, d].
+const (
+	backoffBase = 500 * time.Millisecond
+	backoffMax  = 30 * time.Second
+)
+
+// FetchError is a failed object: the last failure after all attempts.
+type FetchError struct {
+	Ref      keyvault.Ref
+	Kind     string
+	Files    []string
+	Failure  keyvault.Failure
+	Attempts int
+	// GaveUp is set when a retryable failure outlasted the deadline.
+	GaveUp bool
+}
+
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("%s %s in vault %s: %s", e.Kind, objectName(e.Ref), e.Ref.Vault, failureText(e.Failure))
+}
+
+func objectName(r keyvault.Ref) string {
+	if r.Version != "" {
+		return r.Name + "@" + r.Version
+	}
+	return r.Name
+}
+
+func failureText(f keyvault.Failure) string {
+	s := ""
+	if f.SignIn {
+		s = "sign-in failed"
+	}
+	if f.Status != 0 {
+		if s != "" {
+			s += ": "
+		}
+		s += fmt.Sprintf("HTTP %d", f.Status)
+		if f.Code != "" {
+			s += " " + f.Code
+		}
+	}
+	if f.Message != "" {
+		if s != "" {
+			s += ": "
+		}
+		s += f.Message
+	}
+	return s
+}
+
+// cycle fetches every object, renders the files and publishes them. Nothing
+// is written unless every object was fetched and every file rendered.
+func (a *agent) cycle(ctx context.Context) error {
+	objects, err := a.fetchAll(ctx)
+	if err == nil {
+		err = a.publish(objects)
+	}
+	a.metrics.cycle(err)
+	return err
+}
+
+func (a *agent) publish(objects map[string]render.Object) error {
+	files, err := render.Files(a.o.Config.Files, objects)
+	if err != nil {
+		return err
+	}
+	changed, err := a.writer.Write(files)
+	if err != nil {
+		return fmt.Errorf("write files: %w", err)
+	}
+	if changed {
+		if a.metrics != nil {
+			a.metrics.snapshots.Inc()
+		}
+		a.log.Info("files written", "files", len(files), "dir", a.o.Config.Dir)
+	} else {
+		a.log.Debug("files unchanged")
+	}
+	return nil
+}
+
+// errSiblingFailed ends the fetches of a cycle that has already failed.
+var errSiblingFailed = errors.New("another object failed")
+
+// fetchAll gets every distinct object once, concurrently. The first failure
+// cancels the rest: the cycle fails anyway, and every object that failed at
+// once (within the first round of requests) is reported.
+func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) {
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, concurrency)
+		objects  = map[string]render.Object{}
+		failures []error
+	)
+	for _, f := range a.fetches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-fctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			obj, err := a.fetchOne(fctx, f)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, errSiblingFailed):
+			case err != nil:
+				failures = append(failures, err)
+				cancel(errSiblingFailed)
+			default:
+				for _, name := range f.files {
+					objects[name] = obj
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		return nil, errors.Join(failures...)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return objects, nil
+}
+
+// fetchOne gets one object, retrying transient failures until ctx ends.
+func (a *agent) fetchOne(ctx context.Context, f *fetch) (render.Object, error) {
+	deadline, hasDeadline := ctx.Deadline()
+	fe := &FetchError{Ref: f.ref, Kind: string(f.kind), Files: f.files}
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		obj, version, err := a.kv.Get(ctx, f.ref)
+		elapsed := time.Since(start)
+		if version == "" {
+			version = f.ref.Version
+		}
+		attrs := []any{
+			"vault", f.ref.Vault, "kind", string(f.kind), "object", f.ref.Name, "version", version,
+			"files", f.files, "attempt", attempt, "duration", elapsed.Round(time.Millisecond).String(),
+		}
+		if err == nil {
+			a.metrics.fetch("success", elapsed)
+			a.log.Info("fetch", append(attrs, "result", "success")...)
+			return obj, nil
+		}
+		if ctx.Err() != nil {
+			return obj, a.ended(ctx, fe, attempt-1)
+		}
+		fail := keyvault.Classify(err)
+		result := "error"
+		if fail.Retryable {
+			result = "retryable_error"
+		}
+		a.metrics.fetch(result, elapsed)
+		a.log.Warn("fetch", append(attrs, "result", result, "status", fail.Status, "code", fail.Code, "error", failureText(fail))...)
+		fe.Failure, fe.Attempts = fail, attempt
+		if !fail.Retryable {
+			return obj, fe
+		}
+		wait := max(backoff(attempt), fail.RetryAfter)
+		if hasDeadline && time.Now().Add(wait).After(deadline) {
+			fe.GaveUp = true
+			return obj, fe
+		}
+		if sleep(ctx, wait) != nil {
+			return obj, a.ended(ctx, fe, attempt)
+		}
+	}
+}
+
+// ended explains a fetch that ctx ended after the given failed attempts.
+func (a *agent) ended(ctx context.Context, fe *FetchError, attempts int) error {
+	cause := context.Cause(ctx)
+	if !errors.Is(cause, context.DeadlineExceeded) {
+		return cause // a sibling failed, or the agent is terminating
+	}
+	fe.GaveUp = true
+	if attempts == 0 {
+		fe.Failure = keyvault.Failure{Message: "no answer before the deadline"}
+		fe.Attempts = 1
+	}
+	return fe
+}
+
+// backoff is the wait after the n-th failed attempt, drawn from [d/2, d].
+func backoff(n int) time.Duration {
+	d := backoffBase
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, backoffMax)
+	return d/2 + rand.N(d/2+1)
+}

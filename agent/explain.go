@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// maxTermination is kubelet's limit for one container's termination message.
+const maxTermination = 4096
+
+// explain turns a Run error into the text for kubectl describe pod: per failed
+// object what happened (object, vault, HTTP status and code, client id) and
+// what to fix.
+func (o Options) explain(err error) string {
+	var b strings.Builder
+	fetchErrs := fetchErrors(err)
+	if len(fetchErrs) == 0 {
+		fmt.Fprintf(&b, "kvinject agent: %v", err)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), o.Identity.ClientID)
+	for _, fe := range fetchErrs {
+		fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
+			fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
+		if fe.GaveUp {
+			fmt.Fprintf(&b, " (gave up after %d attempt(s) at the %s deadline)", fe.Attempts, o.Deadline)
+		}
+		fmt.Fprintf(&b, "\n  Fix: %s", o.fix(fe))
+	}
+	return b.String()
+}
+
+// fetchErrors finds every FetchError in err, including all of a join.
+func fetchErrors(err error) (out []*FetchError) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fetchErrors(e)...)
+		}
+		return out
+	}
+	var fe *FetchError
+	if errors.As(err, &fe) {
+		out = append(out, fe)
+	}
+	return out
+}
+
+func (o Options) subject() string {
+	ns, sa := "<namespace>", "<service account>"
+	if o.Config != nil && o.Config.Namespace != "" {
+		ns = o.Config.Namespace
+	}
+	if o.Config != nil && o.Config.ServiceAccount != "" {
+		sa = o.Config.ServiceAccount
+	}
+	return "system:serviceaccount:" + ns + ":" + sa
+}
+
+func (o Options) fix(fe *FetchError) string {
+	f := fe.Failure
+	id, tenant := o.Identity.ClientID, o.Identity.TenantID
+	if f.SignIn {
+		switch f.Code {
+		case "AADSTS70021", "AADSTS700213", "AADSTS7002137", "AADSTS7002138", "AADSTS700211", "AADSTS700212":
+			return fmt.Sprintf("add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = %s, audience = api://AzureADTokenExchange", id, o.subject())
+		case "AADSTS700016":
+			return fmt.Sprintf("no application %s in tenant %s: check the client id (kvinject.io/client-id, or the ServiceAccount's azure.workload.identity/client-id) and the tenant id", id, tenant)
+		case "AADSTS90002", "AADSTS900023":
+			return fmt.Sprintf("tenant %s does not exist: check the tenant id (kvinject.io/tenant-id, or the ServiceAccount's azure.workload.identity/tenant-id)", tenant)
+		case "AADSTS700024", "AADSTS700027":
+			return "the service account token was rejected as expired or not yet valid: check the node's clock and the projected token"
+		}
+		if f.Status == 0 {
+			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", o.Identity.TokenFile)
+		}
+		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, o.subject())
+	}
+	collection := "secret"
+	role := "Key Vault Secrets User"
+	if fe.Ref.Collection == "keys" {
+		collection, role = "key", "Key Vault Crypto User"
+	}
+	switch {
+	case f.Status == 401:
+		return fmt.Sprintf("the vault did not accept the token: check that the vault belongs to tenant %s and that the cloud setting matches the vault", tenant)
+	case f.Status == 403 && (f.Code == "ForbiddenByFirewall" || f.Code == "ForbiddenByConnection"):
+		return "the vault's network rules block this pod: allow the cluster's egress address in the vault's firewall, or use a private endpoint"
+	case f.Status == 403 && strings.Contains(strings.ToLower(f.Code+" "+f.Message), "disabled"):
+		return fmt.Sprintf("the %s is disabled: enable it, or pin an enabled version", collection)
+	case f.Status == 403:
+		return fmt.Sprintf("grant client %s read access to %ss on vault %s: the %q role on the vault (Azure RBAC), or the 'get' %s permission in an access policy", id, collection, fe.Ref.Vault, role, collection)
+	case f.Status == 404:
+		what := fmt.Sprintf("no %s named %q", collection, fe.Ref.Name)
+		if fe.Ref.Version != "" {
+			what += fmt.Sprintf(" with version %q", fe.Ref.Version)
+		}
+		hint := ""
+		if fe.Kind == "cert" {
+			hint = " (a certificate is read through the secret of the same name)"
+		}
+		return fmt.Sprintf("%s in vault %s%s: check the object name, version and vault in the pod's kvinject.io annotations", what, fe.Ref.Vault, hint)
+	case f.Status == 0:
+		return fmt.Sprintf("the vault did not answer: check DNS and egress from the pod to %s (NetworkPolicy, firewall, proxy)", fe.Ref.Vault)
+	case f.Retryable:
+		return "the service kept failing or throttling until the deadline; it is usually temporary: the pod will retry when the container restarts"
+	case f.Status >= 400 && f.Status < 500:
+		return "the vault rejected the request: check the object name and version in the pod's kvinject.io annotations"
+	}
+	return "see the agent's logs"
+}
+
+// writeTermination writes the explanation of err where kubelet reads the
+// termination message, cut to kubelet's limit.
+func writeTermination(path string, msg string) error {
+	if len(msg) > maxTermination {
+		msg = msg[:maxTermination-len("…")] + "…"
+	}
+	return os.WriteFile(path, []byte(msg), 0o644)
+}
