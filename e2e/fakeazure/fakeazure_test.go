@@ -90,6 +90,8 @@ func (e *env) writeToken(name, token string) string {
 	return p
 }
 
+// clientOptions trust the emulator's CA; retries < 0 disables retries
+// (0 would mean azcore's default of 3).
 func (e *env) clientOptions(retries int32) azcore.ClientOptions {
 	return azcore.ClientOptions{
 		Transport: e.srv.Client(),
@@ -327,7 +329,7 @@ func TestAccessErrors(t *testing.T) {
 	_, err = e.srv.SetSecret("shop-kv", "api-key", "k3y", "")
 	e.must(err)
 	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "db-password"))
-	c := e.defaultSecrets(0)
+	c := e.defaultSecrets(-1)
 
 	// Least privilege: another secret in the same vault is forbidden, and
 	// the message names the caller and the object.
@@ -354,7 +356,7 @@ func TestAccessErrors(t *testing.T) {
 	defer other.Close()
 	forged, err := other.MintAccessToken(appID)
 	e.must(err)
-	_, err = e.secrets(staticToken(forged), 0).GetSecret(ctx, "db-password", "", nil)
+	_, err = e.secrets(staticToken(forged), -1).GetSecret(ctx, "db-password", "", nil)
 	responseError(t, err, http.StatusUnauthorized, "Unauthorized")
 
 	// Disabled version: 403 as the service sends it.
@@ -389,7 +391,7 @@ func TestFederation(t *testing.T) {
 
 	t.Run("wrong subject", func(t *testing.T) {
 		tf := e.tokenFile(namespace, "intruder", time.Hour)
-		_, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		_, err := e.secrets(e.credential(appID, tf, -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusBadRequest, "AADSTS70021")
 		for _, want := range []string{"No matching federated identity record found for presented assertion", "Assertion Subject: 'system:serviceaccount:shop:intruder'", "Assertion Issuer: '" + e.iss.URL() + "'", "Assertion Audience: 'api://AzureADTokenExchange'"} {
 			if !strings.Contains(err.Error(), want) {
@@ -399,12 +401,12 @@ func TestFederation(t *testing.T) {
 	})
 	t.Run("expired assertion", func(t *testing.T) {
 		tf := e.tokenFile(namespace, saName, -10*time.Minute)
-		_, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		_, err := e.secrets(e.credential(appID, tf, -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusUnauthorized, "AADSTS700024")
 	})
 	t.Run("unknown app", func(t *testing.T) {
 		tf := e.tokenFile(namespace, saName, time.Hour)
-		_, err := e.secrets(e.credential("99999999-0000-0000-0000-000000000000", tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		_, err := e.secrets(e.credential("99999999-0000-0000-0000-000000000000", tf, -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusBadRequest, "AADSTS700016")
 	})
 	t.Run("untrusted issuer", func(t *testing.T) {
@@ -413,7 +415,7 @@ func TestFederation(t *testing.T) {
 		defer other.Close()
 		tok, err := other.MintServiceAccount(namespace, saName, time.Hour)
 		must(t, err)
-		_, err = e.secrets(e.credential(appID, e.writeToken("other-issuer", tok), 0), 0).GetSecret(ctx, "db-password", "", nil)
+		_, err = e.secrets(e.credential(appID, e.writeToken("other-issuer", tok), -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusBadRequest, "AADSTS70021")
 
 		// The same token claiming our issuer: the signature does not verify
@@ -424,13 +426,13 @@ func TestFederation(t *testing.T) {
 		payload = []byte(strings.Replace(string(payload), other.URL(), e.iss.URL(), 1))
 		parts[1] = base64.RawURLEncoding.EncodeToString(payload)
 		forged := strings.Join(parts, ".")
-		_, err = e.secrets(e.credential(appID, e.writeToken("forged", forged), 0), 0).GetSecret(ctx, "db-password", "", nil)
+		_, err = e.secrets(e.credential(appID, e.writeToken("forged", forged), -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusUnauthorized, "AADSTS50013")
 	})
 	t.Run("issuer key rotation", func(t *testing.T) {
 		must(t, e.iss.RotateKey())
 		tf := e.tokenFile(namespace, saName, time.Hour)
-		got, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "db-password", "", nil)
+		got, err := e.secrets(e.credential(appID, tf, -1), -1).GetSecret(ctx, "db-password", "", nil)
 		must(t, err)
 		if *got.Value != "s3cret" {
 			t.Fatal("wrong value")
@@ -470,11 +472,153 @@ func TestES256Issuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{t: t, srv: srv, iss: iss, vaultURL: u}
-	got, err := e.secrets(e.credential(appID, tf, 0), 0).GetSecret(ctx, "x", "", nil)
+	got, err := e.secrets(e.credential(appID, tf, -1), -1).GetSecret(ctx, "x", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *got.Value != "y" {
 		t.Fatalf("got %q", *got.Value)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	ctx := context.Background()
+	_, err := e.srv.SetSecret("shop-kv", "db-password", "s3cret", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "*"))
+	cred := e.credential(appID, e.tokenFile(namespace, saName, time.Hour), -1)
+	retrying, once := e.secrets(cred, 3), e.secrets(cred, -1)
+	get := func(c *azsecrets.Client) error {
+		_, err := c.GetSecret(ctx, "db-password", "", nil)
+		return err
+	}
+	gets := func() int { return e.srv.CountVault("shop-kv", fakeazure.EndpointGetSecret, appID) }
+	e.must(get(retrying)) // token cached from here on
+	e.must(get(once))
+	getSecret := fakeazure.Target{Vault: "shop-kv", Endpoint: fakeazure.EndpointGetSecret}
+
+	t.Run("429 without Retry-After", func(t *testing.T) {
+		e.srv.Fail(getSecret, 1, fakeazure.Fault{Status: http.StatusTooManyRequests})
+		re := responseError(t, get(once), http.StatusTooManyRequests, "Throttled")
+		if h := re.RawResponse.Header.Get("Retry-After"); h != "" {
+			t.Fatalf("Retry-After = %q, want none", h)
+		}
+		must(t, get(once)) // the fault is spent
+	})
+	t.Run("429 with Retry-After", func(t *testing.T) {
+		e.srv.Fail(getSecret, 1, fakeazure.Fault{Status: http.StatusTooManyRequests, RetryAfter: 1500 * time.Millisecond})
+		re := responseError(t, get(once), http.StatusTooManyRequests, "Throttled")
+		if h := re.RawResponse.Header.Get("Retry-After"); h != "2" {
+			t.Fatalf("Retry-After = %q, want 2 (seconds, rounded up)", h)
+		}
+	})
+	t.Run("5xx retried by the SDK", func(t *testing.T) {
+		before := gets()
+		e.srv.Fail(getSecret, 2, fakeazure.Fault{Status: http.StatusServiceUnavailable})
+		must(t, get(retrying))
+		if n := gets() - before; n != 3 {
+			t.Fatalf("%d GETs, want 3 (two faulted, one served)", n)
+		}
+		e.srv.Fail(getSecret, 1, fakeazure.Fault{Status: http.StatusInternalServerError})
+		responseError(t, get(once), http.StatusInternalServerError, "InternalServerError")
+	})
+	t.Run("connection reset", func(t *testing.T) {
+		// Go's transport replays a GET once by itself when a reused
+		// connection resets, so the second reset is the one a caller sees.
+		e.srv.Fail(getSecret, 2, fakeazure.Fault{Reset: true})
+		err := get(once)
+		var re *azcore.ResponseError
+		if err == nil || errors.As(err, &re) {
+			t.Fatalf("want a transport error, got %v", err)
+		}
+		e.srv.Fail(getSecret, 2, fakeazure.Fault{Reset: true})
+		must(t, get(retrying))
+	})
+	t.Run("outage", func(t *testing.T) {
+		e.srv.SetOutage(true)
+		responseError(t, get(once), http.StatusServiceUnavailable, "ServiceUnavailable")
+		_, err := e.credential(appID, e.tokenFile(namespace, saName, time.Hour), -1).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
+		if err == nil {
+			t.Fatal("token request succeeded during an outage")
+		}
+		e.srv.SetOutage(false)
+		must(t, get(once))
+	})
+	t.Run("latency", func(t *testing.T) {
+		e.srv.SetLatency(fakeazure.Target{Vault: "shop-kv"}, time.Minute)
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		_, err := once.GetSecret(short, "db-password", "", nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("want deadline exceeded, got %v", err)
+		}
+		e.srv.SetLatency(fakeazure.Target{Vault: "shop-kv"}, 0)
+		must(t, get(once))
+	})
+	t.Run("per client until cleared", func(t *testing.T) {
+		e.srv.Fail(fakeazure.Target{ClientID: "someone-else"}, -1, fakeazure.Fault{Status: http.StatusInternalServerError})
+		must(t, get(once))
+		e.srv.Fail(fakeazure.Target{ClientID: appID}, -1, fakeazure.Fault{Status: http.StatusBadGateway})
+		for range 3 {
+			responseError(t, get(once), http.StatusBadGateway, "InternalServerError")
+		}
+		e.srv.ClearFaults()
+		must(t, get(once))
+	})
+	t.Run("token endpoint", func(t *testing.T) {
+		scope := policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}}
+		tokenTarget := fakeazure.Target{Endpoint: fakeazure.EndpointToken, ClientID: appID}
+		e.srv.Fail(tokenTarget, 1, fakeazure.Fault{Status: http.StatusInternalServerError})
+		_, err := e.credential(appID, e.tokenFile(namespace, saName, time.Hour), -1).GetToken(ctx, scope)
+		var ae *azidentity.AuthenticationFailedError
+		if !errors.As(err, &ae) || ae.RawResponse.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("want AuthenticationFailedError 500, got %v", err)
+		}
+		// azcore retries 429 from the token endpoint, honouring Retry-After.
+		before := e.srv.Count(fakeazure.EndpointToken, appID)
+		e.srv.Fail(tokenTarget, 1, fakeazure.Fault{Status: http.StatusTooManyRequests, RetryAfter: time.Second})
+		_, err = e.credential(appID, e.tokenFile(namespace, saName, time.Hour), 3).GetToken(ctx, scope)
+		must(t, err)
+		if n := e.srv.Count(fakeazure.EndpointToken, appID) - before; n != 2 {
+			t.Fatalf("%d token requests, want 2", n)
+		}
+	})
+}
+
+func TestCounters(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	ctx := context.Background()
+	_, err := e.srv.SetSecret("shop-kv", "a", "1", "")
+	e.must(err)
+	_, err = e.srv.SetSecret("shop-kv", "b", "2", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleSecretsUser, "*"))
+	c := e.defaultSecrets(-1)
+	for _, n := range []string{"a", "b", "a"} {
+		_, err := c.GetSecret(ctx, n, "", nil)
+		e.must(err)
+	}
+	want := []fakeazure.CountEntry{
+		{Endpoint: fakeazure.EndpointOpenIDConfiguration, N: 1},
+		{Endpoint: fakeazure.EndpointToken, ClientID: appID, N: 1},
+		{Vault: "shop-kv", Endpoint: fakeazure.EndpointGetSecret, ClientID: appID, N: 3},
+		{Vault: "shop-kv", Endpoint: fakeazure.EndpointChallenge, N: 1},
+	}
+	got := e.srv.Counts()
+	if len(got) != len(want) {
+		t.Fatalf("counts = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("counts = %+v, want %+v", got, want)
+		}
+	}
+	if n := e.srv.Count(fakeazure.EndpointGetSecret, fakeazure.AnyClient); n != 3 {
+		t.Fatalf("Count(get, any) = %d", n)
+	}
+	e.srv.ResetCounts()
+	if n := len(e.srv.Counts()); n != 0 {
+		t.Fatalf("%d counters after reset", n)
 	}
 }

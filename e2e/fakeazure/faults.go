@@ -58,7 +58,9 @@ type Fault struct {
 	// RetryAfter, when positive, adds a Retry-After header in whole seconds
 	// (rounded up).
 	RetryAfter time.Duration
-	// Reset drops the TCP connection with a RST instead of answering.
+	// Reset drops the TCP connection with a RST instead of answering. Note
+	// that Go's transport replays an idempotent request once by itself when a
+	// reused connection resets, so use n = 2 for a caller to see one error.
 	Reset bool
 	// Body, if set, replaces the default JSON body.
 	Body string

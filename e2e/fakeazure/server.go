@@ -211,7 +211,9 @@ func (s *Server) Close() {
 	s.closed = true
 	ls := []*listener{s.entra}
 	for _, v := range s.vaults {
-		ls = append(ls, v.l)
+		if v.l != nil { // nil while AddVaultAt is still listening
+			ls = append(ls, v.l)
+		}
 	}
 	s.mu.Unlock()
 	if s.stopCtx != nil {
@@ -273,6 +275,10 @@ func (s *Server) AddVaultAt(name, addr string) (string, error) {
 	if err != nil {
 		delete(s.vaults, name)
 		return "", fmt.Errorf("fakeazure: vault %q: %w", name, err)
+	}
+	if s.closed {
+		_ = l.ln.Close()
+		return "", errors.New("fakeazure: server is closed")
 	}
 	v.l = l
 	v.url = l.url
