@@ -1,0 +1,121 @@
+package injector
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"testing"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/kvinject/kvinject/agent/config"
+)
+
+// encodeAnnotations is the fuzz input format: key NUL value NUL key NUL value...
+// A key without '/' gets Prefix, so the fuzzer reaches kvinject annotations easily.
+func encodeAnnotations(ann map[string]string) string {
+	keys := make([]string, 0, len(ann))
+	for k := range ann {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(strings.TrimPrefix(k, Prefix) + "\x00" + ann[k] + "\x00")
+	}
+	return b.String()
+}
+
+func decodeAnnotations(s string) map[string]string {
+	parts := strings.Split(s, "\x00")
+	ann := map[string]string{}
+	for i := 0; i+1 < len(parts); i += 2 {
+		k := parts[i]
+		if !strings.Contains(k, "/") {
+			k = Prefix + k
+		}
+		ann[k] = parts[i+1]
+	}
+	return ann
+}
+
+// FuzzInject checks, for any annotations: no panic; the input is not
+// modified; the result is deterministic; injecting the result again changes
+// nothing; and an injected pod has exactly one agent whose config loads.
+// The seed corpus runs in plain `go test` (and so in make test).
+func FuzzInject(f *testing.F) {
+	base := testPod(nil).Annotations
+	seeds := []map[string]string{
+		base,
+		{AnnotationRefresh: "2m"},
+		{AnnotationRefresh: "2m", AnnotationSidecar: SidecarClassic},
+		{AnnotationContainers: "app", AnnotationMountPath: "/etc/x"},
+		{Prefix + "template-app.env": `{{ secret "db-password" | envQuote }}`},
+		{Prefix + "cert-tls.pem": "https://kv1.vault.azure.net/certificates/tls/abc123", Prefix + "key-k": "kv1/k@1"},
+		{AnnotationObjects: "array:\n  - |\n    objectName: a\n    objectType: secret\n"},
+		{AnnotationObjects: "- {objectName: b, objectType: cert, objectAlias: b.pem, filePermission: '0640'}"},
+		{AnnotationInject: "yes"},
+		{AnnotationStatus: StatusInjected},
+		{Prefix + "refesh": "1m"},
+		{AnnotationFileMode: "0444", AnnotationCPULimit: "1", AnnotationMemoryRequest: "1Gi"},
+	}
+	for _, s := range seeds {
+		ann := map[string]string{}
+		for k, v := range base {
+			ann[k] = v
+		}
+		for k, v := range s {
+			ann[k] = v
+		}
+		f.Add(encodeAnnotations(ann))
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		pod := testPod(nil)
+		pod.Annotations = decodeAnnotations(data)
+		before := pod.DeepCopy()
+		out, warnings, err := Inject(pod, nil, testDefaults())
+		if !apiequality.Semantic.DeepEqual(pod, before) {
+			t.Fatal("Inject modified its input")
+		}
+		out2, warnings2, err2 := Inject(pod, nil, testDefaults())
+		if (err == nil) != (err2 == nil) || (err != nil && err.Error() != err2.Error()) ||
+			strings.Join(warnings, "\n") != strings.Join(warnings2, "\n") || !sameJSON(t, out, out2) {
+			t.Fatal("two calls with the same input differ")
+		}
+		if err != nil {
+			return
+		}
+		again, _, err := Inject(out, nil, testDefaults())
+		if err != nil || !sameJSON(t, out, again) {
+			t.Fatalf("injecting the result again: %v, or it changed", err)
+		}
+		if out.Annotations[AnnotationStatus] != StatusInjected || before.Annotations[AnnotationStatus] == StatusInjected {
+			return
+		}
+		agents := 0
+		for _, c := range allContainers(out) {
+			if c.Name == AgentContainer {
+				agents++
+				if _, err := config.Load([]byte(env(&c, config.EnvVar))); err != nil {
+					t.Fatalf("agent config does not load: %v", err)
+				}
+			}
+		}
+		if agents != 1 {
+			t.Fatalf("%d agent containers", agents)
+		}
+	})
+}
+
+func sameJSON(t *testing.T, a, b any) bool {
+	t.Helper()
+	ja, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ja) == string(jb)
+}
