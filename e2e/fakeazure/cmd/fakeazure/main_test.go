@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+)
+
+// The test binary doubles as the command: with FAKEAZURE_MAIN=1 it runs
+// main with its own arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv("FAKEAZURE_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const clientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+func writeSeed(t *testing.T, path, value string) {
+	t.Helper()
+	seed := `{
+  "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+  "vaults": [{"name": "demo",
+    "secrets": [{"name": "db-password", "value": "` + value + `"}],
+    "certificates": [{"name": "tls", "contentType": "application/x-pem-file", "keyType": "EC"}],
+    "grants": [{"clientId": "` + clientID + `", "role": "Key Vault Secrets User", "object": "*"}]}],
+  "federatedCredentials": [{"clientId": "` + clientID + `", "subject": "system:serviceaccount:demo:app"}]
+}`
+	if err := os.WriteFile(path, []byte(seed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCommand(t *testing.T) {
+	dir := t.TempDir()
+	seedPath, statePath, caPath, tokenPath := filepath.Join(dir, "seed.json"), filepath.Join(dir, "state.json"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "token")
+	writeSeed(t, seedPath, "first")
+
+	cmd := exec.Command(os.Args[0], "-seed", seedPath, "-state-file", statePath, "-ca-file", caPath,
+		"-test-issuer", "-token", "demo:app="+tokenPath, "-secret", "demo/api-key=k3y")
+	cmd.Env = append(os.Environ(), "FAKEAZURE_MAIN=1")
+	var stdout strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+	})
+
+	var st state
+	poll(t, func() bool {
+		b, err := os.ReadFile(statePath)
+		return err == nil && json.Unmarshal(b, &st) == nil
+	})
+	if st.TenantID != "72f988bf-86f1-41af-91ab-2d7cd011db47" || st.Vaults["demo"] == "" || st.Issuer == "" || st.CAFile != caPath {
+		t.Fatalf("state = %+v", st)
+	}
+
+	// A client configured only from what the command published.
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	transport := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Transport: transport, Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: st.AuthorityHost}},
+		ClientID:      clientID, TenantID: st.TenantID, TokenFilePath: tokenPath, DisableInstanceDiscovery: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := azsecrets.NewClient(st.Vaults["demo"], cred, &azsecrets.ClientOptions{
+		ClientOptions: azcore.ClientOptions{Transport: transport}, DisableChallengeResourceVerification: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	value := func(name string) string {
+		t.Helper()
+		got, err := c.GetSecret(ctx, name, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *got.Value
+	}
+	if v := value("db-password"); v != "first" {
+		t.Fatalf("db-password = %q", v)
+	}
+	if v := value("api-key"); v != "k3y" {
+		t.Fatalf("api-key = %q", v)
+	}
+	if v := value("tls"); !strings.Contains(v, "BEGIN PRIVATE KEY") {
+		t.Fatal("tls is not a PEM bundle")
+	}
+	if !strings.Contains(stdout.String(), "FAKEAZURE_VAULT_DEMO="+st.Vaults["demo"]) {
+		t.Fatalf("stdout lacks the vault URL:\n%s", stdout.String())
+	}
+
+	// SIGHUP rotates changed secrets from the seed file.
+	writeSeed(t, seedPath, "second")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, func() bool { return value("db-password") == "second" })
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+}
+
+func poll(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
