@@ -1,0 +1,422 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/injector"
+)
+
+// serviceAccounts is the ServiceAccount cache for handler tests; the e2e
+// suite proves the real informer against a real API server.
+type serviceAccounts map[string]*corev1.ServiceAccount
+
+func (s serviceAccounts) ServiceAccount(_ context.Context, namespace, name string) (*corev1.ServiceAccount, error) {
+	if sa, ok := s[namespace+"/"+name]; ok {
+		return sa, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("serviceaccounts"), name)
+}
+
+var webSA = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Annotations: map[string]string{
+	"azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000002",
+	"azure.workload.identity/tenant-id": "11111111-1111-1111-1111-111111111111",
+}}}
+
+func testDefaults() injector.Defaults {
+	c, _ := config.KnownCloud("AzurePublicCloud")
+	return injector.Defaults{Image: "ghcr.io/kvinject/kvinject:v0.0.0-test", Cloud: c}
+}
+
+// harness is a Handler with a captured audit log.
+type harness struct {
+	h   *Handler
+	log bytes.Buffer
+}
+
+func newHarness(sas serviceAccounts) *harness {
+	hs := &harness{}
+	hs.h = &Handler{Defaults: testDefaults(), ServiceAccounts: sas, Log: slog.New(slog.NewJSONHandler(&hs.log, nil))}
+	return hs
+}
+
+// post sends body as the API server does and decodes the AdmissionReview answer.
+func (hs *harness) post(t *testing.T, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, Path+"?timeout=5s", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	hs.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("response is not an AdmissionReview: %v\n%s", err, rec.Body)
+	}
+	if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" || out.Response == nil {
+		t.Fatalf("response %s %s, response %v", out.APIVersion, out.Kind, out.Response)
+	}
+	return out.Response
+}
+
+// auditLines returns the audit lines logged so far.
+func (hs *harness) auditLines(t *testing.T) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(hs.log.Bytes()), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatalf("audit line is not JSON: %v: %s", err, l)
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+// review is testdata/review-web.json, a review as the API server sends it for
+// a Deployment's pod, with edit applied to its generic form.
+func review(t *testing.T, edit func(r map[string]any)) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/review-web.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit == nil {
+		return raw
+	}
+	var r map[string]any
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	edit(r)
+	out, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func request(r map[string]any) map[string]any { return r["request"].(map[string]any) }
+
+func podOf(r map[string]any) map[string]any { return request(r)["object"].(map[string]any) }
+
+func annotationsOf(r map[string]any) map[string]any {
+	return podOf(r)["metadata"].(map[string]any)["annotations"].(map[string]any)
+}
+
+// requestPod decodes the pod in a review body.
+func requestPod(t *testing.T, body []byte) (*corev1.Pod, []byte) {
+	t.Helper()
+	var r struct {
+		Request struct {
+			Object json.RawMessage `json:"object"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(r.Request.Object, &pod); err != nil {
+		t.Fatal(err)
+	}
+	return &pod, r.Request.Object
+}
+
+// applyPatch applies a response's patch to the raw pod, as the API server does.
+func applyPatch(t *testing.T, rawPod []byte, resp *admissionv1.AdmissionResponse) []byte {
+	t.Helper()
+	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("patchType %v, want JSONPatch", resp.PatchType)
+	}
+	p, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatalf("patch is not RFC 6902: %v\n%s", err, resp.Patch)
+	}
+	out, err := p.Apply(rawPod)
+	if err != nil {
+		t.Fatalf("apply patch: %v\n%s", err, resp.Patch)
+	}
+	return out
+}
+
+func TestReviewPatchesPodToInjectorOutput(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	body := review(t, nil)
+	before := testutil.ToFloat64(reviewsByOutcome[outcomePatched])
+
+	resp := hs.post(t, body)
+
+	if !resp.Allowed || resp.UID != "0df28fbd-5f5f-4c9a-8d3f-2f0a7b9d6c11" {
+		t.Fatalf("allowed=%v uid=%q result=%v", resp.Allowed, resp.UID, resp.Result)
+	}
+	pod, raw := requestPod(t, body)
+	want, wantWarnings, err := injector.Inject(pod, webSA, testDefaults())
+	if err != nil {
+		t.Fatalf("Inject: %v", err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(applyPatch(t, raw, resp), &got); err != nil {
+		t.Fatal(err)
+	}
+	// Compared in their encoded form: managedFields hold raw JSON whose
+	// spacing the patch library does not keep.
+	g, _ := json.MarshalIndent(&got, "", " ")
+	w, _ := json.MarshalIndent(want, "", " ")
+	if !bytes.Equal(g, w) {
+		t.Fatalf("patched pod differs from Inject's output\ngot:  %s\nwant: %s", g, w)
+	}
+	if !slices.Equal(resp.Warnings, wantWarnings) {
+		t.Errorf("warnings %q, want %q", resp.Warnings, wantWarnings)
+	}
+	if d := testutil.ToFloat64(reviewsByOutcome[outcomePatched]) - before; d != 1 {
+		t.Errorf("kvinject_webhook_reviews_total{outcome=patched} grew by %v, want 1", d)
+	}
+
+	lines := hs.auditLines(t)
+	if len(lines) != 1 {
+		t.Fatalf("%d audit lines, want 1", len(lines))
+	}
+	l := lines[0]
+	for k, v := range map[string]any{
+		"msg": "admission review", "decision": "patched", "namespace": "shop", "pod": "web-7d9f8b6c5d-",
+		"serviceAccount": "web", "dryRun": false, "uid": "0df28fbd-5f5f-4c9a-8d3f-2f0a7b9d6c11",
+	} {
+		if l[k] != v {
+			t.Errorf("audit %s = %v, want %v", k, l[k], v)
+		}
+	}
+	wantVaults := []any{"https://shop-kv.vault.azure.net/", "https://shared-kv.vault.azure.net/"}
+	if !slices.Equal(asList(l["vaults"]), wantVaults) {
+		t.Errorf("audit vaults %v, want %v", l["vaults"], wantVaults)
+	}
+	wantObjects := []any{"shop-kv.vault.azure.net/secret/db-password", "shared-kv.vault.azure.net/cert/web-tls"}
+	if !slices.Equal(asList(l["objects"]), wantObjects) {
+		t.Errorf("audit objects %v, want %v", l["objects"], wantObjects)
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	slices.SortFunc(l, func(a, b any) int { return strings.Compare(b.(string), a.(string)) })
+	return l
+}
+
+// The patch touches only what the injector changed, so fields this build does
+// not know (a newer API server's) survive injection.
+func TestReviewPatchKeepsUnknownFields(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	body := review(t, func(r map[string]any) {
+		spec := podOf(r)["spec"].(map[string]any)
+		spec["futurePodField"] = map[string]any{"enabled": true}
+		spec["containers"].([]any)[1].(map[string]any)["futureContainerField"] = "x"
+	})
+	resp := hs.post(t, body)
+	_, raw := requestPod(t, body)
+	var patched map[string]any
+	if err := json.Unmarshal(applyPatch(t, raw, resp), &patched); err != nil {
+		t.Fatal(err)
+	}
+	spec := patched["spec"].(map[string]any)
+	if spec["futurePodField"] == nil {
+		t.Error("patch removed spec.futurePodField")
+	}
+	if spec["containers"].([]any)[1].(map[string]any)["futureContainerField"] != "x" {
+		t.Error("patch removed spec.containers[1].futureContainerField")
+	}
+}
+
+func TestReviewDeniesWithInjectorMessage(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	body := review(t, func(r map[string]any) {
+		a := annotationsOf(r)
+		a["kvinject.io/refesh"] = "2m"
+		a["kvinject.io/vault"] = "my_vault"
+	})
+	pod, _ := requestPod(t, body)
+	_, _, wantErr := injector.Inject(pod, webSA, testDefaults())
+	if wantErr == nil {
+		t.Fatal("Inject accepted the invalid pod")
+	}
+
+	resp := hs.post(t, body)
+
+	if resp.Allowed || resp.Patch != nil {
+		t.Fatalf("allowed=%v patch=%s, want a denial", resp.Allowed, resp.Patch)
+	}
+	if resp.Result == nil || resp.Result.Code != http.StatusForbidden || resp.Result.Message != wantErr.Error() {
+		t.Fatalf("result %+v, want code 403 and message %q", resp.Result, wantErr)
+	}
+	for _, s := range []string{"kvinject.io/refesh", "did you mean kvinject.io/refresh", "kvinject.io/vault"} {
+		if !strings.Contains(resp.Result.Message, s) {
+			t.Errorf("message %q does not mention %q", resp.Result.Message, s)
+		}
+	}
+	if l := hs.auditLines(t); len(l) != 1 || l[0]["decision"] != "denied" || l[0]["message"] != wantErr.Error() {
+		t.Errorf("audit %v", l)
+	}
+}
+
+func TestReviewAllowsPodsThatDidNotOptIn(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no annotation": func(r map[string]any) { delete(annotationsOf(r), "kvinject.io/inject") },
+		"false":         func(r map[string]any) { annotationsOf(r)["kvinject.io/inject"] = "false" },
+		"no annotations at all": func(r map[string]any) {
+			delete(podOf(r)["metadata"].(map[string]any), "annotations")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// No ServiceAccounts: a pod that did not opt in needs none.
+			hs := newHarness(serviceAccounts{})
+			resp := hs.post(t, review(t, edit))
+			if !resp.Allowed || resp.Patch != nil || resp.PatchType != nil || resp.Result != nil {
+				t.Fatalf("got %+v, want allowed without a patch", resp)
+			}
+			if l := hs.auditLines(t); len(l) != 1 || l[0]["decision"] != "skipped" {
+				t.Errorf("audit %v", l)
+			}
+		})
+	}
+}
+
+func TestReviewOfOtherOperationsAndKinds(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"update":      func(r map[string]any) { request(r)["operation"] = "UPDATE" },
+		"subresource": func(r map[string]any) { request(r)["subResource"] = "ephemeralcontainers" },
+		"not a pod": func(r map[string]any) {
+			request(r)["kind"] = map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp := newHarness(serviceAccounts{"shop/web": webSA}).post(t, review(t, edit))
+			if !resp.Allowed || resp.Patch != nil {
+				t.Fatalf("got %+v, want allowed without a patch", resp)
+			}
+		})
+	}
+}
+
+func TestReviewDryRunGetsTheSameAnswer(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	plain := hs.post(t, review(t, nil))
+	dry := hs.post(t, review(t, func(r map[string]any) { request(r)["dryRun"] = true }))
+	if !dry.Allowed || !bytes.Equal(dry.Patch, plain.Patch) || !slices.Equal(dry.Warnings, plain.Warnings) {
+		t.Fatalf("dry run answered %+v, want the same as %+v", dry, plain)
+	}
+	lines := hs.auditLines(t)
+	if len(lines) != 2 || lines[1]["dryRun"] != true || lines[0]["dryRun"] != false {
+		t.Errorf("audit dryRun: %v", lines)
+	}
+}
+
+func TestReviewDeniesMissingServiceAccount(t *testing.T) {
+	hs := newHarness(serviceAccounts{})
+	resp := hs.post(t, review(t, nil))
+	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusForbidden {
+		t.Fatalf("got %+v, want a 403 denial", resp)
+	}
+	for _, s := range []string{`serviceaccount "web" not found in namespace "shop"`, "azure.workload.identity/client-id", "create it"} {
+		if !strings.Contains(resp.Result.Message, s) {
+			t.Errorf("message %q does not say %q", resp.Result.Message, s)
+		}
+	}
+	if l := hs.auditLines(t); len(l) != 1 || l[0]["decision"] != "denied" || l[0]["serviceAccount"] != "web" {
+		t.Errorf("audit %v", l)
+	}
+}
+
+// With reinvocationPolicy IfNeeded the API server may send an injected pod
+// again; it must come back unchanged.
+func TestReviewOfInjectedPodIsUnchanged(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	body := review(t, nil)
+	_, raw := requestPod(t, body)
+	injected := applyPatch(t, raw, hs.post(t, body))
+
+	var r map[string]any
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(injected, &obj); err != nil {
+		t.Fatal(err)
+	}
+	request(r)["object"] = obj
+	again, _ := json.Marshal(r)
+
+	resp := hs.post(t, again)
+	if !resp.Allowed || resp.Patch != nil {
+		t.Fatalf("reinvocation answered %+v, want allowed without a patch", resp)
+	}
+	if l := hs.auditLines(t); l[1]["decision"] != "unchanged" {
+		t.Errorf("audit %v", l[1])
+	}
+}
+
+func TestMalformedReviewsGetAnErrorResponse(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body        string
+		contentType string
+		want        string
+	}{
+		"not JSON":           {body: "{", want: "decode AdmissionReview"},
+		"empty":              {body: "", want: "decode AdmissionReview"},
+		"v1beta1":            {body: `{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"1"}}`, want: "want admission.k8s.io/v1 AdmissionReview"},
+		"no request":         {body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, want: "no request"},
+		"pod not an object":  {body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"2","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":"pod"}}`, want: "decode pod"},
+		"no pod":             {body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"3","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE"}}`, want: "decode pod"},
+		"wrong content type": {body: "{}", contentType: "application/yaml", want: `content type "application/yaml"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hs := newHarness(serviceAccounts{})
+			before := testutil.ToFloat64(reviewsByOutcome[outcomeError])
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, Path, strings.NewReader(tc.body))
+			ct := tc.contentType
+			if ct == "" {
+				ct = "application/json"
+			}
+			req.Header.Set("Content-Type", ct)
+			hs.h.ServeHTTP(rec, req)
+
+			var out admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+				t.Fatalf("HTTP %d %q: not an AdmissionReview response: %v", rec.Code, rec.Body, err)
+			}
+			r := out.Response
+			if r.Allowed || r.Result == nil || r.Result.Code != http.StatusBadRequest || !strings.Contains(r.Result.Message, tc.want) {
+				t.Fatalf("got %+v, want a 400 error saying %q", r, tc.want)
+			}
+			if d := testutil.ToFloat64(reviewsByOutcome[outcomeError]) - before; d != 1 {
+				t.Errorf("error counter grew by %v", d)
+			}
+		})
+	}
+}
+
+func TestNonPostIsRejected(t *testing.T) {
+	rec := httptest.NewRecorder()
+	newHarness(nil).h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: HTTP %d", rec.Code)
+	}
+}
