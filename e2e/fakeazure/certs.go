@@ -227,9 +227,17 @@ func (s *Server) AddCertificateWith(vaultName, name string, o CertificateOptions
 		return nil, fmt.Errorf("fakeazure: leaf certificate: %w", err)
 	}
 
-	var value string
-	switch o.ContentType {
-	case ContentTypePFX:
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("fakeazure: encode key: %w", err)
+	}
+	var pemBundle strings.Builder
+	_ = pem.Encode(&pemBundle, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	for _, c := range []*x509.Certificate{leaf, p.inter, p.root} {
+		_ = pem.Encode(&pemBundle, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	value := pemBundle.String()
+	if o.ContentType == ContentTypePFX {
 		// Legacy DES so that golang.org/x/crypto/pkcs12 can read it too;
 		// Key Vault exports with an empty password.
 		pfx, err := pkcs12.LegacyDES.Encode(key, leaf, []*x509.Certificate{p.inter, p.root}, "")
@@ -237,17 +245,6 @@ func (s *Server) AddCertificateWith(vaultName, name string, o CertificateOptions
 			return nil, fmt.Errorf("fakeazure: encode PFX: %w", err)
 		}
 		value = base64.StdEncoding.EncodeToString(pfx)
-	case ContentTypePEM:
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, fmt.Errorf("fakeazure: encode key: %w", err)
-		}
-		var b strings.Builder
-		_ = pem.Encode(&b, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
-		for _, c := range []*x509.Certificate{leaf, p.inter, p.root} {
-			_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-		}
-		value = b.String()
 	}
 
 	kty := "RSA"
@@ -264,6 +261,7 @@ func (s *Server) AddCertificateWith(vaultName, name string, o CertificateOptions
 	nbf, exp := leaf.NotBefore.Unix(), leaf.NotAfter.Unix()
 	attrs.NotBefore, attrs.Expires = &nbf, &exp
 	sv := s.addSecretLocked(v, name, value, o.ContentType, attrs, nil, true)
+	sv.pem = pemBundle.String()
 	kv := s.addKeyLocked(v, sv.name, keyJWK(key.Public(), kty), true, sv.version)
 	kv.attrs.NotBefore, kv.attrs.Expires = &nbf, &exp
 	c := &Certificate{

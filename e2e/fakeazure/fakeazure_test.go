@@ -284,6 +284,13 @@ func TestCertificates(t *testing.T) {
 			if !cert.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
 				t.Fatal("private key does not match the leaf")
 			}
+
+			// API 2025-07-01: ask for PEM whatever the stored format.
+			conv, err := e.defaultSecrets(3).GetSecret(context.Background(), "tls", "", &azsecrets.GetSecretOptions{OutContentType: new(azsecrets.ContentTypePEM)})
+			e.must(err)
+			if *conv.ContentType != fakeazure.ContentTypePEM || !strings.HasPrefix(*conv.Value, "-----BEGIN PRIVATE KEY-----") || strings.Count(*conv.Value, "BEGIN CERTIFICATE") != 3 {
+				t.Fatalf("outContentType PEM: got %s", *conv.ContentType)
+			}
 		})
 	}
 }
@@ -449,11 +456,15 @@ func TestES256Issuer(t *testing.T) {
 	defer iss.Close()
 	// Separate CAs: the issuer is reached through IssuerClient, as
 	// kube-apiserver would be.
-	srv, err := fakeazure.Start(ctx, fakeazure.Options{IssuerClient: iss.Client()})
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	srv, err := fakeazure.Start(ctx, fakeazure.Options{IssuerClient: iss.Client(), CAFile: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	if b, err := os.ReadFile(caFile); err != nil || string(b) != string(srv.CAPEM()) {
+		t.Fatalf("CA file: %v", err)
+	}
 	u, err := srv.AddVault("es-kv")
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,8 @@ type secretVersion struct {
 	contentType   string
 	attrs         attributes
 	tags          map[string]string
-	managed       bool // certificate-backed
+	managed       bool   // certificate-backed
+	pem           string // managed only: the value as PEM, for outContentType
 }
 
 type keyVersion struct {
@@ -207,7 +208,7 @@ func (s *Server) serveVault(v *vault, w http.ResponseWriter, r *http.Request) {
 
 	switch ep {
 	case EndpointGetSecret:
-		s.getSecret(v, w, name, version)
+		s.getSecret(v, w, name, version, r.URL.Query().Get("outContentType"))
 	case EndpointSetSecret:
 		s.putSecret(v, w, r, name)
 	case EndpointListSecrets, EndpointListSecretVersions, EndpointListKeys, EndpointListKeyVersions:
@@ -267,12 +268,21 @@ func (s *Server) secretBundle(v *vault, sv *secretVersion, withValue bool) map[s
 	return b
 }
 
-func (s *Server) getSecret(v *vault, w http.ResponseWriter, name, version string) {
+// getSecret serves a secret version; outContentType (API 2025-07-01+)
+// converts a certificate-backed PFX to PEM.
+func (s *Server) getSecret(v *vault, w http.ResponseWriter, name, version, outContentType string) {
+	if outContentType != "" && outContentType != ContentTypePEM {
+		writeKVError(w, http.StatusBadRequest, "BadParameter", fmt.Sprintf("The requested outContentType '%s' is not supported. Supported: %s.", outContentType, ContentTypePEM), "")
+		return
+	}
 	s.mu.Lock()
 	sv, ok := findVersion(v.secrets[strings.ToLower(name)], version, func(x *secretVersion) string { return x.version })
 	var b map[string]any
 	if ok {
 		b = s.secretBundle(v, sv, true)
+		if outContentType != "" && sv.managed {
+			b["value"], b["contentType"] = sv.pem, ContentTypePEM
+		}
 	}
 	s.mu.Unlock()
 	if !ok {

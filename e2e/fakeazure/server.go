@@ -36,6 +36,9 @@ type Options struct {
 	// CA signs the serving certificates. Default: a new CA. Pass the CA of an
 	// Issuer to trust it without setting IssuerClient.
 	CA *CA
+	// CAFile, if set, is where Start writes the CA certificate as PEM (for
+	// SSL_CERT_FILE or another process).
+	CAFile string
 	// IssuerClient fetches OIDC discovery documents and JWKS of federated
 	// issuers (a test Issuer, or kube-apiserver with its CA and credentials).
 	// Default: a client that trusts CA. Only loopback issuers are contacted
@@ -123,6 +126,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	tlsCfg, err := ca.servingTLS()
 	if err != nil {
 		return nil, fmt.Errorf("fakeazure: %w", err)
+	}
+	if opts.CAFile != "" {
+		if err := ca.WriteFile(opts.CAFile); err != nil {
+			return nil, fmt.Errorf("fakeazure: Options.CAFile: %w", err)
+		}
 	}
 	if opts.IssuerClient == nil {
 		opts.IssuerClient = ca.Client()
