@@ -102,36 +102,37 @@ func (a *agent) publish(objects map[string]render.Object) error {
 var errSiblingFailed = errors.New("another object failed")
 
 // fetchAll gets every distinct object once, concurrently. The first failure
-// cancels the rest: the cycle fails anyway, and every object that failed at
-// once (within the first round of requests) is reported.
+// stops further attempts (the cycle fails anyway) but lets requests in flight
+// finish, so every object that fails at once is reported together.
 func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) {
-	fctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	stopCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, concurrency)
 		objects  = map[string]render.Object{}
-		failures []error
+		failures = make([]error, len(a.fetches)) // in config order
+		failed   bool
 	)
-	for _, f := range a.fetches {
+	for i, f := range a.fetches {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			select {
 			case sem <- struct{}{}:
-			case <-fctx.Done():
+			case <-stopCtx.Done():
 				return
 			}
 			defer func() { <-sem }()
-			obj, err := a.fetchOne(fctx, f)
+			obj, err := a.fetchOne(ctx, stopCtx, f)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case errors.Is(err, errSiblingFailed):
 			case err != nil:
-				failures = append(failures, err)
-				cancel(errSiblingFailed)
+				failures[i], failed = err, true
+				stop(errSiblingFailed)
 			default:
 				for _, name := range f.files {
 					objects[name] = obj
@@ -140,7 +141,7 @@ func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) 
 		}()
 	}
 	wg.Wait()
-	if len(failures) > 0 {
+	if failed {
 		return nil, errors.Join(failures...)
 	}
 	if err := ctx.Err(); err != nil {
@@ -149,11 +150,15 @@ func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) 
 	return objects, nil
 }
 
-// fetchOne gets one object, retrying transient failures until ctx ends.
-func (a *agent) fetchOne(ctx context.Context, f *fetch) (render.Object, error) {
+// fetchOne gets one object, retrying transient failures until ctx ends or
+// stopCtx says the cycle has failed.
+func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch) (render.Object, error) {
 	deadline, hasDeadline := ctx.Deadline()
 	fe := &FetchError{Ref: f.ref, Kind: string(f.kind), Files: f.files}
 	for attempt := 1; ; attempt++ {
+		if stopCtx.Err() != nil {
+			return render.Object{}, a.ended(stopCtx, fe, attempt-1)
+		}
 		start := time.Now()
 		obj, version, err := a.kv.Get(ctx, f.ref)
 		elapsed := time.Since(start)
@@ -188,8 +193,8 @@ func (a *agent) fetchOne(ctx context.Context, f *fetch) (render.Object, error) {
 			fe.GaveUp = true
 			return obj, fe
 		}
-		if sleep(ctx, wait) != nil {
-			return obj, a.ended(ctx, fe, attempt)
+		if sleep(stopCtx, wait) != nil {
+			return obj, a.ended(stopCtx, fe, attempt)
 		}
 	}
 }

@@ -61,6 +61,9 @@ func (o Options) subject() string {
 func (o Options) fix(fe *FetchError) string {
 	f := fe.Failure
 	id, tenant := o.Identity.ClientID, o.Identity.TenantID
+	if f.Retryable && f.Status != 0 {
+		return "the service kept failing or throttling until the deadline; this is usually temporary, and the agent tries again when the container restarts"
+	}
 	if f.SignIn {
 		switch f.Code {
 		case "AADSTS70021", "AADSTS700213", "AADSTS7002137", "AADSTS7002138", "AADSTS700211", "AADSTS700212":
@@ -103,8 +106,6 @@ func (o Options) fix(fe *FetchError) string {
 		return fmt.Sprintf("%s in vault %s%s: check the object name, version and vault in the pod's kvinject.io annotations", what, fe.Ref.Vault, hint)
 	case f.Status == 0:
 		return fmt.Sprintf("the vault did not answer: check DNS and egress from the pod to %s (NetworkPolicy, firewall, proxy)", fe.Ref.Vault)
-	case f.Retryable:
-		return "the service kept failing or throttling until the deadline; it is usually temporary: the pod will retry when the container restarts"
 	case f.Status >= 400 && f.Status < 500:
 		return "the vault rejected the request: check the object name and version in the pod's kvinject.io annotations"
 	}

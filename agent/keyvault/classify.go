@@ -69,7 +69,7 @@ func Classify(err error) Failure {
 		if f.Code == "" {
 			f.Code = body.Error
 		}
-		f.Message = oneLine(body.Description)
+		f.Message = oneLine(strings.TrimPrefix(body.Description, f.Code+": "))
 		return f
 	case errors.As(err, &respErr):
 		f := Failure{Status: respErr.StatusCode, Code: respErr.ErrorCode}

@@ -1,0 +1,506 @@
+package agent_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/kvinject/kvinject/agent"
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/e2e/fakeazure"
+)
+
+func secretFile(h *harness, file, name, version string) config.File {
+	return config.File{Name: file, Mode: 0o440, Object: h.object(config.KindSecret, name, version)}
+}
+
+// pemBlocks splits a PEM file into its blocks' types and DER bytes.
+func pemBlocks(t *testing.T, data string) (types []string, ders [][]byte) {
+	t.Helper()
+	rest := []byte(data)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		types = append(types, b.Type)
+		ders = append(ders, b.Bytes)
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		t.Fatalf("trailing non-PEM data in %q", rest)
+	}
+	return types, ders
+}
+
+func checkCertPEM(t *testing.T, name, data string, c *fakeazure.Certificate) {
+	t.Helper()
+	types, ders := pemBlocks(t, data)
+	if strings.Join(types, ",") != "PRIVATE KEY,CERTIFICATE,CERTIFICATE,CERTIFICATE" {
+		t.Fatalf("%s: PEM blocks %v, want key then leaf, intermediate, root", name, types)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(ders[0])
+	must(t, err)
+	if !key.(interface{ Equal(crypto.PrivateKey) bool }).Equal(c.Key) {
+		t.Errorf("%s: private key is not the certificate's", name)
+	}
+	for i, want := range []*x509.Certificate{c.Leaf, c.Intermediate, c.Root} {
+		if got, _ := x509.ParseCertificate(ders[i+1]); got == nil || !got.Equal(want) {
+			t.Errorf("%s: certificate %d is not %s", name, i, want.Subject.CommonName)
+		}
+	}
+}
+
+// TestInitEveryKindAndFormat fetches secrets (plain, base64, hex, pinned),
+// certificates (PFX- and PEM-backed, as PEM and as PKCS#12), RSA and EC keys
+// and a template, and checks each file as a user would, plus the call budget:
+// one token, one GET per distinct object.
+func TestInitEveryKindAndFormat(t *testing.T) {
+	h := newHarness(t)
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	h.remember("raw bytes", string(raw))
+	v1 := h.secret("db-password", "pw-first-Zq8v")
+	h.secret("db-password", "pw-second-Zq8v")
+	h.secret("db-user", "app-user-Zq8v")
+	h.secret("blob-b64", base64.StdEncoding.EncodeToString(raw))
+	h.secret("blob-hex", hex.EncodeToString(raw))
+	pfxCert := h.cert("tls-pfx", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePFX})
+	pemCert := h.cert("tls-pem", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, KeyType: "EC"})
+	rsaKey, err := h.srv.AddKey(vaultName, "signing-rsa", "RSA")
+	must(t, err)
+	ecKey, err := h.srv.AddKey(vaultName, "signing-ec", "EC")
+	must(t, err)
+
+	files := []config.File{
+		secretFile(h, "password", "db-password", ""),
+		secretFile(h, "password-again", "db-password", ""), // same object: one GET
+		secretFile(h, "password-v1", "db-password", v1),
+		secretFile(h, "user", "db-user", ""),
+		{Name: "blob.b64", Mode: 0o400, Encoding: config.EncodingBase64, Object: h.object(config.KindSecret, "blob-b64", "")},
+		{Name: "blob.hex", Mode: 0o400, Encoding: config.EncodingHex, Object: h.object(config.KindSecret, "blob-hex", "")},
+		{Name: "tls-pfx.pem", Mode: 0o440, Object: h.object(config.KindCert, "tls-pfx", "")},
+		{Name: "tls-pfx.p12", Mode: 0o440, Format: config.FormatPFX, Object: h.object(config.KindCert, "tls-pfx", "")},
+		{Name: "tls-pem.pem", Mode: 0o440, Object: h.object(config.KindCert, "tls-pem", "")},
+		{Name: "tls-pem.p12", Mode: 0o440, Format: config.FormatPFX, Object: h.object(config.KindCert, "tls-pem", "")},
+		{Name: "rsa.pub", Mode: 0o444, Object: h.object(config.KindKey, "signing-rsa", "")},
+		{Name: "ec.pub", Mode: 0o444, Object: h.object(config.KindKey, "signing-ec", "")},
+		{Name: "db.env", Mode: 0o400, Template: "DB_USER={{ secret \"user\" | envQuote }}\nDB_PASSWORD={{ secret \"password\" | envQuote }}\n"},
+	}
+	if err := h.run(t.Context(), agent.ModeInit, h.config(0, files...)); err != nil {
+		t.Fatalf("init: %v\n%s", err, h.termination())
+	}
+
+	if got := h.read("password"); got != "pw-second-Zq8v" {
+		t.Errorf("password: latest version not written")
+	}
+	if h.read("password-again") != h.read("password") {
+		t.Errorf("password-again differs from password")
+	}
+	if got := h.read("password-v1"); got != "pw-first-Zq8v" {
+		t.Errorf("password-v1: pinned version not honoured")
+	}
+	if h.read("blob.b64") != string(raw) || h.read("blob.hex") != string(raw) {
+		t.Errorf("decoded blobs differ from the stored bytes")
+	}
+	checkCertPEM(t, "tls-pfx.pem", h.read("tls-pfx.pem"), pfxCert)
+	checkCertPEM(t, "tls-pem.pem", h.read("tls-pem.pem"), pemCert)
+	for name, c := range map[string]*fakeazure.Certificate{"tls-pfx.p12": pfxCert, "tls-pem.p12": pemCert} {
+		key, leaf, cas, err := pkcs12.DecodeChain([]byte(h.read(name)), "")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !key.(interface{ Equal(crypto.PrivateKey) bool }).Equal(c.Key) || !leaf.Equal(c.Leaf) || len(cas) != 2 {
+			t.Errorf("%s: wrong key, leaf or chain length %d", name, len(cas))
+		}
+	}
+	for name, want := range map[string]crypto.PublicKey{"rsa.pub": rsaKey.Public, "ec.pub": ecKey.Public} {
+		types, ders := pemBlocks(t, h.read(name))
+		if len(types) != 1 || types[0] != "PUBLIC KEY" {
+			t.Fatalf("%s: blocks %v", name, types)
+		}
+		pub, err := x509.ParsePKIXPublicKey(ders[0])
+		must(t, err)
+		if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(want) {
+			t.Errorf("%s: not the key's public key", name)
+		}
+	}
+	if _, ok := ecKey.Public.(*ecdsa.PublicKey); !ok {
+		t.Fatalf("EC key is %T", ecKey.Public)
+	}
+	if got, want := h.read("db.env"), "DB_USER='app-user-Zq8v'\nDB_PASSWORD='pw-second-Zq8v'\n"; got != want {
+		t.Errorf("db.env is not the rendered template")
+	}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(h.dir, f.Name))
+		must(t, err)
+		if fi.Mode().Perm() != f.Mode {
+			t.Errorf("%s: mode %v, want %v", f.Name, fi.Mode().Perm(), f.Mode)
+		}
+	}
+	must(t, agent.Probe(h.dir))
+
+	// Call budget: one token for the process; one GET per distinct object
+	// (db-password latest and v1, db-user, two blobs, two certs; two keys).
+	if n := h.srv.Count(fakeazure.EndpointToken, h.clientID); n != 1 {
+		t.Errorf("token requests = %d, want 1", n)
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 7 {
+		t.Errorf("secret GETs = %d, want 7", n)
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetKey, h.clientID); n != 2 {
+		t.Errorf("key GETs = %d, want 2", n)
+	}
+	// One audit line per GET, naming vault, object, version and client id.
+	audits := h.logLines("fetch")
+	if len(audits) != 9 {
+		t.Errorf("audit lines = %d, want 9", len(audits))
+	}
+	for _, a := range audits {
+		if a["vault"] != h.vaultURL || a["clientId"] != h.clientID || a["object"] == "" || a["version"] == "" || a["result"] != "success" {
+			t.Errorf("audit line lacks vault, object, version, client id or result: %v", a)
+		}
+	}
+}
+
+// TestSidecarRotationAndUnchangedCycles: cycles that see no change publish
+// nothing; a rotated secret reaches the file with the first cycle that starts
+// after the rotation.
+func TestSidecarRotationAndUnchangedCycles(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Yy7")
+	h.secret("other", "other-Yy7")
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""), secretFile(h, "other", "other", ""))
+	stop := h.start(c)
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	if h.read("api-key") != "key-one-Yy7" {
+		t.Fatal("first value not written")
+	}
+	first := h.dataTarget()
+	gets := func() int { return h.srv.Count(fakeazure.EndpointGetSecret, h.clientID) }
+	n := gets()
+	eventually(t, "two more cycles", 30*time.Second, func() bool { return gets() >= n+4 })
+	if got := h.dataTarget(); got != first {
+		t.Errorf("unchanged cycles published a new snapshot: %s -> %s", first, got)
+	}
+
+	h.secret("api-key", "key-two-Yy7")
+	rotatedAt := gets()
+	var seenAt int
+	eventually(t, "the rotated value", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		seenAt = gets()
+		return string(b) == "key-two-Yy7"
+	})
+	// At most the cycle in flight at rotation (2 GETs) and the next (2 GETs).
+	if cycles := (seenAt - rotatedAt) / 2; cycles > 2 {
+		t.Errorf("rotation took %d cycles to reach the file, want the next one", cycles)
+	}
+	if h.read("other") != "other-Yy7" {
+		t.Errorf("other file changed")
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("sidecar after SIGTERM: %v", err)
+	}
+	if h.termination() != "" {
+		t.Errorf("clean exit wrote a termination message: %s", h.termination())
+	}
+}
+
+// metric reads one sample from the sidecar's metrics endpoint.
+func metric(t *testing.T, h *harness, name string) float64 {
+	t.Helper()
+	lines := h.logLines("serving metrics")
+	if len(lines) == 0 {
+		t.Fatal("no metrics listener logged")
+	}
+	resp, err := http.Get("http://" + lines[0]["addr"].(string) + "/metrics")
+	must(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	must(t, err)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("metric %s not found in:\n%s", name, body)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	must(t, err)
+	return v
+}
+
+// TestSidecarOutageKeepsLastGoodFiles: while everything answers 503 the files
+// and the snapshot stay as they were, failures show in the metrics, and the
+// agent recovers when the service does.
+func TestSidecarOutageKeepsLastGoodFiles(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Xx6")
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""))
+	stop := h.start(c)
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	first := h.dataTarget()
+	lastSuccess := metric(t, h, "kvinject_agent_last_success_timestamp_seconds")
+	if lastSuccess == 0 {
+		t.Errorf("last success time not set after the first fetch")
+	}
+
+	h.srv.SetOutage(true)
+	h.secret("api-key", "key-two-Xx6") // stored, but not served during the outage
+	eventually(t, "two failed cycles", 30*time.Second, func() bool {
+		return metric(t, h, `kvinject_agent_cycles_total{result="error"}`) >= 2
+	})
+	if h.read("api-key") != "key-one-Xx6" || h.dataTarget() != first {
+		t.Fatal("the outage changed the files")
+	}
+	if got := metric(t, h, "kvinject_agent_last_success_timestamp_seconds"); got > lastSuccess+1 {
+		t.Errorf("last success advanced during the outage")
+	}
+	if metric(t, h, `kvinject_agent_fetches_total{result="retryable_error"}`) == 0 {
+		t.Errorf("failed fetches not counted")
+	}
+	if len(h.logLines("refresh failed; keeping the last good files")) == 0 {
+		t.Errorf("no log line for the failed refresh")
+	}
+
+	h.srv.SetOutage(false)
+	eventually(t, "recovery", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		return string(b) == "key-two-Xx6"
+	})
+	must(t, stop())
+}
+
+// TestInitRidesOut429Storm: throttled GETs are retried with backoff until
+// every object is fetched; each 429 costs exactly one extra request.
+func TestInitRidesOut429Storm(t *testing.T) {
+	h := newHarness(t)
+	var files []config.File
+	for i := range 12 {
+		name := "s" + strconv.Itoa(i)
+		h.secret(name, "storm-value-"+name+"-Ww5")
+		files = append(files, secretFile(h, name, name, ""))
+	}
+	const faults = 24
+	h.srv.Fail(fakeazure.Target{Endpoint: fakeazure.EndpointGetSecret}, faults, fakeazure.Fault{Status: http.StatusTooManyRequests})
+	if err := h.run(t.Context(), agent.ModeInit, h.config(0, files...)); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	for i := range 12 {
+		name := "s" + strconv.Itoa(i)
+		if h.read(name) != "storm-value-"+name+"-Ww5" {
+			t.Errorf("%s: wrong content", name)
+		}
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 12+faults {
+		t.Errorf("GETs = %d, want %d (one per object plus one per 429)", n, 12+faults)
+	}
+}
+
+// TestInitHonoursRetryAfter: a 429 with Retry-After delays the retry by at
+// least that long (backoff alone would retry within 500ms).
+func TestInitHonoursRetryAfter(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Vv4")
+	h.srv.Fail(fakeazure.Target{Endpoint: fakeazure.EndpointGetSecret}, 1, fakeazure.Fault{Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Second})
+	start := time.Now()
+	if err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", ""))); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	if elapsed := time.Since(start); elapsed < 2*time.Second {
+		t.Errorf("retried after %s, before Retry-After's 2s", elapsed)
+	}
+}
+
+// TestInitGivesUpAtDeadline: an outage longer than the deadline fails init
+// with the last status and how many attempts were made.
+func TestInitGivesUpAtDeadline(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Uu3")
+	h.srv.SetOutage(true)
+	err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", "")), func(o *agent.Options) { o.Deadline = 1500 * time.Millisecond })
+	if err == nil {
+		t.Fatal("init succeeded during an outage")
+	}
+	msg := h.termination()
+	t.Logf("termination message:\n%s", msg)
+	for _, want := range []string{"secret s", h.vaultURL, "HTTP 503", "gave up after", "1.5s deadline", h.clientID, "usually temporary"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(h.dir, "..data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed init published a snapshot")
+	}
+}
+
+// TestForbiddenFailsFastWithFix: 403 is not retried, and the termination
+// message says which object, vault, status, code and client, and which role
+// to grant.
+func TestForbiddenFailsFastWithFix(t *testing.T) {
+	h := newHarness(t)
+	h.secret("db-password", "value-Tt2")
+	_, err := h.srv.AddKey(vaultName, "signing", "RSA")
+	must(t, err)
+	h.srv.Revoke(vaultName, h.clientID)
+	c := h.config(0,
+		secretFile(h, "password", "db-password", ""),
+		config.File{Name: "signing.pub", Mode: 0o444, Object: h.object(config.KindKey, "signing", "")})
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded without a role assignment")
+	}
+	msg := h.termination()
+	t.Logf("termination message:\n%s", msg)
+	for _, want := range []string{
+		"secret db-password (file password)", "key signing (file signing.pub)", h.vaultURL,
+		"HTTP 403 ForbiddenByRbac", h.clientID, `"Key Vault Secrets User"`, `"Key Vault Crypto User"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 1 {
+		t.Errorf("secret GETs = %d: a 403 was retried", n)
+	}
+}
+
+// TestFederationMismatchNamesTheSubject: without a federated credential for
+// the pod's service account Entra answers AADSTS70021, which is not retried,
+// and the fix names the subject to federate.
+func TestFederationMismatchNamesTheSubject(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Ss1")
+	h.srv.RemoveFederatedCredentials(h.clientID)
+	must(t, h.srv.AddFederatedCredential(h.clientID, h.iss.URL(), "system:serviceaccount:"+namespace+":someone-else"))
+	if err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", ""))); err == nil {
+		t.Fatal("init succeeded without a matching federated credential")
+	}
+	msg := h.termination()
+	t.Logf("termination message:\n%s", msg)
+	for _, want := range []string{"secret s", "sign-in failed", "HTTP 400 AADSTS70021", h.clientID,
+		"federated identity credential", "subject = system:serviceaccount:shop:checkout", "api://AzureADTokenExchange"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if n := h.srv.Count(fakeazure.EndpointToken, h.clientID); n != 1 {
+		t.Errorf("token requests = %d: AADSTS70021 was retried", n)
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 0 {
+		t.Errorf("secret GETs = %d without a token", n)
+	}
+}
+
+func TestNotFoundNamesTheObject(t *testing.T) {
+	h := newHarness(t)
+	h.secret("present", "value-Rr0")
+	c := h.config(0, secretFile(h, "present", "present", ""), secretFile(h, "gone", "missing", ""),
+		config.File{Name: "tls.pem", Mode: 0o440, Object: h.object(config.KindCert, "no-cert", "")})
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded with a missing object")
+	}
+	msg := h.termination()
+	t.Logf("termination message:\n%s", msg)
+	for _, want := range []string{"HTTP 404 SecretNotFound", `no secret named "missing"`, `no secret named "no-cert"`, "read through the secret of the same name"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(h.dir, "present")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed init wrote some of the files")
+	}
+}
+
+// TestTemplateErrors: a reference to an unknown file fails before any request;
+// one only known at render time fails after the fetch, without writing
+// anything. Both name the template file and line.
+func TestTemplateErrors(t *testing.T) {
+	h := newHarness(t)
+	h.secret("pw", "value-Qq9")
+	c := h.config(0, secretFile(h, "pw", "pw", ""),
+		config.File{Name: "app.env", Mode: 0o440, Template: "A=1\nB={{ secret \"pwd\" }}\n"})
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded with a broken template")
+	}
+	if msg := h.termination(); !strings.Contains(msg, "app.env:2") || !strings.Contains(msg, `no object file "pwd"`) {
+		t.Errorf("termination message does not name the template, line and file:\n%s", msg)
+	}
+	if n := len(h.srv.Counts()); n != 0 {
+		t.Errorf("%d kinds of requests sent for a config that cannot render", n)
+	}
+
+	c = h.config(0, secretFile(h, "pw", "pw", ""),
+		config.File{Name: "app.env", Mode: 0o440, Template: "A=1\n\nB={{ \"pwd\" | secret }}\n"})
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded with a broken template")
+	}
+	if msg := h.termination(); !strings.Contains(msg, "app.env:3") || !strings.Contains(msg, `no object file "pwd"`) {
+		t.Errorf("termination message does not name the template and line:\n%s", msg)
+	}
+	if _, err := os.Lstat(filepath.Join(h.dir, "pw")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("files were written although a template failed")
+	}
+}
+
+// TestSidecarTerminates: SIGTERM ends the sidecar with success whether it is
+// idle between cycles, retrying its first fetch, or configured without
+// refresh.
+func TestSidecarTerminates(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Pp8")
+	for _, refresh := range []time.Duration{time.Hour, 0} {
+		stop := h.start(h.config(refresh, secretFile(h, "s", "s", "")))
+		eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+		if err := stop(); err != nil {
+			t.Fatalf("refresh %s: %v", refresh, err)
+		}
+	}
+
+	h2 := newHarness(t)
+	h2.secret("s", "value-Pp8")
+	h2.srv.SetOutage(true)
+	stop := h2.start(h2.config(time.Hour, secretFile(h2, "s", "s", "")))
+	eventually(t, "a failed attempt", 30*time.Second, func() bool { return len(h2.logLines("fetch")) > 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("during the first fetch: %v", err)
+	}
+	if h2.termination() != "" {
+		t.Errorf("SIGTERM wrote a termination message: %s", h2.termination())
+	}
+}
+
+func TestConfigErrorsGoToTheTerminationMessage(t *testing.T) {
+	h := newHarness(t)
+	err := agent.Run(context.Background(), agent.Options{
+		Mode: agent.ModeInit, Getenv: func(string) string { return "" }, TerminationLog: h.termLog,
+		Logger: slog.New(slog.NewJSONHandler(&h.logs, nil)),
+	})
+	if err == nil || !strings.Contains(h.termination(), config.EnvVar+" is not set") {
+		t.Errorf("missing config: err %v, termination %q", err, h.termination())
+	}
+	env := h.env(h.config(0, secretFile(h, "s", "s", "")))
+	delete(env, "AZURE_CLIENT_ID")
+	err = agent.Run(context.Background(), agent.Options{
+		Mode: agent.ModeInit, Getenv: func(k string) string { return env[k] }, TerminationLog: h.termLog,
+		Logger: slog.New(slog.NewJSONHandler(&h.logs, nil)),
+	})
+	if err == nil || !strings.Contains(h.termination(), "AZURE_CLIENT_ID not set") {
+		t.Errorf("missing identity: err %v, termination %q", err, h.termination())
+	}
+}
