@@ -199,7 +199,6 @@ func (h *harness) env(c *config.Config) map[string]string {
 	}
 }
 
-
 // run runs the agent through its Go entry point, configured through the
 // environment like in a pod.
 func (h *harness) run(ctx context.Context, mode agent.Mode, c *config.Config, opts ...func(*agent.Options)) error {
