@@ -275,7 +275,7 @@ func (s *Server) MintAccessToken(clientID string) (string, error) {
 	return t, err
 }
 
-var errNoToken = errors.New("missing token")
+var errNoToken = errors.New("AKV10000: Request is missing a Bearer or PoP token.")
 
 // verifyAccessToken checks signature, audience, issuer/tenant and expiry of a
 // Key Vault bearer token and returns the caller's client id. The error text is

@@ -366,6 +366,13 @@ func TestAccessErrors(t *testing.T) {
 	_, err = e.secrets(staticToken(forged), -1).GetSecret(ctx, "db-password", "", nil)
 	responseError(t, err, http.StatusUnauthorized, "Unauthorized")
 
+	// Deleted: 404.
+	_, err = e.srv.SetSecret("shop-kv", "gone", "x", "")
+	e.must(err)
+	e.must(e.srv.DeleteSecret("shop-kv", "gone"))
+	_, err = c.GetSecret(ctx, "gone", "", nil)
+	responseError(t, err, http.StatusNotFound, "SecretNotFound")
+
 	// Disabled version: 403 as the service sends it.
 	e.must(e.srv.SetSecretEnabled("shop-kv", "db-password", "", false))
 	_, err = c.GetSecret(ctx, "db-password", "", nil)
@@ -435,6 +442,19 @@ func TestFederation(t *testing.T) {
 		forged := strings.Join(parts, ".")
 		_, err = e.secrets(e.credential(appID, e.writeToken("forged", forged), -1), -1).GetSecret(ctx, "db-password", "", nil)
 		authErr(t, err, http.StatusUnauthorized, "AADSTS50013")
+	})
+	t.Run("unknown tenant", func(t *testing.T) {
+		co := e.clientOptions(-1)
+		co.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: e.srv.AuthorityHost()}
+		cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions: co, ClientID: appID, TenantID: "00000000-0000-0000-0000-000000000bad",
+			TokenFilePath: e.tokenFile(namespace, saName, time.Hour), DisableInstanceDiscovery: true,
+		})
+		must(t, err)
+		_, err = cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
+		if err == nil || !strings.Contains(err.Error(), "AADSTS90002") {
+			t.Fatalf("want AADSTS90002, got %v", err)
+		}
 	})
 	t.Run("issuer key rotation", func(t *testing.T) {
 		must(t, e.iss.RotateKey())

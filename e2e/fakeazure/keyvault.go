@@ -453,6 +453,22 @@ func (s *Server) SetSecret(vaultName, name, value, contentType string) (string, 
 	return s.addSecretLocked(v, name, value, contentType, newAttributes(), nil, false).version, nil
 }
 
+// DeleteSecret removes a secret and all its versions (purged at once; the
+// emulator has no soft-delete), so gets answer 404 SecretNotFound.
+func (s *Server) DeleteSecret(vaultName, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.vault(vaultName)
+	if err != nil {
+		return err
+	}
+	if _, ok := v.secrets[strings.ToLower(name)]; !ok {
+		return fmt.Errorf("fakeazure: secret %s/%s not found", vaultName, name)
+	}
+	delete(v.secrets, strings.ToLower(name))
+	return nil
+}
+
 // SetSecretEnabled enables or disables one version ("" = latest) of a
 // secret; getting a disabled version is 403 SecretDisabled.
 func (s *Server) SetSecretEnabled(vaultName, name, version string, enabled bool) error {

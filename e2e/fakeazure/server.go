@@ -48,7 +48,10 @@ type Options struct {
 	// Default "127.0.0.1:0".
 	EntraAddr string
 	// AccessTokenTTL is the lifetime of issued access tokens. Default 1h
-	// (expires_in 3599, like Entra).
+	// (expires_in 3599, like Entra). MSAL treats a token as expired 5 minutes
+	// before its end and azcore refreshes at most every 30 s, so a TTL of 5
+	// minutes or less makes busy clients call the token endpoint about every
+	// 30 s.
 	AccessTokenTTL time.Duration
 	// ClockSkew is the leeway on exp/nbf of client assertions. Default 1m.
 	ClockSkew time.Duration
