@@ -215,6 +215,24 @@ func TestSecrets(t *testing.T) {
 		t.Fatalf("versions = %v in %d pages, want 3 starting %s, %s in 2 pages", versions, pages, v1, v2)
 	}
 
+	// Listing the vault needs a vault-wide role, as in Azure.
+	_, err = c.NewListSecretPropertiesPager(nil).NextPage(ctx)
+	responseError(t, err, http.StatusForbidden, "Forbidden")
+	_, err = e.srv.SetSecret("shop-kv", "api-key", "k", "")
+	e.must(err)
+	e.must(e.srv.Grant("shop-kv", appID, fakeazure.RoleReader, "*"))
+	var names []string
+	for all := c.NewListSecretPropertiesPager(nil); all.More(); {
+		page, err := all.NextPage(ctx)
+		e.must(err)
+		for _, p := range page.Value {
+			names = append(names, p.ID.Name())
+		}
+	}
+	if strings.Join(names, ",") != "api-key,db-password" {
+		t.Fatalf("list = %v", names)
+	}
+
 	// Rotation through the SDK.
 	set, err := c.SetSecret(ctx, "db-password", azsecrets.SetSecretParameters{Value: new("s3cret-4")}, nil)
 	e.must(err)

@@ -398,10 +398,11 @@ func (s *Server) list(v *vault, w http.ResponseWriter, r *http.Request, ep Endpo
 		skip = len(items)
 	}
 	end := min(skip+size, len(items))
-	page := map[string]any{"value": items[skip:end], "nextLink": nil}
-	if page["value"] == nil || len(items[skip:end]) == 0 {
-		page["value"] = []map[string]any{}
+	value := items[skip:end]
+	if value == nil {
+		value = []map[string]any{} // "value":[] rather than null
 	}
+	page := map[string]any{"value": value, "nextLink": nil}
 	if end < len(items) {
 		// Absolute, with api-version: the SDK follows it verbatim.
 		next := url.Values{}
