@@ -404,6 +404,16 @@ func report(srv *fakeazure.Server, iss *fakeazure.Issuer, c config) error {
 	if iss != nil {
 		st.Issuer = iss.URL()
 	}
+	fmt.Printf("AZURE_TENANT_ID=%s\n", st.TenantID)
+	fmt.Printf("AZURE_AUTHORITY_HOST=%s\n", st.AuthorityHost)
+	fmt.Printf("FAKEAZURE_CA_FILE=%s\n", st.CAFile)
+	for _, name := range sortedNames(st.Vaults) {
+		fmt.Printf("FAKEAZURE_VAULT_%s=%s\n", envName(name), st.Vaults[name])
+	}
+	if st.Issuer != "" {
+		fmt.Printf("FAKEAZURE_ISSUER=%s\n", st.Issuer)
+	}
+	// Last, so that a script which waits for the file has everything.
 	if c.stateFile != "" {
 		// Write then rename, so a script polling for the file never reads
 		// half of it.
@@ -415,15 +425,6 @@ func report(srv *fakeazure.Server, iss *fakeazure.Issuer, c config) error {
 		if err := os.Rename(tmp, c.stateFile); err != nil {
 			return fmt.Errorf("write state file: %w", err)
 		}
-	}
-	fmt.Printf("AZURE_TENANT_ID=%s\n", st.TenantID)
-	fmt.Printf("AZURE_AUTHORITY_HOST=%s\n", st.AuthorityHost)
-	fmt.Printf("FAKEAZURE_CA_FILE=%s\n", st.CAFile)
-	for _, name := range sortedNames(st.Vaults) {
-		fmt.Printf("FAKEAZURE_VAULT_%s=%s\n", envName(name), st.Vaults[name])
-	}
-	if st.Issuer != "" {
-		fmt.Printf("FAKEAZURE_ISSUER=%s\n", st.Issuer)
 	}
 	return nil
 }

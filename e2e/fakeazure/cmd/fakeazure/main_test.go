@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,14 +21,41 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 )
 
-// The test binary doubles as the command: with FAKEAZURE_MAIN=1 it runs
-// main with its own arguments.
+// The test binary doubles as the command (FAKEAZURE_MAIN=1: main with its
+// own arguments) and as a client configured like a pod, from the
+// environment only (FAKEAZURE_CLIENT=<vault URL>: print one secret).
 func TestMain(m *testing.M) {
-	if os.Getenv("FAKEAZURE_MAIN") == "1" {
+	switch {
+	case os.Getenv("FAKEAZURE_MAIN") == "1":
 		main()
+		os.Exit(0)
+	case os.Getenv("FAKEAZURE_CLIENT") != "":
+		if err := envClient(os.Getenv("FAKEAZURE_CLIENT"), os.Args[len(os.Args)-1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// envClient uses the default transport (trust from SSL_CERT_FILE) and the
+// AZURE_* variables, setting in code only the two options with no env var.
+func envClient(vaultURL, name string) error {
+	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{DisableInstanceDiscovery: true})
+	if err != nil {
+		return err
+	}
+	c, err := azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{DisableChallengeResourceVerification: true})
+	if err != nil {
+		return err
+	}
+	got, err := c.GetSecret(context.Background(), name, "", nil)
+	if err != nil {
+		return err
+	}
+	fmt.Print(*got.Value)
+	return nil
 }
 
 const clientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -55,8 +83,12 @@ func TestCommand(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-seed", seedPath, "-state-file", statePath, "-ca-file", caPath,
 		"-test-issuer", "-token", "demo:app="+tokenPath, "-secret", "demo/api-key=k3y")
 	cmd.Env = append(os.Environ(), "FAKEAZURE_MAIN=1")
-	var stdout strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +146,18 @@ func TestCommand(t *testing.T) {
 	if v := value("tls"); !strings.Contains(v, "BEGIN PRIVATE KEY") {
 		t.Fatal("tls is not a PEM bundle")
 	}
-	if !strings.Contains(stdout.String(), "FAKEAZURE_VAULT_DEMO="+st.Vaults["demo"]) {
-		t.Fatalf("stdout lacks the vault URL:\n%s", stdout.String())
+	// A separate process configured like a pod: AZURE_* and SSL_CERT_FILE.
+	client := exec.Command(os.Args[0], "api-key")
+	client.Env = append(os.Environ(), "FAKEAZURE_CLIENT="+st.Vaults["demo"], "SSL_CERT_FILE="+caPath,
+		"AZURE_AUTHORITY_HOST="+st.AuthorityHost, "AZURE_TENANT_ID="+st.TenantID,
+		"AZURE_CLIENT_ID="+clientID, "AZURE_FEDERATED_TOKEN_FILE="+tokenPath)
+	client.Stderr = os.Stderr
+	if out, err := client.Output(); err != nil || string(out) != "k3y" {
+		t.Fatalf("env-configured client: %q, %v", out, err)
+	}
+	// The state file is written after the KEY=value lines.
+	if out, _ := os.ReadFile(stdout.Name()); !strings.Contains(string(out), "FAKEAZURE_VAULT_DEMO="+st.Vaults["demo"]+"\n") {
+		t.Fatalf("stdout lacks the vault URL:\n%s", out)
 	}
 
 	// SIGHUP rotates changed secrets from the seed file.
