@@ -34,7 +34,6 @@ type Issuer struct {
 	ca  *CA
 	alg string
 	l   *listener
-	srv *Server // only for listen/serve helpers
 
 	mu   sync.Mutex
 	keys []issuerKey // current first; older keys stay in the JWKS
@@ -71,15 +70,13 @@ func NewIssuer(ctx context.Context, opts IssuerOptions) (*Issuer, error) {
 	if err := i.RotateKey(); err != nil {
 		return nil, err
 	}
-	// Borrow the Server's listener plumbing.
-	i.srv = &Server{tls: tlsCfg, log: discardLogger()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", i.serveDiscovery)
 	mux.HandleFunc("GET /openid/v1/jwks", i.serveJWKS)
-	if i.l, err = i.srv.listen(opts.Addr, mux); err != nil {
+	if i.l, err = listen(opts.Addr, tlsCfg, mux, discardLogger()); err != nil {
 		return nil, fmt.Errorf("fakeazure: issuer: %w", err)
 	}
-	i.srv.serve(i.l)
+	i.l.serve()
 	context.AfterFunc(ctx, i.Close)
 	return i, nil
 }

@@ -278,7 +278,9 @@ func (s *Server) getSecret(v *vault, w http.ResponseWriter, name, version, outCo
 	s.mu.Lock()
 	sv, ok := findVersion(v.secrets[strings.ToLower(name)], version, func(x *secretVersion) string { return x.version })
 	var b map[string]any
+	enabled := false
 	if ok {
+		enabled = sv.attrs.Enabled
 		b = s.secretBundle(v, sv, true)
 		if outContentType != "" && sv.managed {
 			b["value"], b["contentType"] = sv.pem, ContentTypePEM
@@ -293,7 +295,7 @@ func (s *Server) getSecret(v *vault, w http.ResponseWriter, name, version, outCo
 		writeKVError(w, http.StatusNotFound, "SecretNotFound", notFoundMessage("secret", id), "")
 		return
 	}
-	if !sv.attrs.Enabled {
+	if !enabled {
 		writeKVError(w, http.StatusForbidden, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
 		return
 	}

@@ -10,7 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -90,8 +90,10 @@ type Server struct {
 
 type listener struct {
 	ln  net.Listener
+	tls *tls.Config
 	srv *http.Server
 	url string
+	log *slog.Logger
 	wg  sync.WaitGroup
 }
 
@@ -154,11 +156,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		apps:     map[string][]FederatedCredential{},
 		counts:   map[countKey]int{},
 	}
-	s.entra, err = s.listen(opts.EntraAddr, http.HandlerFunc(s.serveEntra))
+	s.entra, err = listen(opts.EntraAddr, tlsCfg, http.HandlerFunc(s.serveEntra), s.log)
 	if err != nil {
 		return nil, fmt.Errorf("fakeazure: Entra ID listener: %w", err)
 	}
-	s.serve(s.entra)
+	s.entra.serve()
 	s.stopCtx = context.AfterFunc(ctx, s.Close)
 	return s, nil
 }
@@ -169,7 +171,9 @@ var (
 	objectRE    = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
 )
 
-func (s *Server) listen(addr string, h http.Handler) (*listener, error) {
+// listen binds a loopback address; serve starts answering. They are split so
+// that the URL is known before the first request.
+func listen(addr string, tlsCfg *tls.Config, h http.Handler, log *slog.Logger) (*listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", addr, err)
@@ -183,6 +187,8 @@ func (s *Server) listen(addr string, h http.Handler) (*listener, error) {
 	}
 	l := &listener{
 		ln:  ln,
+		tls: tlsCfg,
+		log: log,
 		url: "https://" + ln.Addr().String() + "/",
 		srv: &http.Server{
 			Handler:           h,
@@ -190,19 +196,17 @@ func (s *Server) listen(addr string, h http.Handler) (*listener, error) {
 			// Only HTTP/1.1, so faults can hijack and reset connections.
 			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 			// TLS handshake noise (clients that give up) is not interesting.
-			ErrorLog: log.New(io.Discard, "", 0),
+			ErrorLog: stdlog.New(io.Discard, "", 0),
 		},
 	}
 	return l, nil
 }
 
-// serve starts accepting connections; split from listen so the URL is known
-// before the first request.
-func (s *Server) serve(l *listener) {
-	tl := tls.NewListener(l.ln, s.tls)
+func (l *listener) serve() {
+	tl := tls.NewListener(l.ln, l.tls)
 	l.wg.Go(func() {
 		if err := l.srv.Serve(tl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("fakeazure listener stopped", "addr", l.ln.Addr().String(), "err", err)
+			l.log.Error("fakeazure listener stopped", "addr", l.ln.Addr().String(), "err", err)
 		}
 	})
 }
@@ -280,7 +284,7 @@ func (s *Server) AddVaultAt(name, addr string) (string, error) {
 	s.vaults[name] = v // reserve the name while listening
 	s.mu.Unlock()
 
-	l, err := s.listen(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveVault(v, w, r) }))
+	l, err := listen(addr, s.tls, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveVault(v, w, r) }), s.log)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -293,7 +297,7 @@ func (s *Server) AddVaultAt(name, addr string) (string, error) {
 	}
 	v.l = l
 	v.url = l.url
-	s.serve(l)
+	l.serve()
 	return l.url, nil
 }
 
