@@ -191,7 +191,7 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, vault string,
 	if vault == "" {
 		code, errCode, msg := 90033, "temporarily_unavailable", "A transient error has occurred. Please try again."
 		if status == http.StatusTooManyRequests {
-			code, errCode, msg = 50196, "temporarily_unavailable", "The server terminated an operation because it encountered a client request loop. Please contact your app vendor."
+			code, errCode, msg = 90055, "temporarily_unavailable", "The request was throttled because the number of requests to the tenant exceeded the throttling threshold. Please try again later."
 		} else if status < 500 {
 			errCode = "invalid_request"
 		}
