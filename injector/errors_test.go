@@ -95,6 +95,8 @@ func TestErrorMessages(t *testing.T) {
 			field: Prefix + "template-app.env", want: `function "secert" not defined`},
 		{name: "template reference", ann: map[string]string{Prefix + "template-app.env": `{{ secret "db-pasword" }}`},
 			field: Prefix + "template-app.env", want: `no file "db-pasword" in this pod`},
+		{name: "template kind", ann: map[string]string{Prefix + "template-a": `{{ privateKey "db-password" }}`},
+			field: Prefix + "template-a", want: `file "db-password" is a secret, privateKey needs a cert`},
 		{name: "template of template", ann: map[string]string{Prefix + "template-a": `x`, Prefix + "template-b": `{{ secret "a" }}`},
 			field: Prefix + "template-b", want: "names another template"},
 		{name: "empty template", ann: map[string]string{Prefix + "template-a": ""},

@@ -7,8 +7,15 @@ import (
 	"github.com/kvinject/kvinject/agent/config"
 )
 
-// objectFuncs are the template functions whose first argument names another file.
-var objectFuncs = map[string]bool{"secret": true, "cert": true, "key": true, "privateKey": true, "chain": true}
+// objectFuncs are the template functions whose first argument names another
+// file, with the kind that file must have (as the agent's renderer checks).
+var objectFuncs = map[string]config.Kind{
+	"secret":     config.KindSecret,
+	"cert":       config.KindCert,
+	"privateKey": config.KindCert,
+	"chain":      config.KindCert,
+	"key":        config.KindKey,
+}
 
 func templateFuncNames() []string { return config.TemplateFuncNames }
 
@@ -25,10 +32,10 @@ func parseFuncs() template.FuncMap {
 // checkTemplates parses every template file and checks that the files it
 // names by a literal string exist and are objects, not other templates.
 func (p *parser) checkTemplates(files []config.File) {
-	isObject := map[string]bool{}
+	kinds := map[string]config.Kind{}
 	for _, f := range files {
 		if f.Object != nil {
-			isObject[f.Name] = true
+			kinds[f.Name] = f.Object.Kind
 		}
 	}
 	for _, f := range files {
@@ -46,8 +53,11 @@ func (p *parser) checkTemplates(files []config.File) {
 				continue
 			}
 			walk(tt.Tree.Root, func(fn, ref string) {
+				kind, isObject := kinds[ref]
 				switch {
-				case isObject[ref]:
+				case isObject && kind == objectFuncs[fn]:
+				case isObject:
+					p.problems.add(key, "%s %q: file %q is a %s, %s needs a %s", fn, ref, ref, kind, fn, objectFuncs[fn])
 				case p.templates[ref] != "":
 					p.problems.add(key, "%s %q names another template; templates can use only object files", fn, ref)
 				default:
@@ -79,7 +89,7 @@ func walk(n parse.Node, visit func(fn, ref string)) {
 		}
 	case *parse.CommandNode:
 		if len(n.Args) >= 2 {
-			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && objectFuncs[id.Ident] {
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && objectFuncs[id.Ident] != "" {
 				if s, ok := n.Args[1].(*parse.StringNode); ok {
 					visit(id.Ident, s.Text)
 				}
