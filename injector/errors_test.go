@@ -126,6 +126,9 @@ func TestErrorMessages(t *testing.T) {
 		{name: "volume name taken", pod: func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: SecretsVolume}}
 		}, field: "spec.volumes", want: `already has a volume "kvinject-secrets"`},
+		{name: "windows pod", pod: func(p *corev1.Pod) {
+			p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		}, field: "spec.os.name", want: "Linux only"},
 		{name: "container name taken", pod: func(p *corev1.Pod) {
 			p.Spec.Containers[1].Name = AgentContainer
 		}, field: "spec.containers", want: `already has a container "kvinject-agent"`},

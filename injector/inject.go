@@ -130,6 +130,9 @@ func ignoredWarnings(pod *corev1.Pod) []string {
 
 // checkCollisions finds names and paths the pod already uses that kvinject needs.
 func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
+	if pod.Spec.OS != nil && pod.Spec.OS.Name != corev1.Linux {
+		ps.add("spec.os.name", "kvinject's agent runs on Linux only, the pod asks for %s; remove %s", pod.Spec.OS.Name, AnnotationInject)
+	}
 	for _, v := range pod.Spec.Volumes {
 		if v.Name == SecretsVolume || v.Name == TokenVolume {
 			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
@@ -166,10 +169,8 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		Cloud:          s.cloud,
 		Namespace:      pod.Namespace,
 		ServiceAccount: serviceAccountName(pod),
+		MetricsAddr:    s.metricsAddr,
 		Files:          s.files,
-	}
-	if s.refresh > 0 {
-		cfg.MetricsAddr = config.DefaultMetricsAddr
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {

@@ -324,6 +324,21 @@ func TestWarnings(t *testing.T) {
 	}
 }
 
+func TestMetricsPortCollisions(t *testing.T) {
+	pod := testPod(map[string]string{AnnotationRefresh: "1m"})
+	pod.Spec.HostNetwork = true
+	out, warnings := mustInject(t, pod, nil, testDefaults())
+	if cfg := agentConfig(t, &out.Spec.InitContainers[0]); cfg.MetricsAddr != "" || len(warnings) != 1 {
+		t.Errorf("hostNetwork: metrics %q, warnings %v; want metrics off with a warning", cfg.MetricsAddr, warnings)
+	}
+	pod = testPod(map[string]string{AnnotationRefresh: "1m"})
+	pod.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 9797}}
+	out, warnings = mustInject(t, pod, nil, testDefaults())
+	if cfg := agentConfig(t, &out.Spec.InitContainers[0]); cfg.MetricsAddr != "" || !strings.Contains(strings.Join(warnings, ""), `container "proxy" uses port 9797`) {
+		t.Errorf("port taken: metrics %q, warnings %v", cfg.MetricsAddr, warnings)
+	}
+}
+
 func TestTemplateFuncNamesMatchParser(t *testing.T) {
 	fm := parseFuncs()
 	if len(fm) != len(config.TemplateFuncNames) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,6 +70,8 @@ type spec struct {
 	tenantID   string
 	resources  corev1.ResourceRequirements
 	files      []config.File // sorted by Name
+	// metricsAddr is the sidecar's loopback metrics listener; "" disables it.
+	metricsAddr string
 }
 
 var (
@@ -131,6 +134,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	s.clientID, s.tenantID = p.parseIdentity()
 	p.fileMode = p.parseFileMode()
 	s.resources = p.parseResources()
+	s.metricsAddr = p.metricsAddr(s.refresh)
 
 	for _, k := range keys {
 		a, file, ok := lookup(k)
@@ -247,6 +251,29 @@ func (p *parser) parseSidecar(refresh time.Duration) string {
 		p.warn("%s: a classic sidecar never exits, so a pod with restartPolicy %s never completes; use %q", AnnotationSidecar, p.pod.Spec.RestartPolicy, SidecarNative)
 	}
 	return v
+}
+
+// metricsAddr is config.DefaultMetricsAddr for a sidecar, unless that port
+// could collide: a hostNetwork pod shares the node's loopback with every other
+// such pod, and a container may declare the port itself.
+func (p *parser) metricsAddr(refresh time.Duration) string {
+	if refresh == 0 {
+		return ""
+	}
+	_, port, _ := strings.Cut(config.DefaultMetricsAddr, ":")
+	if p.pod.Spec.HostNetwork {
+		p.warn("agent metrics are off: a hostNetwork pod shares the node's loopback, where port %s may be taken", port)
+		return ""
+	}
+	for _, c := range slices.Concat(p.pod.Spec.InitContainers, p.pod.Spec.Containers) {
+		for _, cp := range c.Ports {
+			if strconv.Itoa(int(cp.ContainerPort)) == port {
+				p.warn("agent metrics are off: container %q uses port %s", c.Name, port)
+				return ""
+			}
+		}
+	}
+	return config.DefaultMetricsAddr
 }
 
 func (p *parser) parseMountPath() string {
