@@ -2,10 +2,12 @@ package injector
 
 import (
 	"encoding/json"
+	"errors"
 	"sort"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/kvinject/kvinject/agent/config"
@@ -67,13 +69,18 @@ func FuzzInject(f *testing.F) {
 		for k, v := range s {
 			ann[k] = v
 		}
-		f.Add(encodeAnnotations(ann))
+		f.Add(encodeAnnotations(ann), uint8(0))
 	}
-	f.Fuzz(func(t *testing.T, data string) {
+	f.Add(encodeAnnotations(base), uint8(0xff))
+	f.Fuzz(func(t *testing.T, data string, shape uint8) {
 		pod := testPod(nil)
 		pod.Annotations = decodeAnnotations(data)
+		reshape(pod, shape)
 		before := pod.DeepCopy()
 		out, warnings, err := Inject(pod, nil, testDefaults())
+		if err != nil && !errors.As(err, new(*InvalidError)) {
+			t.Fatalf("error is %T, want *InvalidError: %v", err, err)
+		}
 		if !apiequality.Semantic.DeepEqual(pod, before) {
 			t.Fatal("Inject modified its input")
 		}
@@ -105,6 +112,29 @@ func FuzzInject(f *testing.F) {
 			t.Fatalf("%d agent containers", agents)
 		}
 	})
+}
+
+// reshape varies the pod in ways that change what Inject does, one bit each.
+func reshape(pod *corev1.Pod, shape uint8) {
+	if shape&1 != 0 {
+		pod.Spec.HostNetwork = true
+	}
+	if shape&2 != 0 {
+		g := int64(3000)
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: &g}
+	}
+	if shape&4 != 0 {
+		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	}
+	if shape&8 != 0 {
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: DefaultMountPath}}
+	}
+	if shape&16 != 0 {
+		pod.Spec.InitContainers = nil
+	}
+	if shape&32 != 0 {
+		pod.Labels = map[string]string{workloadIdentityUse: "true"}
+	}
 }
 
 func sameJSON(t *testing.T, a, b any) bool {

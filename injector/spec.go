@@ -421,7 +421,11 @@ func (p *parser) parseResources() corev1.ResourceRequirements {
 	set(AnnotationMemoryRequest, &r.Requests, corev1.ResourceMemory)
 	set(AnnotationCPULimit, &r.Limits, corev1.ResourceCPU)
 	set(AnnotationMemoryLimit, &r.Limits, corev1.ResourceMemory)
-	for name, req := range map[corev1.ResourceName]string{corev1.ResourceCPU: AnnotationCPURequest, corev1.ResourceMemory: AnnotationMemoryRequest} {
+	for _, c := range []struct {
+		name corev1.ResourceName
+		req  string
+	}{{corev1.ResourceCPU, AnnotationCPURequest}, {corev1.ResourceMemory, AnnotationMemoryRequest}} {
+		name, req := c.name, c.req
 		rq, hasReq := r.Requests[name]
 		lim, hasLim := r.Limits[name]
 		if hasReq && hasLim && rq.Cmp(lim) > 0 {
