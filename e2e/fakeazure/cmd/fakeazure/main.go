@@ -30,6 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 )
 
@@ -77,6 +80,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 type config struct {
 	entraAddr, tenant, seed, caFile, stateFile string
 	issuerCAFile, issuerTokenFile              string
+	issuerKubeconfig                           string
 	testIssuer                                 bool
 	tokenTTL                                   time.Duration
 	verbose                                    bool
@@ -94,6 +98,7 @@ func main() {
 	fs.StringVar(&c.stateFile, "state-file", "", "write tenant, authority host, CA file and vault URLs here as JSON")
 	fs.StringVar(&c.issuerCAFile, "issuer-ca-file", "", "extra CA bundle to trust when fetching federated issuers' discovery and JWKS (e.g. kube-apiserver's CA)")
 	fs.StringVar(&c.issuerTokenFile, "issuer-token-file", "", "bearer token sent to federated issuers (kube-apiserver serves its JWKS to authenticated callers)")
+	fs.StringVar(&c.issuerKubeconfig, "issuer-kubeconfig", "", "kubeconfig whose server CA and credentials are used to fetch federated issuers (kube-apiserver's discovery and JWKS); overrides -issuer-ca-file and -issuer-token-file")
 	fs.BoolVar(&c.testIssuer, "test-issuer", false, "also run a test OIDC issuer (no Kubernetes needed); federated credentials with an empty issuer use it")
 	fs.DurationVar(&c.tokenTTL, "access-token-ttl", time.Hour, "lifetime of issued access tokens")
 	fs.BoolVar(&c.verbose, "v", false, "log every request (never secret values)")
@@ -139,6 +144,15 @@ func run(c config) error {
 	issuerClient, err := newIssuerClient(ca, c.issuerCAFile, c.issuerTokenFile)
 	if err != nil {
 		return err
+	}
+	if c.issuerKubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", c.issuerKubeconfig)
+		if err != nil {
+			return fmt.Errorf("-issuer-kubeconfig: %w", err)
+		}
+		if issuerClient, err = rest.HTTPClientFor(cfg); err != nil {
+			return fmt.Errorf("-issuer-kubeconfig: %w", err)
+		}
 	}
 	srv, err := fakeazure.Start(ctx, fakeazure.Options{
 		TenantID: c.tenant, CA: ca, IssuerClient: issuerClient, EntraAddr: c.entraAddr,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,6 +20,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/kvinject/kvinject/e2e/fakeazure"
 )
 
 // The test binary doubles as the command (FAKEAZURE_MAIN=1: main with its
@@ -75,40 +78,45 @@ func writeSeed(t *testing.T, path, value string) {
 	}
 }
 
-func TestCommand(t *testing.T) {
-	dir := t.TempDir()
-	seedPath, statePath, caPath, tokenPath := filepath.Join(dir, "seed.json"), filepath.Join(dir, "state.json"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "token")
-	writeSeed(t, seedPath, "first")
+// command is a running fakeazure process.
+type command struct {
+	cmd    *exec.Cmd
+	exited chan error
+	stdout string // path
+	state  state
+}
 
-	cmd := exec.Command(os.Args[0], "-seed", seedPath, "-state-file", statePath, "-ca-file", caPath,
-		"-test-issuer", "-token", "demo:app="+tokenPath, "-secret", "demo/api-key=k3y")
-	cmd.Env = append(os.Environ(), "FAKEAZURE_MAIN=1")
-	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+// startCommand runs the command with args plus -state-file and -ca-file in
+// dir, and waits for the state file.
+func startCommand(t *testing.T, dir string, args ...string) *command {
+	t.Helper()
+	statePath := filepath.Join(dir, "state.json")
+	args = append(args, "-state-file", statePath, "-ca-file", filepath.Join(dir, "ca.pem"))
+	c := &command{cmd: exec.Command(os.Args[0], args...), exited: make(chan error, 1), stdout: filepath.Join(dir, "stdout")}
+	c.cmd.Env = append(os.Environ(), "FAKEAZURE_MAIN=1")
+	stdout, err := os.Create(c.stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stdout.Close()
-	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(func() { stdout.Close() })
+	c.cmd.Stdout, c.cmd.Stderr = stdout, os.Stderr
+	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
-
-	var st state
+	go func() { c.exited <- c.cmd.Wait() }()
+	t.Cleanup(func() { _ = c.cmd.Process.Kill() })
 	poll(t, func() bool {
 		b, err := os.ReadFile(statePath)
-		return err == nil && json.Unmarshal(b, &st) == nil
+		return err == nil && json.Unmarshal(b, &c.state) == nil
 	})
-	if st.TenantID != "72f988bf-86f1-41af-91ab-2d7cd011db47" || st.Vaults["demo"] == "" || st.Issuer == "" || st.CAFile != caPath {
-		t.Fatalf("state = %+v", st)
-	}
+	return c
+}
 
-	// A client configured only from what the command published.
-	caPEM, err := os.ReadFile(caPath)
+// secrets is a client for vault configured only from what the command
+// published (state file, CA file) and a token file.
+func (c *command) secrets(t *testing.T, vault, tokenPath string) *azsecrets.Client {
+	t.Helper()
+	caPEM, err := os.ReadFile(c.state.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,18 +124,46 @@ func TestCommand(t *testing.T) {
 	pool.AppendCertsFromPEM(caPEM)
 	transport := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
-		ClientOptions: azcore.ClientOptions{Transport: transport, Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: st.AuthorityHost}},
-		ClientID:      clientID, TenantID: st.TenantID, TokenFilePath: tokenPath, DisableInstanceDiscovery: true,
+		ClientOptions: azcore.ClientOptions{Transport: transport, Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: c.state.AuthorityHost}},
+		ClientID:      clientID, TenantID: c.state.TenantID, TokenFilePath: tokenPath, DisableInstanceDiscovery: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := azsecrets.NewClient(st.Vaults["demo"], cred, &azsecrets.ClientOptions{
+	sc, err := azsecrets.NewClient(c.state.Vaults[vault], cred, &azsecrets.ClientOptions{
 		ClientOptions: azcore.ClientOptions{Transport: transport}, DisableChallengeResourceVerification: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sc
+}
+
+func (c *command) stop(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+}
+
+func TestCommand(t *testing.T) {
+	dir := t.TempDir()
+	seedPath, caPath, tokenPath := filepath.Join(dir, "seed.json"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "token")
+	writeSeed(t, seedPath, "first")
+	cmd := startCommand(t, dir, "-seed", seedPath, "-test-issuer", "-token", "demo:app="+tokenPath, "-secret", "demo/api-key=k3y")
+	st := cmd.state
+	if st.TenantID != "72f988bf-86f1-41af-91ab-2d7cd011db47" || st.Vaults["demo"] == "" || st.Issuer == "" || st.CAFile != caPath {
+		t.Fatalf("state = %+v", st)
+	}
+	c := cmd.secrets(t, "demo", tokenPath)
 	ctx := context.Background()
 	value := func(name string) string {
 		t.Helper()
@@ -156,28 +192,55 @@ func TestCommand(t *testing.T) {
 		t.Fatalf("env-configured client: %q, %v", out, err)
 	}
 	// The state file is written after the KEY=value lines.
-	if out, _ := os.ReadFile(stdout.Name()); !strings.Contains(string(out), "FAKEAZURE_VAULT_DEMO="+st.Vaults["demo"]+"\n") {
+	if out, _ := os.ReadFile(cmd.stdout); !strings.Contains(string(out), "FAKEAZURE_VAULT_DEMO="+st.Vaults["demo"]+"\n") {
 		t.Fatalf("stdout lacks the vault URL:\n%s", out)
 	}
 
 	// SIGHUP rotates changed secrets from the seed file.
 	writeSeed(t, seedPath, "second")
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := cmd.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, func() bool { return value("db-password") == "second" })
+	cmd.stop(t)
+}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+// With -issuer-kubeconfig the emulator reads a federated issuer (here a test
+// issuer standing in for kube-apiserver) with that kubeconfig's CA and
+// credentials.
+func TestCommandKubeconfigIssuer(t *testing.T) {
+	dir := t.TempDir()
+	iss, err := fakeazure.NewIssuer(t.Context(), fakeazure.IssuerOptions{Algorithm: "ES256"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("still running 10s after SIGTERM")
+	defer iss.Close()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	err = os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "`+iss.URL()+`", certificate-authority-data: "`+base64.StdEncoding.EncodeToString(iss.CA().PEM())+`"}}]
+users: [{name: u, user: {token: admin-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
 	}
+	tokenPath := filepath.Join(dir, "token")
+	if err := iss.WriteServiceAccountToken(tokenPath, "demo", "app", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startCommand(t, dir, "-issuer-kubeconfig", kubeconfig, "-vault", "kube-kv", "-secret", "kube-kv/s=v",
+		"-federated", clientID+","+iss.URL()+",system:serviceaccount:demo:app",
+		"-grant", "kube-kv,"+clientID+",Key Vault Secrets User,s")
+	got, err := cmd.secrets(t, "kube-kv", tokenPath).GetSecret(context.Background(), "s", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.Value != "v" {
+		t.Fatalf("got %q", *got.Value)
+	}
+	cmd.stop(t)
 }
 
 func poll(t *testing.T, cond func() bool) {
