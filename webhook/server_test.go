@@ -11,12 +11,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,8 +114,9 @@ func freePort(t *testing.T) int {
 }
 
 // startServer runs the real webhook server (as Start configures it) on
-// loopback with the handler, until the test ends.
-func startServer(t *testing.T, o Options, h http.Handler) {
+// loopback with the handler, until the test ends or stop is called. stop
+// returns once the server has shut down.
+func startServer(t *testing.T, o Options, h http.Handler) (stop func()) {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle(Path, h)
@@ -121,13 +124,18 @@ func startServer(t *testing.T, o Options, h http.Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	eventually(t, 10*time.Second, "server started", func() error { return srv.StartedChecker()(nil) })
+	return stop
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
@@ -225,4 +233,62 @@ func TestServerEnforcesMinimumTLSVersion(t *testing.T) {
 		t.Fatalf("TLS 1.3 handshake: %v", err)
 	}
 	conn.Close()
+}
+
+// On shutdown the server stops accepting connections but lets a review that
+// is already running finish and answers it.
+func TestServerFinishesInFlightReviewsOnShutdown(t *testing.T) {
+	dir := t.TempDir()
+	c := newServingCert(t, 1)
+	writeSecretVolume(t, dir, c, 1)
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(serviceAccounts{"shop/web": webSA}).h
+	stop := startServer(t, Options{Host: "127.0.0.1", Port: port, CertDir: dir}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		h.ServeHTTP(w, r)
+	}))
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer client.CloseIdleConnections()
+
+	type result struct {
+		res *http.Response
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		res, err := client.Post("https://"+addr+Path, "application/json", bytes.NewReader(review(t, nil)))
+		resc <- result{res, err}
+	}()
+	<-entered
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	eventually(t, 10*time.Second, "listener closed", func() error {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			return errors.New("still accepting connections")
+		}
+		return nil
+	})
+	select {
+	case <-stopped:
+		t.Fatal("server stopped before its in-flight review finished")
+	default:
+	}
+	close(release)
+	r := <-resc
+	if r.err != nil {
+		t.Fatalf("in-flight review: %v", r.err)
+	}
+	defer r.res.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(r.res.Body).Decode(&out); err != nil || out.Response == nil || !out.Response.Allowed {
+		t.Fatalf("in-flight review: HTTP %d, %v %+v", r.res.StatusCode, err, out.Response)
+	}
+	<-stopped
 }
