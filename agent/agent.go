@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -274,6 +275,10 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		a.log.Error("fetch failed", "error", err.Error())
 		return err
 	}
+	// A sidecar spends its life idle: hand the garbage of the fetch (TLS,
+	// JSON, certificate parsing) back to the OS now rather than whenever the
+	// scavenger gets to it.
+	debug.FreeOSMemory()
 	interval := time.Duration(a.o.Config.Refresh)
 	if interval <= 0 {
 		a.log.Info("fetched once; no refresh configured, waiting for termination")
@@ -304,6 +309,7 @@ func (a *agent) runSidecar(ctx context.Context) error {
 			failures = 0
 			next = jitter(interval)
 		}
+		debug.FreeOSMemory()
 	}
 }
 
