@@ -229,6 +229,10 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 	)
 
 	setFileGroup(pod)
+	// A projected service-account token is valid only in a pod that names its
+	// ServiceAccount. The API server's ServiceAccount admission plugin names
+	// "default" too, but not every API server runs it before validation.
+	pod.Spec.ServiceAccountName = serviceAccountName(pod)
 
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}

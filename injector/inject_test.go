@@ -324,6 +324,23 @@ func TestWarnings(t *testing.T) {
 	}
 }
 
+// TestServiceAccountNamed: the API server refuses a projected token in a pod
+// without serviceAccountName, so kvinject names the one the pod runs as.
+func TestServiceAccountNamed(t *testing.T) {
+	for _, tc := range []struct{ name, deprecated, want string }{
+		{"", "", "default"},
+		{"", "legacy", "legacy"},
+		{"shop", "", "shop"},
+	} {
+		pod := testPod(nil)
+		pod.Spec.ServiceAccountName, pod.Spec.DeprecatedServiceAccount = tc.name, tc.deprecated
+		out, _ := mustInject(t, pod, nil, testDefaults())
+		if out.Spec.ServiceAccountName != tc.want || agentConfig(t, &out.Spec.InitContainers[0]).ServiceAccount != tc.want {
+			t.Errorf("%+v: serviceAccountName %q, want %q in the pod and the agent config", tc, out.Spec.ServiceAccountName, tc.want)
+		}
+	}
+}
+
 func TestMetricsPortCollisions(t *testing.T) {
 	pod := testPod(map[string]string{AnnotationRefresh: "1m"})
 	pod.Spec.HostNetwork = true

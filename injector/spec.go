@@ -591,9 +591,14 @@ func cloudList() string {
 	return strings.Join(config.KnownCloudNames(), ", ")
 }
 
+// serviceAccountName is the pod's ServiceAccount as the API server resolves
+// it: serviceAccountName, else the deprecated serviceAccount, else "default".
 func serviceAccountName(pod *corev1.Pod) string {
-	if pod.Spec.ServiceAccountName != "" {
+	switch {
+	case pod.Spec.ServiceAccountName != "":
 		return pod.Spec.ServiceAccountName
+	case pod.Spec.DeprecatedServiceAccount != "":
+		return pod.Spec.DeprecatedServiceAccount
 	}
 	return "default"
 }
