@@ -46,8 +46,9 @@ fi
 mkdir -p "$OUT" "$SRC"
 # Serialise concurrent runs (several developers or test runs on one machine).
 exec 9>"$CACHE/.lock-v$K8S_VERSION"
-if command -v flock >/dev/null; then
-	log "waiting for the build lock" && flock 9
+if command -v flock >/dev/null && ! flock -n 9; then
+	log "another build of v$K8S_VERSION is running; waiting for it"
+	flock 9
 fi
 if complete; then
 	echo "$OUT"

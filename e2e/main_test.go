@@ -1,0 +1,74 @@
+// Package e2e holds the end-to-end tests: a real kube-apiserver, etcd and
+// kube-controller-manager on loopback (see e2e/cluster). Run with `make e2e`.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kvinject/kvinject/e2e/cluster"
+)
+
+// shared is the control plane every test in this package uses (starting one
+// takes seconds on a loaded machine); tests isolate themselves by namespace.
+var (
+	shared    *cluster.Cluster
+	sharedErr error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if _, err := cluster.Assets(); err != nil {
+		sharedErr = err // each test skips, or fails when KVINJECT_REQUIRE_E2E=1
+		return m.Run()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, CertManagerCRDs: true})
+	cancel()
+	if err != nil {
+		sharedErr = fmt.Errorf("start control plane: %w", err)
+		return m.Run()
+	}
+	shared = c
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop control plane: %v\n", err)
+		}
+	}()
+	return m.Run()
+}
+
+// testCluster returns the shared cluster, or skips the test (fails it with
+// KVINJECT_REQUIRE_E2E=1) when the binaries are missing, or fails it when the
+// cluster did not start.
+func testCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	if shared != nil {
+		return shared
+	}
+	cluster.SkipOrFailWithoutAssets(t)
+	t.Fatal(sharedErr)
+	return nil
+}
+
+// testNamespace creates a namespace for one test, deleted when it ends.
+func testNamespace(t *testing.T, c *cluster.Cluster, labels map[string]string) string {
+	t.Helper()
+	ns, err := c.CreateNamespace(t.Context(), "e2e", labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Namespace deletion is asynchronous; the cluster dies with the package anyway.
+		_ = c.Kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
+	return ns.Name
+}
