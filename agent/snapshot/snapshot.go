@@ -85,7 +85,13 @@ func (w *Writer) Write(files []File) (changed bool, err error) {
 		return false, fmt.Errorf("create snapshot directory: %w", err)
 	}
 	// Let every app container list the snapshot; the files carry the modes.
-	if err := os.Chmod(tsDir, 0o755); err != nil {
+	// Keep the setgid bit the directory inherited from a volume with an
+	// fsGroup: it is what gives the files the group the app containers have.
+	fi, err := os.Stat(tsDir)
+	if err == nil {
+		err = os.Chmod(tsDir, 0o755|fi.Mode()&fs.ModeSetgid)
+	}
+	if err != nil {
 		return false, errors.Join(fmt.Errorf("chmod snapshot directory: %w", err), os.RemoveAll(tsDir))
 	}
 	for _, f := range files {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -356,5 +357,35 @@ func TestConcurrentReadersSeeWholeSnapshots(t *testing.T) {
 		consistent.Load(), vanished.Load(), linkReads.Load(), linkMisses.Load())
 	if got := readUserFiles(t, dir); len(got) != 3 {
 		t.Fatalf("final files: %v", got)
+	}
+}
+
+// TestFilesGetTheVolumesGroup: with an fsGroup, kubelet makes the volume
+// setgid to that group; the files must end up in it, or app containers that
+// rely on the fsGroup cannot read them.
+func TestFilesGetTheVolumesGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the directory a group the test process is not in")
+	}
+	dir := t.TempDir()
+	const fsGroup = 43210
+	if err := os.Chown(dir, -1, fsGroup); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	w := &Writer{Dir: dir}
+	for _, data := range []string{"one", "two"} {
+		if _, err := w.Write([]File{{Name: "a", Mode: 0o440, Data: []byte(data)}}); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := fi.Sys().(*syscall.Stat_t).Gid; gid != fsGroup {
+			t.Errorf("file group %d, want the volume's %d", gid, fsGroup)
+		}
 	}
 }
