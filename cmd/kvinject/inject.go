@@ -22,10 +22,10 @@ import (
 
 const injectUsage = `Usage: kvinject inject -f FILE|- [flags]
 
-Shows offline what the webhook does: reads multi-document YAML, injects every
-Pod and pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-CronJob) that has kvinject.io/inject: "true", and writes all documents to
-stdout. Other documents pass through byte for byte. Warnings go to stderr.
+Shows offline what the webhook does: reads multi-document YAML (or a List, as
+kubectl get -o yaml prints), injects every Pod and pod template (Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) that has
+kvinject.io/inject: "true", and writes all documents to stdout. Other documents pass through byte for byte. Warnings go to stderr.
 
 --client-id and --tenant-id stand in for the workload's ServiceAccount
 annotations (azure.workload.identity/client-id, tenant-id).
@@ -204,18 +204,45 @@ func injectDocument(doc []byte, index int, o injectOptions, sas map[string]*core
 	if err := yaml.Unmarshal(doc, &obj); err != nil {
 		return doc, nil, []string{fmt.Sprintf("document %d: not YAML: %v", index, err)}
 	}
+	where := fmt.Sprintf("document %d", index)
+	var changed bool
+	var warnings, problems []string
+	if items, ok := obj["items"].([]any); ok && obj["kind"] == "List" {
+		// kubectl get -o yaml prints a List.
+		for i, item := range items {
+			if m, ok := item.(map[string]any); ok {
+				c, w, p := injectObject(m, fmt.Sprintf("%s items[%d]", where, i), o, sas)
+				changed = changed || c
+				warnings, problems = append(warnings, w...), append(problems, p...)
+			}
+		}
+	} else {
+		changed, warnings, problems = injectObject(obj, where, o, sas)
+	}
+	if !changed || len(problems) > 0 {
+		return doc, warnings, problems
+	}
+	res, err := yaml.Marshal(obj)
+	if err != nil {
+		return doc, warnings, []string{fmt.Sprintf("%s: encode: %v", where, err)}
+	}
+	return res, warnings, nil
+}
+
+// injectObject injects one object in place and reports whether it changed.
+func injectObject(obj map[string]any, where string, o injectOptions, sas map[string]*corev1.ServiceAccount) (changed bool, warnings, problems []string) {
 	var meta struct {
 		Kind     string            `json:"kind"`
 		Metadata metav1.ObjectMeta `json:"metadata"`
 	}
 	if b, err := json.Marshal(obj); err == nil {
-		_ = json.Unmarshal(b, &meta) // best effort, only for naming the document
+		_ = json.Unmarshal(b, &meta) // best effort, only for naming the object
 	}
 	name := meta.Metadata.Name
 	if meta.Metadata.Namespace != "" {
 		name = meta.Metadata.Namespace + "/" + name
 	}
-	where := fmt.Sprintf("document %d (%s %s)", index, meta.Kind, name)
+	where = fmt.Sprintf("%s (%s %s)", where, meta.Kind, name)
 	prefix := func(msgs []string) []string {
 		for i, m := range msgs {
 			msgs[i] = where + ": " + m
@@ -225,16 +252,16 @@ func injectDocument(doc []byte, index int, o injectOptions, sas map[string]*core
 
 	path, supported := templatePaths[meta.Kind]
 	if !supported {
-		if bytes.Contains(doc, []byte(injector.AnnotationInject)) {
-			return doc, prefix([]string{fmt.Sprintf("kind %s is not injected; only Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are", meta.Kind)}), nil
+		if b, _ := json.Marshal(obj); bytes.Contains(b, []byte(injector.AnnotationInject)) {
+			return false, prefix([]string{fmt.Sprintf("kind %s is not injected; only Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are", meta.Kind)}), nil
 		}
-		return doc, nil, nil
+		return false, nil, nil
 	}
 	tmpl := obj
 	for _, key := range path {
 		next, ok := tmpl[key].(map[string]any)
 		if !ok {
-			return doc, nil, prefix([]string{fmt.Sprintf("no %s", strings.Join(path, "."))})
+			return false, nil, prefix([]string{fmt.Sprintf("no %s", strings.Join(path, "."))})
 		}
 		tmpl = next
 	}
@@ -245,7 +272,7 @@ func injectDocument(doc []byte, index int, o injectOptions, sas map[string]*core
 		if field == "" {
 			field = "pod"
 		}
-		return doc, nil, prefix([]string{fmt.Sprintf("%s: %v", field, err)})
+		return false, nil, prefix([]string{fmt.Sprintf("%s: %v", field, err)})
 	}
 	templateNamespace := pod.Namespace
 	if pod.Namespace == "" {
@@ -259,26 +286,22 @@ func injectDocument(doc []byte, index int, o injectOptions, sas map[string]*core
 	if err != nil {
 		var inv *injector.InvalidError
 		if !errors.As(err, &inv) {
-			return doc, nil, prefix([]string{err.Error()})
+			return false, nil, prefix([]string{err.Error()})
 		}
 		var ps []string
 		for _, p := range inv.Problems {
 			ps = append(ps, p.String())
 		}
-		return doc, prefix(warnings), prefix(ps)
+		return false, prefix(warnings), prefix(ps)
 	}
 	if pod.Annotations[injector.AnnotationStatus] == injected.Annotations[injector.AnnotationStatus] {
-		return doc, prefix(warnings), nil // not opted in, or injected before
+		return false, prefix(warnings), nil // not opted in, or injected before
 	}
 	injected.Namespace = templateNamespace
 	if err := encodePod(injected, tmpl, meta.Kind == "Pod"); err != nil {
-		return doc, nil, prefix([]string{err.Error()})
+		return false, nil, prefix([]string{err.Error()})
 	}
-	res, err := yaml.Marshal(obj)
-	if err != nil {
-		return doc, nil, prefix([]string{fmt.Sprintf("encode: %v", err)})
-	}
-	return res, prefix(warnings), nil
+	return true, prefix(warnings), nil
 }
 
 // standInServiceAccount is the pod's ServiceAccount from the stream, with

@@ -229,6 +229,44 @@ spec:
 	}
 }
 
+// TestList: kubectl get -o yaml prints a List; its items are injected.
+func TestList(t *testing.T) {
+	in := `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: c}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: web, namespace: shop}
+  spec:
+    template:
+      metadata:
+        annotations:
+          kvinject.io/inject: "true"
+          kvinject.io/secret-db: kv1/db
+      spec:
+        containers: [{name: app, image: x}]
+`
+	code, out, stderr := inject(t, in, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var list struct{ Items []map[string]any }
+	if err := yaml.Unmarshal([]byte(out), &list); err != nil || len(list.Items) != 2 {
+		t.Fatalf("output is not a List of 2: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "name: "+injector.AgentContainer) {
+		t.Errorf("Deployment in the List not injected:\n%s", out)
+	}
+	in = strings.Replace(in, `kv1/db`, `kv1/db@bad-version`, 1)
+	if code, _, stderr := inject(t, in, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant); code != 1 ||
+		!strings.Contains(stderr, "document 1 items[1] (Deployment shop/web): kvinject.io/secret-db:") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
 	for _, args := range [][]string{
