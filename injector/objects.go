@@ -1,6 +1,8 @@
 package injector
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -52,18 +54,8 @@ func (p *parser) parseObjects(v string, cloud config.Cloud) []config.File {
 	var files []config.File
 	for i, item := range items {
 		field := fmt.Sprintf("%s[%d]", AnnotationObjects, i)
-		var doc []byte
-		if s, ok := item.(string); ok {
-			doc = []byte(s)
-		} else {
-			var err error
-			if doc, err = yaml.Marshal(item); err != nil {
-				p.problems.add(field, "not an object: %v", err)
-				continue
-			}
-		}
 		var o csiObject
-		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
+		if err := decodeObject(item, &o); err != nil {
 			p.problems.add(field, "%s; fields are objectName, objectType, objectVersion, objectAlias, objectFormat, objectEncoding, filePermission, vault", cleanYAMLError(err))
 			continue
 		}
@@ -156,6 +148,21 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	}
 	f.Object = &config.Object{Vault: vault, Kind: kind, Name: o.ObjectName, Version: version}
 	return f, true
+}
+
+// decodeObject decodes one item, a YAML string (the CSI shape) or an already
+// parsed map, rejecting unknown fields.
+func decodeObject(item any, o *csiObject) error {
+	if s, ok := item.(string); ok {
+		return yaml.UnmarshalStrict([]byte(s), o)
+	}
+	b, err := json.Marshal(item)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(o)
 }
 
 // cleanYAMLError drops the decoder's plumbing from an error message.
