@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,7 +164,7 @@ func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch) (render.Object,
 		obj, version, err := a.kv.Get(ctx, f.ref)
 		elapsed := time.Since(start)
 		if version == "" {
-			version = f.ref.Version
+			version = cmp.Or(f.ref.Version, "latest")
 		}
 		attrs := []any{
 			"vault", f.ref.Vault, "kind", string(f.kind), "object", f.ref.Name, "version", version,

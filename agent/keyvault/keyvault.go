@@ -106,7 +106,8 @@ type Client struct {
 }
 
 // New builds the one credential and transport of the process. The authority
-// comes from c.AuthorityHost, or else AZURE_AUTHORITY_HOST.
+// is c.AuthorityHost, else that of the known cloud c.Name, else
+// AZURE_AUTHORITY_HOST, else Azure's public cloud.
 func New(c config.Cloud, id Identity) (*Client, error) {
 	opts := azcore.ClientOptions{
 		Transport: newHTTPClient(),
@@ -114,8 +115,12 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		// No telemetry header beyond the SDK default; no request logging.
 	}
 	credOpts := opts
-	if c.AuthorityHost != "" {
-		credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: c.AuthorityHost}
+	host := c.AuthorityHost
+	if known, ok := config.KnownCloud(c.Name); host == "" && c.Name != "" && ok {
+		host = known.AuthorityHost
+	}
+	if host != "" {
+		credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: host}
 	}
 	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
 		ClientOptions:            credOpts,

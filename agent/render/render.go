@@ -17,6 +17,10 @@ import (
 	"github.com/kvinject/kvinject/agent/snapshot"
 )
 
+// DefaultMode is the mode of a file whose config gives none (0): readable by
+// the owner and the group the app containers share, as the design specifies.
+const DefaultMode = 0o440
+
 // Object is what the agent fetched for one Key Vault object.
 type Object struct {
 	// Value and ContentType of a secret, or of a certificate's backing secret.
@@ -68,7 +72,11 @@ func Files(files []config.File, objects map[string]Object) ([]snapshot.File, err
 				return nil, err
 			}
 		}
-		out = append(out, snapshot.File{Name: f.Name, Mode: f.Mode, Data: data})
+		mode := f.Mode
+		if mode == 0 {
+			mode = DefaultMode
+		}
+		out = append(out, snapshot.File{Name: f.Name, Mode: mode, Data: data})
 	}
 	return out, nil
 }

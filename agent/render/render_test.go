@@ -273,3 +273,15 @@ func TestPublicKeyPEM(t *testing.T) {
 		}
 	}
 }
+
+func TestZeroModeMeansDefault(t *testing.T) {
+	f := secretFile("s", "")
+	f.Mode = 0
+	out, err := Files([]config.File{f}, map[string]Object{"s": {Value: "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Mode != 0o440 {
+		t.Errorf("mode %v, want 0440", out[0].Mode)
+	}
+}
