@@ -81,6 +81,9 @@ type Cluster struct {
 	IssuerHTTPClient *http.Client
 	// Version is the server's /version gitVersion, e.g. v1.37.2.
 	Version *version.Version
+	// Kubeconfig is a kubeconfig file for Config, for kubectl
+	// (kubectl --kubeconfig=... apply -k manifests/).
+	Kubeconfig string
 	// Dir holds this cluster's scratch files (kubeconfig, logs); removed by Stop.
 	Dir string
 
@@ -160,8 +163,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 
 	// The issuer and the JWKS URI must name an address tests may contact:
 	// by default kube-apiserver advertises jwks_uri on its advertise address
-	// (here an unroutable 192.0.2.x). Pin the secure port up front so both
-	// can point at 127.0.0.1:<port>.
+	// (here an unroutable 192.0.2.x, and 127.0.0.1 cannot be that address:
+	// the endpoint reconciler rejects loopback). Pin the secure port up front
+	// so both can point at 127.0.0.1:<port>.
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -207,6 +211,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 
 	if c.Config, err = c.Env.Start(); err != nil {
 		return nil, fmt.Errorf("start envtest (kube-apiserver, etcd from %s): %w\nkube-apiserver output (tail):\n%s", assets, err, tail(apiLog))
+	}
+	c.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, c.Env.KubeConfig, 0o600); err != nil {
+		return nil, fmt.Errorf("write kubeconfig: %w", err)
 	}
 	if c.Kube, err = kubernetes.NewForConfig(c.Config); err != nil {
 		return nil, fmt.Errorf("create clientset: %w", err)
