@@ -270,20 +270,37 @@ func (h *harness) dataTarget() string {
 func (h *harness) scan() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	outputs := map[string]string{
+	for _, leak := range leaks(h.served, map[string]string{
 		"logs":                h.logs.String(),
 		"termination message": h.termination(),
 		"returned errors":     strings.Join(h.errs, "\n"),
+	}) {
+		h.t.Error(leak)
 	}
-	for what, value := range h.served {
+}
+
+// leaks lists every served value (by what it is, never the value) found in
+// any output.
+func leaks(served, outputs map[string]string) []string {
+	var out []string
+	for what, value := range served {
 		if value == "" {
 			continue
 		}
 		for where, text := range outputs {
 			if strings.Contains(text, value) {
-				h.t.Errorf("%s reveal the value of %s", where, what)
+				out = append(out, fmt.Sprintf("%s reveal the value of %s", where, what))
 			}
 		}
+	}
+	return out
+}
+
+func TestLeakScanFindsValues(t *testing.T) {
+	served := map[string]string{"secret a": "hunter2-Aa1", "secret b": "other-Bb2"}
+	got := leaks(served, map[string]string{"logs": `{"msg":"fetch","error":"bad value hunter2-Aa1"}`, "termination message": "fine"})
+	if len(got) != 1 || got[0] != "logs reveal the value of secret a" {
+		t.Errorf("leaks = %q", got)
 	}
 }
 
