@@ -71,8 +71,8 @@ type Options struct {
 	Deadline time.Duration
 	// TerminationLog receives the failure reason; empty disables it.
 	TerminationLog string
-	// StartJitter bounds the random delay before the first fetch; negative
-	// means the default (sidecar: Refresh/10 up to 1s; init: none).
+	// StartJitter bounds the random delay before the first fetch. Zero means
+	// the default (sidecar: Refresh/10 up to 1s; init: none); negative, none.
 	StartJitter time.Duration
 	Logger      *slog.Logger
 }
@@ -93,6 +93,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 	}()
+	if o.Mode != ModeInit && o.Mode != ModeSidecar {
+		return fmt.Errorf("unknown mode %q: want %q or %q", o.Mode, ModeInit, ModeSidecar)
+	}
 	if err := o.load(); err != nil {
 		o.Logger.Error("invalid configuration", "error", err.Error())
 		return err
@@ -102,13 +105,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		o.Logger.Error("invalid configuration", "error", err.Error())
 		return err
 	}
-	switch o.Mode {
-	case ModeInit:
+	if o.Mode == ModeInit {
 		return a.runInit(ctx)
-	case ModeSidecar:
-		return a.runSidecar(ctx)
 	}
-	return fmt.Errorf("unknown mode %q: want %q or %q", o.Mode, ModeInit, ModeSidecar)
+	return a.runSidecar(ctx)
 }
 
 // Probe reports nil once dir holds a complete, ready snapshot.
@@ -222,11 +222,8 @@ func checkFiles(files []config.File) error {
 
 func (a *agent) startJitter() time.Duration {
 	max := a.o.StartJitter
-	if max < 0 {
-		max = 0
-		if a.o.Mode == ModeSidecar {
-			max = min(time.Duration(a.o.Config.Refresh)/10, maxStartJitter)
-		}
+	if max == 0 && a.o.Mode == ModeSidecar {
+		max = min(time.Duration(a.o.Config.Refresh)/10, maxStartJitter)
 	}
 	if max <= 0 {
 		return 0
@@ -283,6 +280,7 @@ func (a *agent) runSidecar(ctx context.Context) error {
 	if interval <= 0 {
 		a.log.Info("fetched once; no refresh configured, waiting for termination")
 		<-ctx.Done()
+		a.log.Info("terminating")
 		return nil
 	}
 	next := jitter(interval)

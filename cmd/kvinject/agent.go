@@ -44,7 +44,7 @@ func agentMain(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	deadline := fs.Duration("deadline", agent.DefaultDeadline, "give up on the first fetch (retries included) after this long")
 	fs.StringVar(&termLog, "termination-log", termLog, "file for the failure reason that kubelet shows (env KVINJECT_TERMINATION_LOG)")
-	startJitter := fs.Duration("start-jitter", -1, "upper bound of a random delay before the first fetch (default: sidecar refresh/10 up to 1s, init none)")
+	startJitter := fs.Duration("start-jitter", 0, "upper bound of a random delay before the first fetch; 0: sidecar refresh/10 up to 1s, init none; negative: none")
 	dir := fs.String("dir", "", "probe: the snapshot directory (default: dir from $KVINJECT_CONFIG)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
