@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -125,7 +126,13 @@ func (i *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
-func (i *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+// serveJWKS answers like kube-apiserver: application/jwk-set+json, and 406
+// to a client that does not accept it.
+func (i *Issuer) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "application/jwk-set+json") && !strings.Contains(a, "*/*") {
+		http.Error(w, "406: Not Acceptable\n\nAvailable representations: application/jwk-set+json", http.StatusNotAcceptable)
+		return
+	}
 	i.mu.Lock()
 	set := jwks{}
 	for _, k := range i.keys {
@@ -134,7 +141,8 @@ func (i *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 		set.Keys = append(set.Keys, j)
 	}
 	i.mu.Unlock()
-	writeJSON(w, http.StatusOK, set)
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	_ = json.NewEncoder(w).Encode(set)
 }
 
 // Mint returns a JWT from this issuer with the given subject and audience,

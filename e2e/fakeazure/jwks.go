@@ -190,7 +190,8 @@ func (c *jwksCache) getJSON(ctx context.Context, u string, v any) error {
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", u, err)
 	}
-	req.Header.Set("Accept", "application/json")
+	// kube-apiserver answers 406 to its JWKS unless jwk-set+json is acceptable.
+	req.Header.Set("Accept", "application/json, application/jwk-set+json")
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", u, err)
