@@ -272,10 +272,7 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		a.log.Error("fetch failed", "error", err.Error())
 		return err
 	}
-	// A sidecar spends its life idle: hand the garbage of the fetch (TLS,
-	// JSON, certificate parsing) back to the OS now rather than whenever the
-	// scavenger gets to it.
-	debug.FreeOSMemory()
+	a.idle()
 	interval := time.Duration(a.o.Config.Refresh)
 	if interval <= 0 {
 		a.log.Info("fetched once; no refresh configured, waiting for termination")
@@ -307,8 +304,18 @@ func (a *agent) runSidecar(ctx context.Context) error {
 			failures = 0
 			next = jitter(interval)
 		}
-		debug.FreeOSMemory()
+		a.idle()
 	}
+}
+
+// idle prepares a sidecar for the wait until the next cycle: it closes the
+// connections and hands the garbage of the fetch (TLS, JSON, certificate
+// parsing) back to the OS now rather than whenever the scavenger gets to it.
+func (a *agent) idle() {
+	if a.kv != nil {
+		a.kv.CloseIdleConnections()
+	}
+	debug.FreeOSMemory()
 }
 
 // jitter spreads d by ±10%.

@@ -13,9 +13,6 @@ import (
 	"github.com/kvinject/kvinject/agent/render"
 )
 
-// concurrency bounds the GETs in flight; Key Vault throttles per vault.
-const concurrency = 8
-
 // Backoff between attempts at one object: 500ms doubling up to 30s, each
 // drawn from [d/2, d].
 const (
@@ -111,7 +108,7 @@ func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) 
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
-		sem      = make(chan struct{}, concurrency)
+		sem      = make(chan struct{}, keyvault.MaxConcurrent)
 		objects  = map[string]render.Object{}
 		failures = make([]error, len(a.fetches)) // in config order
 		failed   bool

@@ -27,6 +27,11 @@ import (
 	"github.com/kvinject/kvinject/agent/render"
 )
 
+// MaxConcurrent bounds the requests one agent has in flight: enough for the
+// objects of a typical pod to be fetched in one round, few enough that a pod
+// with hundreds of objects does not open hundreds of connections.
+const MaxConcurrent = 32
+
 // tryTimeout bounds one HTTP request, so a hung connection becomes a
 // retryable error instead of eating the whole deadline.
 const tryTimeout = 30 * time.Second
@@ -96,6 +101,7 @@ func IdentityFromEnv(getenv func(string) string) (Identity, error) {
 
 // Client reads objects from any number of vaults.
 type Client struct {
+	http    *http.Client
 	cred    azcore.TokenCredential
 	options azcore.ClientOptions
 	cloud   config.Cloud
@@ -109,8 +115,9 @@ type Client struct {
 // is c.AuthorityHost, else that of the known cloud c.Name, else
 // AZURE_AUTHORITY_HOST, else Azure's public cloud.
 func New(c config.Cloud, id Identity) (*Client, error) {
+	hc := newHTTPClient()
 	opts := azcore.ClientOptions{
-		Transport: newHTTPClient(),
+		Transport: hc,
 		Retry:     policy.RetryOptions{MaxRetries: -1, TryTimeout: tryTimeout},
 		// No telemetry header beyond the SDK default; no request logging.
 	}
@@ -133,7 +140,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		return nil, fmt.Errorf("workload identity credential: %w", err)
 	}
 	return &Client{
-		cred: cred, options: opts, cloud: c,
+		http: hc, cred: cred, options: opts, cloud: c,
 		secrets: map[string]*azsecrets.Client{},
 		keys:    map[string]*azkeys.Client{},
 	}, nil
@@ -141,8 +148,8 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 
 // newHTTPClient is the single transport of the process, shared by the
 // credential and every vault client. It trusts the system roots (and so
-// SSL_CERT_FILE), keeps few idle connections, and drops them soon: a sidecar
-// is idle between cycles.
+// SSL_CERT_FILE). Idle connections serve one cycle; a sidecar drops them
+// between cycles (CloseIdleConnections).
 func newHTTPClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -151,12 +158,18 @@ func newHTTPClient() *http.Client {
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   8,
+		MaxIdleConnsPerHost:   MaxConcurrent,
 		IdleConnTimeout:       60 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: tryTimeout,
 		ExpectContinueTimeout: time.Second,
 	}}
+}
+
+// CloseIdleConnections drops the kept-alive connections, for an agent that
+// will be idle for a while.
+func (c *Client) CloseIdleConnections() {
+	c.http.CloseIdleConnections()
 }
 
 func (c *Client) secretsClient(vault string) (*azsecrets.Client, error) {
