@@ -504,3 +504,51 @@ func TestConfigErrorsGoToTheTerminationMessage(t *testing.T) {
 		t.Errorf("missing identity: err %v, termination %q", err, h.termination())
 	}
 }
+
+// TestSidecarSurvivesLostAccess: a role assignment removed while the sidecar
+// runs fails its cycles (not the process) and keeps the files; restoring it
+// lets the next cycle through.
+func TestSidecarSurvivesLostAccess(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Nn5")
+	stop := h.start(h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", "")))
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	first := h.dataTarget()
+
+	h.srv.Revoke(vaultName, h.clientID)
+	h.secret("api-key", "key-two-Nn5")
+	eventually(t, "two failed cycles", 30*time.Second, func() bool {
+		return len(h.logLines("refresh failed; keeping the last good files")) >= 2
+	})
+	if h.read("api-key") != "key-one-Nn5" || h.dataTarget() != first {
+		t.Fatal("lost access changed the files")
+	}
+	if last := h.logLines("refresh failed; keeping the last good files"); !strings.Contains(last[0]["error"].(string), "HTTP 403 ForbiddenByRbac") {
+		t.Errorf("failed refresh logged without the cause: %v", last[0])
+	}
+
+	must(t, h.srv.Grant(vaultName, h.clientID, fakeazure.RoleSecretsUser, "*"))
+	eventually(t, "recovery", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		return string(b) == "key-two-Nn5"
+	})
+	must(t, stop())
+}
+
+// TestSidecarAfterInit: in classic mode an init container writes the files
+// and a sidecar takes over; finding the same content, it publishes nothing.
+func TestSidecarAfterInit(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-Mm4")
+	c := h.config(time.Hour, secretFile(h, "api-key", "api-key", ""))
+	must(t, h.run(t.Context(), agent.ModeInit, c))
+	first := h.dataTarget()
+	stop := h.start(c)
+	eventually(t, "the sidecar's first fetch", 30*time.Second, func() bool {
+		return len(h.logLines("files unchanged")) == 1
+	})
+	must(t, stop())
+	if h.dataTarget() != first || len(h.logLines("files written")) != 1 {
+		t.Errorf("the sidecar republished unchanged files")
+	}
+}
