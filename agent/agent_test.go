@@ -277,8 +277,12 @@ func TestSidecarOutageKeepsLastGoodFiles(t *testing.T) {
 	if h.read("api-key") != "key-one-Xx6" || h.dataTarget() != first {
 		t.Fatal("the outage changed the files")
 	}
-	if got := metric(t, h, "kvinject_agent_last_success_timestamp_seconds"); got > lastSuccess+1 {
-		t.Errorf("last success advanced during the outage")
+	during := metric(t, h, "kvinject_agent_last_success_timestamp_seconds")
+	eventually(t, "two more failed cycles", 30*time.Second, func() bool {
+		return metric(t, h, `kvinject_agent_cycles_total{result="error"}`) >= 4
+	})
+	if got := metric(t, h, "kvinject_agent_last_success_timestamp_seconds"); got != during || got < lastSuccess {
+		t.Errorf("last success moved during the outage: %v -> %v", during, got)
 	}
 	if metric(t, h, `kvinject_agent_fetches_total{result="retryable_error"}`) == 0 {
 		t.Errorf("failed fetches not counted")
