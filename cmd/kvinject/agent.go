@@ -35,6 +35,10 @@ func agentMain(ctx context.Context, args []string, getenv func(string) string, s
 		return 2
 	}
 	mode := args[0]
+	if mode == "help" || mode == "-h" || mode == "--help" {
+		fmt.Fprint(stderr, agentUsage)
+		return 0
+	}
 	fs := flag.NewFlagSet("kvinject agent "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
