@@ -1,0 +1,199 @@
+// Command bench measures what users pay for kvinject, on this machine, in one
+// bounded run: the webhook under load (real `kvinject webhook` process, real
+// kube-apiserver for its ServiceAccount cache) beside a bare HTTPS floor
+// server, the agent's init time against the round-trip floor, the idle
+// sidecar's memory and CPU, and the binary's size. Everything listens on
+// loopback. It writes results.json and results.md into -out.
+//
+// Run it from the module root with KUBEBUILDER_ASSETS set (make bench).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	out          string
+	reps         int
+	loadDuration time.Duration
+	rate         float64
+	conns        int
+	idle         time.Duration
+	review       string
+	skipWebhook  bool
+	skipAgent    bool
+}
+
+// results is everything one run measured; results.md is rendered from it.
+type results struct {
+	Started     time.Time       `json:"started"`
+	Machine     machine         `json:"machine"`
+	Command     string          `json:"command"`
+	Reps        int             `json:"reps"`
+	LoadBefore  float64         `json:"loadAvgBefore"`
+	LoadAfter   float64         `json:"loadAvgAfter"`
+	BinaryBytes int64           `json:"binaryBytes"`
+	Webhook     *webhookResults `json:"webhook,omitempty"`
+	Agent       *agentResults   `json:"agent,omitempty"`
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.out, "out", "_out/bench", "directory for binaries, logs and results")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of every measurement; the report shows medians")
+	flag.DurationVar(&o.loadDuration, "load-duration", 8*time.Second, "measured time of each load run")
+	flag.Float64Var(&o.rate, "rate", 200, "fixed rate (reviews/s) of the latency runs")
+	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections of the saturation runs")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long the idle sidecar is watched")
+	flag.StringVar(&o.review, "review", "webhook/testdata/review-web.json", "AdmissionReview body sent to the webhook")
+	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
+	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Bound the whole run: make bench must finish.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	if err := run(ctx, o, log); err != nil {
+		log.Error("bench failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	if o.reps < 1 {
+		return errors.New("-reps must be at least 1")
+	}
+	out, err := filepath.Abs(o.out)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(out, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	r := &results{
+		Started: time.Now().UTC(), Machine: describeMachine(), Reps: o.reps,
+		Command: "make bench", LoadBefore: loadAvg(),
+	}
+	log.Info("building", "dir", bin)
+	bins, err := build(ctx, bin)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(bins.kvinject)
+	if err != nil {
+		return err
+	}
+	r.BinaryBytes = fi.Size()
+
+	if !o.skipWebhook {
+		if r.Webhook, err = benchWebhook(ctx, o, bins, out, log); err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+	}
+	if !o.skipAgent {
+		if r.Agent, err = benchAgent(ctx, o, bins, out, log); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	r.LoadAfter = loadAvg()
+
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644); err != nil {
+		return err
+	}
+	md := r.markdown()
+	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	return nil
+}
+
+type binaries struct {
+	kvinject, loadgen, floor string
+}
+
+// build compiles the shipped binary exactly as `make build` does, and the
+// bench's own load generator and floor server.
+func build(ctx context.Context, dir string) (binaries, error) {
+	b := binaries{
+		kvinject: filepath.Join(dir, "kvinject"),
+		loadgen:  filepath.Join(dir, "loadgen"),
+		floor:    filepath.Join(dir, "floor"),
+	}
+	for _, t := range []struct{ out, pkg string }{
+		{b.kvinject, "./cmd/kvinject"},
+		{b.loadgen, "./hack/loadgen"},
+		{b.floor, "./hack/bench/floor"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", t.out, t.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %w\n%s", t.pkg, err, out)
+		}
+	}
+	return b, nil
+}
+
+// process is a child the bench started; stop ends it with SIGTERM.
+type process struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func start(cmd *exec.Cmd) (*process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// poll calls f every 50ms until it returns nil or the deadline passes.
+func poll(ctx context.Context, what string, timeout time.Duration, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: not within %s: %w", what, timeout, err)
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// markdown renders the results as the table docs/performance.md shows.
+func (r *results) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %d CPUs (`nproc`), %s, %s (`free -h`), Linux %s, %s.\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Memory, r.Machine.Kernel, r.Machine.Go)
+	fmt.Fprintf(&b, "Run: %s, `%s`, medians of %d repetitions (min–max in brackets), 1-min load average %.1f before, %.1f after.\n\n",
+		r.Started.Format("2006-01-02 15:04 UTC"), r.Command, r.Reps, r.LoadBefore, r.LoadAfter)
+	b.WriteString("| figure | target | kvinject | floor, same run | kvinject / floor |\n|---|---|---|---|---|\n")
+	row := func(figure, target, value, floor, ratio string) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", figure, target, value, floor, ratio)
+	}
+	if w := r.Webhook; w != nil {
+		pick := func(s serverResults, f func(serverRun) float64) []float64 {
+			var xs []float64
+			for _, run := range s.Runs {
+				xs = append(xs, f(run))
+			}
+			return xs
+		}
+		stat := func(s serverResults, f func(serverRun) float64, format string) (float64, string) {
+			xs := pick(s, f)
+			lo, hi := minMax(xs)
+			m := median(xs)
+			return m, fmt.Sprintf(format+" ["+format+"–"+format+"]", m, lo, hi)
+		}
+		type fig struct {
+			name, target, format string
+			f                    func(serverRun) float64
+		}
+		for _, x := range []fig{
+			{"webhook throughput at saturation, reviews/s (" + fmt.Sprint(w.Conns) + " connections)", "≥ 10,000", "%.0f", func(s serverRun) float64 { return s.Saturation.Throughput }},
+			{"webhook p99 at saturation, ms", "–", "%.2f", func(s serverRun) float64 { return s.Saturation.P99 }},
+			{fmt.Sprintf("webhook p50 at %.0f reviews/s, ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.P50 }},
+			{fmt.Sprintf("webhook p99 at %.0f reviews/s, ms", w.Rate), "≤ 1 ms", "%.2f", func(s serverRun) float64 { return s.Rate.P99 }},
+			{fmt.Sprintf("webhook p99.9 at %.0f reviews/s, ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.P999 }},
+			{fmt.Sprintf("webhook CPU at %.0f reviews/s, %% of one core", w.Rate), "–", "%.1f", func(s serverRun) float64 { return s.RateCPU }},
+			{"webhook CPU per review at saturation, µs", "–", "%.0f", func(s serverRun) float64 { return s.SatCPUPerReview }},
+		} {
+			hm, hs := stat(w.Webhook, x.f, x.format)
+			fm, fs := stat(w.Floor, x.f, x.format)
+			row(x.name, x.target, hs, fs, ratio(hm, fm))
+		}
+		row("webhook RSS after start, MiB", "–", fmt.Sprintf("%.1f", w.Webhook.IdleRSSMiB), fmt.Sprintf("%.1f", w.Floor.IdleRSSMiB), ratio(w.Webhook.IdleRSSMiB, w.Floor.IdleRSSMiB))
+		row("webhook RSS after the load runs (peak), MiB", "≤ 30 MiB", fmt.Sprintf("%.1f (%.1f)", w.Webhook.RSSMiB, w.Webhook.HWMMiB), fmt.Sprintf("%.1f (%.1f)", w.Floor.RSSMiB, w.Floor.HWMMiB), ratio(w.Webhook.HWMMiB, w.Floor.HWMMiB))
+	}
+	if a := r.Agent; a != nil {
+		row("process start (`kvinject version`), ms", "–", fmt.Sprintf("%.1f", a.ProcessStartMs), "–", "–")
+		for _, ir := range a.Init {
+			lo, hi := minMax(ir.Runs)
+			m := median(ir.Runs)
+			row(fmt.Sprintf("agent init, %d objects, %.0f ms latency, ms (requests: %d challenge, %d token, %d GET)", ir.Objects, ir.LatencyMs, ir.Challenges/r.Reps, ir.Tokens/r.Reps, ir.Gets),
+				"≤ 1.5 × floor", fmt.Sprintf("%.1f [%.1f–%.1f]", m, lo, hi),
+				fmt.Sprintf("%.1f (start + %d round trips)", ir.FloorMs, ir.Rounds), ratio(m, ir.FloorMs))
+		}
+		for _, ir := range a.Init {
+			if ir.LatencyMs == 0 {
+				row(fmt.Sprintf("agent init, %d objects: peak RSS MiB, CPU ms", ir.Objects), "–", fmt.Sprintf("%.1f, %.0f", ir.PeakRSSMiB, ir.CPUMs), "–", "–")
+			}
+		}
+		id := a.Idle
+		lo, hi := minMax(id.RSSMiB)
+		row(fmt.Sprintf("idle sidecar RSS (%d objects, 1 s samples over %.0f s), MiB", id.Objects, id.Seconds), "≤ 10 MiB",
+			fmt.Sprintf("%.1f [%.1f–%.1f]; anon %.1f, file %.1f; Go live heap %.0f MiB; peak %.1f", median(id.RSSMiB), lo, hi, id.AnonMiB, id.FileMiB, id.GoHeapMiB, id.PeakMiB), "–", "–")
+		row(fmt.Sprintf("idle sidecar CPU over %.0f s, ms", id.Seconds), "–", fmt.Sprintf("%.0f (%.3f %% of a core)", id.CPUMs, 100*id.CPUMs/1000/id.Seconds), "–", "–")
+	}
+	row("binary size (`-trimpath -ldflags='-s -w'`), MiB", "–", fmt.Sprintf("%.1f", float64(r.BinaryBytes)/(1<<20)), "–", "–")
+	return b.String()
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
