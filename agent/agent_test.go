@@ -398,21 +398,30 @@ func TestForbiddenFailsFastWithFix(t *testing.T) {
 func TestFederationMismatchNamesTheSubject(t *testing.T) {
 	h := newHarness(t)
 	h.secret("s", "value-Ss1")
+	h.secret("t", "value-Tt1")
+	_, err := h.srv.AddKey(vaultName, "k", "EC")
+	must(t, err)
 	h.srv.RemoveFederatedCredentials(h.clientID)
 	must(t, h.srv.AddFederatedCredential(h.clientID, h.iss.URL(), "system:serviceaccount:"+namespace+":someone-else"))
-	if err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", ""))); err == nil {
+	c := h.config(0, secretFile(h, "s", "s", ""), secretFile(h, "t", "t", ""),
+		config.File{Name: "k.pub", Mode: 0o444, Object: h.object(config.KindKey, "k", "")})
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
 		t.Fatal("init succeeded without a matching federated credential")
 	}
 	msg := h.termination()
 	t.Logf("termination message:\n%s", msg)
-	for _, want := range []string{"secret s", "sign-in failed", "HTTP 400 AADSTS70021", h.clientID,
+	// Every object failed the same way: one entry, one fix.
+	if n := strings.Count(msg, "Fix:"); n != 1 {
+		t.Errorf("%d fixes for one sign-in failure", n)
+	}
+	for _, want := range []string{"secret s, secret t, key k: sign-in failed", "HTTP 400 AADSTS70021", h.clientID,
 		"federated identity credential", "subject = system:serviceaccount:shop:checkout", "api://AzureADTokenExchange"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("termination message lacks %q:\n%s", want, msg)
 		}
 	}
 	if n := h.srv.Count(fakeazure.EndpointToken, h.clientID); n != 1 {
-		t.Errorf("token requests = %d: AADSTS70021 was retried", n)
+		t.Errorf("token requests = %d: AADSTS70021 was asked again (per object or as a retry)", n)
 	}
 	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 0 {
 		t.Errorf("secret GETs = %d without a token", n)

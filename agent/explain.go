@@ -21,11 +21,27 @@ func (o Options) explain(err error) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), o.Identity.ClientID)
+	// One sign-in failure fails every object the same way: say it once.
+	signIn := map[string][]string{}
 	for _, fe := range fetchErrs {
-		fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
-			fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
-		if fe.GaveUp {
-			fmt.Fprintf(&b, " (gave up after %d attempt(s) at the %s deadline)", fe.Attempts, o.Deadline)
+		if fe.Failure.SignIn && !fe.GaveUp {
+			text := failureText(fe.Failure)
+			signIn[text] = append(signIn[text], fe.Kind+" "+objectName(fe.Ref))
+		}
+	}
+	for _, fe := range fetchErrs {
+		if objects, ok := signIn[failureText(fe.Failure)]; ok && fe.Failure.SignIn && !fe.GaveUp {
+			if objects == nil {
+				continue // already said
+			}
+			fmt.Fprintf(&b, "\n- %s: %s", strings.Join(objects, ", "), failureText(fe.Failure))
+			signIn[failureText(fe.Failure)] = nil
+		} else {
+			fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
+				fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
+			if fe.GaveUp {
+				fmt.Fprintf(&b, " (gave up after %d attempt(s) at the %s deadline)", fe.Attempts, o.Deadline)
+			}
 		}
 		fmt.Fprintf(&b, "\n  Fix: %s", o.fix(fe))
 	}

@@ -140,7 +140,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		return nil, fmt.Errorf("workload identity credential: %w", err)
 	}
 	return &Client{
-		http: hc, cred: cred, options: opts, cloud: c,
+		http: hc, cred: &rememberingCredential{cred: cred}, options: opts, cloud: c,
 		secrets: map[string]*azsecrets.Client{},
 		keys:    map[string]*azkeys.Client{},
 	}, nil

@@ -1,0 +1,43 @@
+package keyvault
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+)
+
+// failureMemory is how long a permanent sign-in failure is answered from
+// memory. Every vault request that is waiting for a token would otherwise
+// ask Entra ID again, one after the other, to hear the same AADSTS error.
+const failureMemory = 5 * time.Second
+
+// rememberingCredential asks Entra ID one request at a time (the callers
+// after the first find the token in MSAL's cache), and answers with the last
+// permanent failure (Entra ID answered, and not with 408, 429 or 5xx) for
+// failureMemory. Transient failures pass through, to be retried.
+type rememberingCredential struct {
+	cred azcore.TokenCredential
+
+	mu     sync.Mutex // held across the sign-in
+	err    error
+	expiry time.Time
+}
+
+func (r *rememberingCredential) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil && time.Now().Before(r.expiry) {
+		return azcore.AccessToken{}, r.err
+	}
+	tok, err := r.cred.GetToken(ctx, opts)
+	var authErr *azidentity.AuthenticationFailedError
+	if errors.As(err, &authErr) && authErr.RawResponse != nil && !retryableStatus(authErr.RawResponse.StatusCode) {
+		r.err, r.expiry = err, time.Now().Add(failureMemory)
+	}
+	return tok, err
+}
