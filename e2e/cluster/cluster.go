@@ -6,6 +6,16 @@
 // The binaries come from hack/controlplane.sh:
 //
 //	export KUBEBUILDER_ASSETS=$(hack/controlplane.sh 1.37.2)
+//
+// Use:
+//
+//	c := cluster.StartT(t, cluster.Options{ControllerManager: true}) // skips without binaries
+//	c.Kube.CoreV1().Pods(ns).Create(...)          // or c.Client, c.Config, c.Kubeconfig
+//	tok, _ := c.PodToken(ctx, pod, cluster.AzureAudience, time.Hour)
+//	fakeazure.Start(ctx, fakeazure.Options{IssuerClient: c.IssuerHTTPClient})
+//	srv.AddFederatedCredential(clientID, c.Issuer, "system:serviceaccount:<ns>:<sa>")
+//
+// There are no nodes and no kubelet: pods are admitted and stay Pending.
 package cluster
 
 import (
