@@ -1,0 +1,39 @@
+package webhook
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+)
+
+// BenchmarkHandler is one admission review of a Deployment's pod
+// (testdata/review-web.json: three containers, the kube-api-access volume,
+// two objects) through ServeHTTP: decode, ServiceAccount lookup, Inject,
+// patch, encode, metrics and the JSON audit line. The HTTPS server around it
+// is measured by make bench.
+func BenchmarkHandler(b *testing.B) {
+	body, err := os.ReadFile("testdata/review-web.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := &Handler{
+		Defaults:        testDefaults(),
+		ServiceAccounts: serviceAccounts{"shop/web": webSA},
+		Log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"patchType":"JSONPatch"`)) {
+			b.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
