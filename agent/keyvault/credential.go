@@ -1,13 +1,17 @@
 package keyvault
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
@@ -24,20 +28,28 @@ type rememberingCredential struct {
 	cred azcore.TokenCredential
 
 	mu     sync.Mutex // held across the sign-in
-	err    error
+	failed *http.Response
+	body   []byte
 	expiry time.Time
 }
 
 func (r *rememberingCredential) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.err != nil && time.Now().Before(r.expiry) {
-		return azcore.AccessToken{}, r.err
+	if r.failed != nil && time.Now().Before(r.expiry) {
+		// A fresh error each time: reading an SDK response body is not safe
+		// from several goroutines.
+		resp := *r.failed
+		resp.Header = r.failed.Header.Clone()
+		resp.Body = io.NopCloser(bytes.NewReader(r.body))
+		return azcore.AccessToken{}, &azidentity.AuthenticationFailedError{RawResponse: &resp}
 	}
 	tok, err := r.cred.GetToken(ctx, opts)
 	var authErr *azidentity.AuthenticationFailedError
 	if errors.As(err, &authErr) && authErr.RawResponse != nil && !retryableStatus(authErr.RawResponse.StatusCode) {
-		r.err, r.expiry = err, time.Now().Add(failureMemory)
+		if body, perr := runtime.Payload(authErr.RawResponse); perr == nil {
+			r.failed, r.body, r.expiry = authErr.RawResponse, body, time.Now().Add(failureMemory)
+		}
 	}
 	return tok, err
 }
