@@ -25,7 +25,9 @@ func TestDiffPatch(t *testing.T) {
 		"same length descends": {a: `{"l":[{"m":[1]},{"m":[2]}]}`, b: `{"l":[{"m":[1]},{"m":[2,3]}]}`,
 			ops: `[{"op":"add","path":"/l/1/m/1","value":3}]`},
 		"shorter replaces": {a: `{"l":[1,2]}`, b: `{"l":[1]}`, ops: `[{"op":"replace","path":"/l","value":[1]}]`},
-		"new field":        {a: `{}`, b: `{"spec":{"initContainers":[{"name":"a"}]}}`, ops: `[{"op":"add","path":"/spec","value":{"initContainers":[{"name":"a"}]}}]`},
+		"strings with delimiters and escaped keys": {a: `{"s":"a\"}],b","k\u003c/":{"n":[1,{"x":"]"}]},"z":null}`, b: `{"s":"a\"}],b","k\u003c/":{"n":[1,{"x":"]["}]},"z":true}`,
+			ops: `[{"op":"replace","path":"/k<~1/n/1/x","value":"]["},{"op":"replace","path":"/z","value":true}]`},
+		"new field": {a: `{}`, b: `{"spec":{"initContainers":[{"name":"a"}]}}`, ops: `[{"op":"add","path":"/spec","value":{"initContainers":[{"name":"a"}]}}]`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := diffPatch([]byte(tc.a), []byte(tc.b))
@@ -55,4 +57,42 @@ func TestDiffPatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDiffPatch checks the one property that matters on any pair of
+// documents encoding/json produces: applying the patch to a gives b.
+func FuzzDiffPatch(f *testing.F) {
+	f.Add(`{"a":[1,{"b":"c"}],"d":{"e/f~":"\"}"}}`, `{"a":[1,{"b":"c"},2],"d":{"e/f~":"<>&"},"g":null}`)
+	f.Add(`[1,2,3]`, `[1,{"x":[]}]`)
+	f.Add(`{"metadata":{"annotations":{"k":"v"}}}`, `{"metadata":{"annotations":{"k":"v","kvinject.io/status":"injected"}}}`)
+	f.Fuzz(func(t *testing.T, x, y string) {
+		var xv, yv any
+		if json.Unmarshal([]byte(x), &xv) != nil || json.Unmarshal([]byte(y), &yv) != nil {
+			return
+		}
+		a, _ := json.Marshal(xv)
+		b, _ := json.Marshal(yv)
+		ops, err := diffPatch(a, b)
+		if err != nil {
+			t.Fatalf("diff %s %s: %v", a, b, err)
+		}
+		if ops == nil {
+			if !reflect.DeepEqual(xv, yv) {
+				t.Fatalf("no patch for different documents %s and %s", a, b)
+			}
+			return
+		}
+		p, err := jsonpatch.DecodePatch(ops)
+		if err != nil {
+			t.Fatalf("patch %s: %v", ops, err)
+		}
+		got, err := p.Apply(a)
+		if err != nil {
+			t.Fatalf("apply %s to %s: %v", ops, a, err)
+		}
+		var gv any
+		if err := json.Unmarshal(got, &gv); err != nil || !reflect.DeepEqual(gv, yv) {
+			t.Fatalf("patch %s turns %s into %s, want %s", ops, a, got, b)
+		}
+	})
 }

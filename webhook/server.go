@@ -36,9 +36,10 @@ type Options struct {
 	CertDir string
 	// TLSMinVersion is e.g. tls.VersionTLS12.
 	TLSMinVersion uint16
-	// MetricsBindAddress serves Prometheus metrics over HTTP; "0" disables it.
+	// MetricsBindAddress serves Prometheus metrics over HTTP; "" or "0"
+	// disables it.
 	MetricsBindAddress string
-	// HealthProbeBindAddress serves /healthz and /readyz; "0" disables it.
+	// HealthProbeBindAddress serves /healthz and /readyz; "" or "0" disables it.
 	HealthProbeBindAddress string
 	// GracefulShutdownTimeout bounds how long in-flight reviews may finish
 	// after the context is cancelled.
@@ -77,6 +78,11 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	}
 	mux := http.NewServeMux()
 	server := newServer(o, mux)
+	metricsAddr := o.MetricsBindAddress
+	if metricsAddr == "" {
+		// controller-runtime would take "" to mean :8080 on every interface.
+		metricsAddr = "0"
+	}
 	mgr, err := manager.New(o.Config, manager.Options{
 		Scheme: scheme,
 		Logger: logger,
@@ -92,7 +98,7 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 				saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
 			},
 		},
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		WebhookServer:           server,
 		GracefulShutdownTimeout: &shutdown,
