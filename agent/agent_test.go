@@ -573,3 +573,29 @@ func TestSidecarAfterInit(t *testing.T) {
 		t.Errorf("the sidecar republished unchanged files")
 	}
 }
+
+// TestNoFiles: a pod that asks for nothing still gets a ready (empty) snapshot.
+func TestNoFiles(t *testing.T) {
+	h := newHarness(t)
+	must(t, h.run(t.Context(), agent.ModeInit, h.config(0)))
+	must(t, agent.Probe(h.dir))
+}
+
+// TestWrongVaultSuffixCostsOneRequest: the agent signs in ahead for
+// https://<VaultSuffix>; when that is not the resource the vault names in its
+// challenge, the guess is wasted (AADSTS500011) but the fetch still works.
+func TestWrongVaultSuffixCostsOneRequest(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Ll3")
+	c := h.config(0, secretFile(h, "s", "s", ""))
+	c.Cloud.VaultSuffix = "vault.example.test"
+	if err := h.run(t.Context(), agent.ModeInit, c); err != nil {
+		t.Fatalf("init: %v\n%s", err, h.termination())
+	}
+	if h.read("s") != "value-Ll3" {
+		t.Error("wrong content")
+	}
+	if n := h.srv.Count(fakeazure.EndpointToken, h.clientID); n != 2 {
+		t.Errorf("token requests = %d, want 2 (the wasted guess and the real one)", n)
+	}
+}

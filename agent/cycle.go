@@ -105,6 +105,9 @@ var errSiblingFailed = errors.New("another object failed")
 func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) {
 	stopCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
+	if a.kv != nil {
+		a.kv.SignInAhead(ctx)
+	}
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup

@@ -172,9 +172,10 @@ func (h *harness) config(refresh time.Duration, files ...config.File) *config.Co
 		Dir:     h.dir,
 		Refresh: config.Duration(refresh),
 		Cloud: config.Cloud{
-			Name:                                 config.CustomCloud,
-			AuthorityHost:                        h.srv.AuthorityHost(),
-			VaultSuffix:                          "127.0.0.1",
+			Name:          config.CustomCloud,
+			AuthorityHost: h.srv.AuthorityHost(),
+			// The emulator's vaults answer for resource https://vault.azure.net.
+			VaultSuffix:                          "vault.azure.net",
 			DisableInstanceDiscovery:             true,
 			DisableChallengeResourceVerification: true,
 		},

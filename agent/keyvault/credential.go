@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -28,27 +29,36 @@ type rememberingCredential struct {
 	cred azcore.TokenCredential
 
 	mu     sync.Mutex // held across the sign-in
-	failed *http.Response
+	failed map[string]failedSignIn
+}
+
+type failedSignIn struct {
+	resp   *http.Response
 	body   []byte
 	expiry time.Time
 }
 
 func (r *rememberingCredential) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	key := fmt.Sprintf("%q %q %q %t", opts.Scopes, opts.TenantID, opts.Claims, opts.EnableCAE)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.failed != nil && time.Now().Before(r.expiry) {
+	if f, ok := r.failed[key]; ok && time.Now().Before(f.expiry) {
 		// A fresh error each time: reading an SDK response body is not safe
 		// from several goroutines.
-		resp := *r.failed
-		resp.Header = r.failed.Header.Clone()
-		resp.Body = io.NopCloser(bytes.NewReader(r.body))
+		resp := *f.resp
+		resp.Header = f.resp.Header.Clone()
+		resp.Body = io.NopCloser(bytes.NewReader(f.body))
 		return azcore.AccessToken{}, &azidentity.AuthenticationFailedError{RawResponse: &resp}
 	}
+	delete(r.failed, key)
 	tok, err := r.cred.GetToken(ctx, opts)
 	var authErr *azidentity.AuthenticationFailedError
 	if errors.As(err, &authErr) && authErr.RawResponse != nil && !retryableStatus(authErr.RawResponse.StatusCode) {
 		if body, perr := runtime.Payload(authErr.RawResponse); perr == nil {
-			r.failed, r.body, r.expiry = authErr.RawResponse, body, time.Now().Add(failureMemory)
+			if r.failed == nil {
+				r.failed = map[string]failedSignIn{}
+			}
+			r.failed[key] = failedSignIn{resp: authErr.RawResponse, body: body, expiry: time.Now().Add(failureMemory)}
 		}
 	}
 	return tok, err

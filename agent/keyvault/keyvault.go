@@ -101,10 +101,11 @@ func IdentityFromEnv(getenv func(string) string) (Identity, error) {
 
 // Client reads objects from any number of vaults.
 type Client struct {
-	http    *http.Client
-	cred    azcore.TokenCredential
-	options azcore.ClientOptions
-	cloud   config.Cloud
+	tenantID string
+	http     *http.Client
+	cred     azcore.TokenCredential
+	options  azcore.ClientOptions
+	cloud    config.Cloud
 
 	mu      sync.Mutex
 	secrets map[string]*azsecrets.Client
@@ -140,7 +141,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		return nil, fmt.Errorf("workload identity credential: %w", err)
 	}
 	return &Client{
-		http: hc, cred: &rememberingCredential{cred: cred}, options: opts, cloud: c,
+		tenantID: id.TenantID, http: hc, cred: &rememberingCredential{cred: cred}, options: opts, cloud: c,
 		secrets: map[string]*azsecrets.Client{},
 		keys:    map[string]*azkeys.Client{},
 	}, nil
@@ -164,6 +165,22 @@ func newHTTPClient() *http.Client {
 		ResponseHeaderTimeout: tryTimeout,
 		ExpectContinueTimeout: time.Second,
 	}}
+}
+
+// SignInAhead starts signing in for the vault resource of the cloud
+// (https://<VaultSuffix>), so that the token is ready when the vaults'
+// challenges come back, instead of being asked for after them. Errors are
+// left to the requests that need the token; a wrong guess costs one request.
+func (c *Client) SignInAhead(ctx context.Context) {
+	if c.cloud.VaultSuffix == "" {
+		return
+	}
+	opts := policy.TokenRequestOptions{
+		Scopes:    []string{"https://" + c.cloud.VaultSuffix + "/.default"},
+		TenantID:  c.tenantID,
+		EnableCAE: true, // as Key Vault's clients ask, so MSAL's cache serves them
+	}
+	go func() { _, _ = c.cred.GetToken(ctx, opts) }()
 }
 
 // CloseIdleConnections drops the kept-alive connections, for an agent that
