@@ -70,6 +70,8 @@ func FuzzDiffPatch(f *testing.F) {
 		if json.Unmarshal([]byte(x), &xv) != nil || json.Unmarshal([]byte(y), &yv) != nil {
 			return
 		}
+		// A pod is an object at the root, so the documents are too.
+		xv, yv = map[string]any{"v": xv}, map[string]any{"v": yv}
 		a, _ := json.Marshal(xv)
 		b, _ := json.Marshal(yv)
 		ops, err := diffPatch(a, b)
