@@ -52,3 +52,11 @@ e2e:
 	KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m ./e2e/...
 
 test: vet unit e2e
+
+# Benchmarks (docs/performance.md), bounded to a few minutes: Go benchmarks of
+# the review path, the real webhook under load on loopback beside a bare HTTPS
+# floor server, agent init against the round-trip floor, the idle sidecar,
+# the binary size. Results in _out/bench/results.{md,json}.
+bench:
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
+	KUBEBUILDER_ASSETS=$$assets $(GO) run ./hack/bench -out _out/bench

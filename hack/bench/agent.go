@@ -19,6 +19,7 @@ import (
 
 	"github.com/kvinject/kvinject/agent"
 	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 )
 
@@ -27,8 +28,6 @@ const (
 	benchNamespace = "bench"
 	benchSA        = "agent"
 	benchClientID  = "3c1e9a7b-5d2f-4e8a-9b6c-7d0e1f2a3b4c"
-	// agentConcurrency is the agent's cap on GETs in flight (agent/cycle.go).
-	agentConcurrency = 8
 )
 
 var objectCounts = []int{1, 20, 100}
@@ -42,7 +41,7 @@ type initResult struct {
 	// Requests of one run, from the emulator's counters.
 	Challenges, Discovery, Tokens, Gets int
 	// Rounds is the dependent round trips: challenge, discovery (when
-	// sent), token, then the GETs in waves of agentConcurrency.
+	// sent), token, then the GETs in waves of keyvault.MaxConcurrent.
 	Rounds int `json:"rounds"`
 	// FloorMs is process start + Rounds × latency.
 	FloorMs float64 `json:"floorMs"`
@@ -194,7 +193,7 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			ir.Discovery = e.srv.Count(fakeazure.EndpointOpenIDConfiguration, fakeazure.AnyClient)
 			ir.Tokens = e.srv.Count(fakeazure.EndpointToken, fakeazure.AnyClient)
 			ir.Gets = e.srv.Count(fakeazure.EndpointGetSecret, fakeazure.AnyClient)
-			ir.Rounds = 2 + (n+agentConcurrency-1)/agentConcurrency
+			ir.Rounds = 2 + (n+keyvault.MaxConcurrent-1)/keyvault.MaxConcurrent
 			if ir.Discovery > 0 {
 				ir.Rounds++
 			}

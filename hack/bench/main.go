@@ -33,6 +33,7 @@ type options struct {
 	review       string
 	skipWebhook  bool
 	skipAgent    bool
+	skipGoBench  bool
 }
 
 // results is everything one run measured; results.md is rendered from it.
@@ -44,6 +45,7 @@ type results struct {
 	LoadBefore  float64         `json:"loadAvgBefore"`
 	LoadAfter   float64         `json:"loadAvgAfter"`
 	BinaryBytes int64           `json:"binaryBytes"`
+	GoBench     []goBench       `json:"goBenchmarks,omitempty"`
 	Webhook     *webhookResults `json:"webhook,omitempty"`
 	Agent       *agentResults   `json:"agent,omitempty"`
 }
@@ -59,6 +61,7 @@ func main() {
 	flag.StringVar(&o.review, "review", "webhook/testdata/review-web.json", "AdmissionReview body sent to the webhook")
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
+	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -99,6 +102,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	r.BinaryBytes = fi.Size()
 
+	if !o.skipGoBench {
+		log.Info("go benchmarks", "packages", goBenchPackages)
+		if r.GoBench, err = runGoBench(ctx, o.reps); err != nil {
+			return err
+		}
+	}
 	if !o.skipWebhook {
 		if r.Webhook, err = benchWebhook(ctx, o, bins, out, log); err != nil {
 			return fmt.Errorf("webhook: %w", err)

@@ -15,6 +15,11 @@ func (r *results) markdown() string {
 	row := func(figure, target, value, floor, ratio string) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", figure, target, value, floor, ratio)
 	}
+	for _, g := range r.GoBench {
+		lo, hi := minMax(g.NsPerOp)
+		row(fmt.Sprintf("`%s` (go test -bench), µs/op", g.Name), "–",
+			fmt.Sprintf("%.1f [%.1f–%.1f], %.0f B/op, %.0f allocs/op", median(g.NsPerOp)/1e3, lo/1e3, hi/1e3, g.BPerOp, g.Allocs), "–", "–")
+	}
 	if w := r.Webhook; w != nil {
 		pick := func(s serverResults, f func(serverRun) float64) []float64 {
 			var xs []float64
