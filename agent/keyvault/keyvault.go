@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -102,6 +103,7 @@ func IdentityFromEnv(getenv func(string) string) (Identity, error) {
 // Client reads objects from any number of vaults.
 type Client struct {
 	tenantID string
+	noGuess  atomic.Bool // SignInAhead's guess was refused
 	http     *http.Client
 	cred     azcore.TokenCredential
 	options  azcore.ClientOptions
@@ -170,9 +172,10 @@ func newHTTPClient() *http.Client {
 // SignInAhead starts signing in for the vault resource of the cloud
 // (https://<VaultSuffix>), so that the token is ready when the vaults'
 // challenges come back, instead of being asked for after them. Errors are
-// left to the requests that need the token; a wrong guess costs one request.
+// left to the requests that need the token. After a refusal (a wrong guess,
+// or an identity Entra ID rejects) it stops guessing.
 func (c *Client) SignInAhead(ctx context.Context) {
-	if c.cloud.VaultSuffix == "" {
+	if c.cloud.VaultSuffix == "" || c.noGuess.Load() {
 		return
 	}
 	opts := policy.TokenRequestOptions{
@@ -180,7 +183,13 @@ func (c *Client) SignInAhead(ctx context.Context) {
 		TenantID:  c.tenantID,
 		EnableCAE: true, // as Key Vault's clients ask, so MSAL's cache serves them
 	}
-	go func() { _, _ = c.cred.GetToken(ctx, opts) }()
+	go func() {
+		_, err := c.cred.GetToken(ctx, opts)
+		var authErr *azidentity.AuthenticationFailedError
+		if errors.As(err, &authErr) && authErr.RawResponse != nil && !retryableStatus(authErr.RawResponse.StatusCode) {
+			c.noGuess.Store(true)
+		}
+	}()
 }
 
 // CloseIdleConnections drops the kept-alive connections, for an agent that
