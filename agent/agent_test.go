@@ -209,13 +209,13 @@ func TestSidecarRotationAndUnchangedCycles(t *testing.T) {
 		return string(b) == "key-two-Yy7"
 	})
 	// From the log, which is in order: at most the fetch in flight at the
-	// rotation and the next one happen before the new snapshot.
+	// rotation and the next one succeed before the new snapshot.
 	fetches := 0
 	for _, line := range strings.Split(h.logs.String()[logMark:], "\n") {
 		if strings.Contains(line, `"msg":"files written"`) {
 			break
 		}
-		if strings.Contains(line, `"msg":"fetch"`) && strings.Contains(line, `"object":"api-key"`) {
+		if strings.Contains(line, `"msg":"fetch"`) && strings.Contains(line, `"object":"api-key"`) && strings.Contains(line, `"result":"success"`) {
 			fetches++
 		}
 	}
@@ -346,13 +346,13 @@ func TestInitGivesUpAtDeadline(t *testing.T) {
 	h := newHarness(t)
 	h.secret("s", "value-Uu3")
 	h.srv.SetOutage(true)
-	err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", "")), func(o *agent.Options) { o.Deadline = 1500 * time.Millisecond })
+	err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", "")), func(o *agent.Options) { o.Deadline = 3 * time.Second })
 	if err == nil {
 		t.Fatal("init succeeded during an outage")
 	}
 	msg := h.termination()
 	t.Logf("termination message:\n%s", msg)
-	for _, want := range []string{"secret s", h.vaultURL, "HTTP 503", "gave up after", "1.5s deadline", h.clientID, "usually temporary"} {
+	for _, want := range []string{"secret s", h.vaultURL, "HTTP 503", "gave up after", "3s deadline", h.clientID, "usually temporary"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("termination message lacks %q:\n%s", want, msg)
 		}

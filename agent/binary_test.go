@@ -102,15 +102,17 @@ func TestBinary(t *testing.T) {
 	sc := *c
 	sc.Dir = sidecarDir
 	sc.MetricsAddr = "127.0.0.1:0"
-	cmd := h.command(bin, &sc, "agent", "sidecar")
+	cmd := h.command(bin, &sc, "agent", "sidecar", "--log-level=debug")
 	must(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	eventually(t, "the sidecar's first snapshot", 30*time.Second, func() bool { return agent.Probe(sidecarDir) == nil })
 	gets := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID)
-	// Let the process settle after its first cycle before reading its memory.
-	time.Sleep(2 * time.Second)
+	// Idle: the first cycle is over and its garbage handed back.
+	eventually(t, "the sidecar to go idle", 30*time.Second, func() bool {
+		return strings.Contains(h.logs.String(), `"msg":"next fetch"`)
+	})
 	if status, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status"); err == nil {
 		var mem []string
 		for _, line := range strings.Split(string(status), "\n") {

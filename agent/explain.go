@@ -40,7 +40,7 @@ func (o Options) explain(err error) string {
 			fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
 				fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
 			if fe.GaveUp {
-				fmt.Fprintf(&b, " (gave up after %d attempt(s) at the %s deadline)", fe.Attempts, o.Deadline)
+				fmt.Fprintf(&b, " (gave up after %d attempt(s) within the %s deadline)", fe.Attempts, o.Deadline)
 			}
 		}
 		fmt.Fprintf(&b, "\n  Fix: %s", o.fix(fe))
