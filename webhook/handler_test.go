@@ -205,19 +205,20 @@ func TestReviewPatchesPodToInjectorOutput(t *testing.T) {
 			t.Errorf("audit %s = %v, want %v", k, l[k], v)
 		}
 	}
-	wantVaults := []any{"https://shop-kv.vault.azure.net/", "https://shared-kv.vault.azure.net/"}
+	wantVaults := []any{"https://shared-kv.vault.azure.net/", "https://shop-kv.vault.azure.net/"}
 	if !slices.Equal(asList(l["vaults"]), wantVaults) {
 		t.Errorf("audit vaults %v, want %v", l["vaults"], wantVaults)
 	}
-	wantObjects := []any{"shop-kv.vault.azure.net/secret/db-password", "shared-kv.vault.azure.net/cert/web-tls"}
+	wantObjects := []any{"shared-kv.vault.azure.net/cert/web-tls", "shop-kv.vault.azure.net/secret/db-password"}
 	if !slices.Equal(asList(l["objects"]), wantObjects) {
 		t.Errorf("audit objects %v, want %v", l["objects"], wantObjects)
 	}
 }
 
+// asList returns a logged list of strings, sorted.
 func asList(v any) []any {
 	l, _ := v.([]any)
-	slices.SortFunc(l, func(a, b any) int { return strings.Compare(b.(string), a.(string)) })
+	slices.SortFunc(l, func(a, b any) int { return strings.Compare(a.(string), b.(string)) })
 	return l
 }
 
