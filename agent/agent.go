@@ -299,6 +299,10 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		case err != nil:
 			failures++
 			next = failureBackoff(failures, interval)
+			// A vault that said when to come back is not asked sooner.
+			for _, fe := range fetchErrors(err) {
+				next = max(next, fe.Failure.RetryAfter)
+			}
 			a.log.Error("refresh failed; keeping the last good files", "error", err.Error(), "failures", failures, "retryIn", next.String())
 		default:
 			failures = 0
