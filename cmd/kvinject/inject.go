@@ -58,7 +58,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&o.clientID, "client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
 	fs.StringVar(&o.tenantID, "tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
 	fs.StringVar(&o.defaults.Vault, "vault", "", "default vault name or https URL, like the webhook's --vault")
-	fs.StringVar(&o.defaults.Image, "image", "ghcr.io/kvinject/kvinject:"+version, "agent image, like the webhook's --agent-image")
+	fs.StringVar(&o.defaults.Image, "agent-image", "ghcr.io/kvinject/kvinject:"+version, "agent image, like the webhook's --agent-image")
 	fs.StringVar(&cloud, "cloud", "AzurePublicCloud", "Azure cloud: "+strings.Join(config.KnownCloudNames(), ", "))
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of documents that name none")
 	if err := fs.Parse(args); err != nil {
