@@ -94,6 +94,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	if err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 	}
+	// Decoding is most of a review's cost: decode the pod in the same pass
+	// as the review, and fall back to the two-step decoding below, with its
+	// precise errors, for anything that is not a well-formed pod review.
+	var fast podReview
+	if json.Unmarshal(body, &fast) == nil && fast.valid() {
+		req := fast.Request
+		a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
+		a.dryRun = req.DryRun != nil && *req.DryRun
+		return h.review(r.Context(), &req.AdmissionRequest, req.Object, a)
+	}
 	var review admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &review); err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("decode AdmissionReview: %v", err))
@@ -108,11 +118,29 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	}
 	a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 	a.dryRun = req.DryRun != nil && *req.DryRun
-	return h.review(r.Context(), req, a)
+	return h.review(r.Context(), req, nil, a)
 }
 
-// review decides one admission request.
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, a *audit) *admissionv1.AdmissionResponse {
+// podReview is an AdmissionReview whose object is decoded as a pod. Only the
+// fields review reads are decoded besides the pod.
+type podReview struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		admissionv1.AdmissionRequest
+		// Object shadows the embedded RawExtension.
+		Object *corev1.Pod `json:"object"`
+	} `json:"request"`
+}
+
+// valid reports whether the fast path may answer r: a v1 review of a pod.
+func (r *podReview) valid() bool {
+	return r.APIVersion == admissionv1.SchemeGroupVersion.String() && r.Kind == "AdmissionReview" &&
+		r.Request != nil && r.Request.Object != nil
+}
+
+// review decides one admission request. pod is the request's object when
+// the caller has decoded it already, else nil.
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, a *audit) *admissionv1.AdmissionResponse {
 	allowed := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	// Only pod CREATEs are ours; anything else the configuration may route
 	// here by mistake passes untouched.
@@ -120,9 +148,11 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		a.decision = outcomeSkipped
 		return allowed
 	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		return errored(a, req.UID, http.StatusBadRequest, fmt.Sprintf("decode pod: %v", err))
+	if pod == nil {
+		pod = &corev1.Pod{}
+		if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+			return errored(a, req.UID, http.StatusBadRequest, fmt.Sprintf("decode pod: %v", err))
+		}
 	}
 	if a.pod == "" {
 		a.pod = pod.GenerateName
@@ -137,7 +167,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	saName := serviceAccountName(&pod)
+	saName := serviceAccountName(pod)
 	a.serviceAccount = saName
 	sa, err := h.ServiceAccounts.ServiceAccount(ctx, pod.Namespace, saName)
 	switch {
@@ -148,14 +178,14 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	case err != nil:
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
 	}
-	mutated, warnings, err := injector.Inject(&pod, sa, h.Defaults)
+	mutated, warnings, err := injector.Inject(pod, sa, h.Defaults)
 	if err != nil {
 		return denied(a, req.UID, err.Error())
 	}
 	a.vaults, a.objects = requested(mutated)
 	a.warnings = len(warnings)
 	allowed.Warnings = warnings
-	patch, err := podPatch(&pod, mutated)
+	patch, err := podPatch(pod, mutated)
 	if err != nil {
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
 	}
