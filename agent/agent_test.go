@@ -599,3 +599,36 @@ func TestWrongVaultSuffixCostsOneRequest(t *testing.T) {
 		t.Errorf("token requests = %d, want 2 (the wasted guess and the real one)", n)
 	}
 }
+
+// TestSidecarHonoursRetryAfterAcrossCycles: a 429 whose Retry-After outlasts
+// the cycle fails the cycle, and the next attempt waits for Retry-After
+// rather than the shorter failure backoff.
+func TestSidecarHonoursRetryAfterAcrossCycles(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Kk2")
+	stop := h.start(h.config(200*time.Millisecond, secretFile(h, "s", "s", "")))
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	h.srv.Fail(fakeazure.Target{Endpoint: fakeazure.EndpointGetSecret}, 1, fakeazure.Fault{Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Second})
+	throttledAt := func() time.Time {
+		for _, l := range h.logLines("fetch") {
+			if l["status"] == float64(429) {
+				ts, _ := time.Parse(time.RFC3339Nano, l["time"].(string))
+				return ts
+			}
+		}
+		return time.Time{}
+	}
+	eventually(t, "the 429", 30*time.Second, func() bool { return !throttledAt().IsZero() })
+	at := throttledAt()
+	eventually(t, "the next fetch", 30*time.Second, func() bool {
+		lines := h.logLines("fetch")
+		return lines[len(lines)-1]["status"] == nil && len(h.logLines("refresh failed; keeping the last good files")) > 0
+	})
+	must(t, stop())
+	for _, l := range h.logLines("fetch") {
+		ts, _ := time.Parse(time.RFC3339Nano, l["time"].(string))
+		if ts.After(at) && ts.Sub(at) < 2*time.Second {
+			t.Errorf("fetched %s after a 429 with Retry-After: 2s", ts.Sub(at))
+		}
+	}
+}
