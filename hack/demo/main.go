@@ -1,0 +1,126 @@
+// Command demo runs the whole product on this machine, on loopback only: a real
+// control plane (etcd, kube-apiserver, kube-controller-manager), the Key Vault
+// and Entra ID emulator, the kvinject webhook registered through the
+// MutatingWebhookConfiguration from manifests/, and the agent run the way a
+// kubelet would. `make demo` runs it; see the README.
+//
+//	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--assets DIR]
+//
+// It walks through six steps, each saying what it does and why, and stops
+// everything it started when it ends, on Ctrl-C too. With --keep it waits
+// after step 5 with the control plane up and prints a kubeconfig.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+type options struct {
+	keep       bool
+	assets     string
+	k8sVersion string
+	kvinject   string
+	refresh    time.Duration
+}
+
+func run() int {
+	var o options
+	flag.BoolVar(&o.keep, "keep", false, "after step 5, leave the control plane running and print a kubeconfig; Ctrl-C stops it")
+	flag.StringVar(&o.assets, "assets", "", "directory with kube-apiserver, etcd and kube-controller-manager (default: build or reuse them with hack/controlplane.sh)")
+	flag.StringVar(&o.k8sVersion, "k8s-version", envOr("K8S_VERSION", "1.37.2"), "Kubernetes release for hack/controlplane.sh")
+	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it into a temporary directory)")
+	flag.DurationVar(&o.refresh, "refresh", 5*time.Second, "refresh interval the demo applies instead of the example's 30s, so step 4 does not wait half a minute")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "demo: unexpected arguments %q\n", flag.Args())
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tmp, err := os.MkdirTemp("", "kvinject-demo-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		return 1
+	}
+	d := &demo{o: o, tmp: tmp, out: newPrinter(os.Stdout)}
+	err = d.run(ctx)
+	// Step 6 runs whatever happened: the end, an error or Ctrl-C.
+	d.shutdown()
+	os.RemoveAll(tmp)
+	switch {
+	case ctx.Err() != nil:
+		fmt.Println("\nInterrupted; everything the demo started is stopped.")
+		return 130
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// run is steps 1 to 5; shutdown is step 6.
+func (d *demo) run(ctx context.Context) error {
+	if d.o.kvinject == "" {
+		d.out.note("building kvinject (go build ./cmd/kvinject)")
+		bin, err := buildKvinject(ctx, d.tmp)
+		if err != nil {
+			return err
+		}
+		d.o.kvinject = bin
+	}
+	if abs, err := filepath.Abs(d.o.kvinject); err == nil {
+		d.o.kvinject = abs
+	}
+	if _, err := os.Stat(d.o.kvinject); err != nil {
+		return fmt.Errorf("--kvinject: %w (build it with make build)", err)
+	}
+	steps := []func(context.Context) error{d.step1, d.step2, d.step3, d.step4, d.step5}
+	for _, s := range steps {
+		if err := s(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+	if d.o.keep {
+		d.keep(ctx)
+	}
+	return nil
+}
+
+func (d *demo) keep(ctx context.Context) {
+	d.out.step(0, "--keep: the control plane stays up",
+		"so you can look around with kubectl; the webhook and the emulator keep running too (the agent is stopped).")
+	d.out.say("export KUBECONFIG=%s", d.cluster.Kubeconfig)
+	d.out.say("kubectl get deploy,rs,pods -n shop")
+	d.out.say("kubectl describe pod report -n shop")
+	d.out.say("kubectl get mutatingwebhookconfiguration kvinject -o yaml")
+	d.out.say("Press Ctrl-C to stop everything.")
+	if d.runner != nil {
+		_ = d.runner.Stop(context.Background())
+	}
+	<-ctx.Done()
+}
+
+var errNoPod = errors.New("no pod")

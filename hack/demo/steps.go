@@ -1,0 +1,730 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/e2e/cluster"
+	"github.com/kvinject/kvinject/e2e/fakeazure"
+	"github.com/kvinject/kvinject/e2e/podrunner"
+)
+
+// The identity of the example's ServiceAccount (examples/deployment-all-kinds.yaml).
+const (
+	exampleFile = "examples/deployment-all-kinds.yaml"
+	namespace   = "shop"
+	saName      = "shop-web"
+	clientID    = "6f1c9a52-3c3e-4c52-9f3b-2f0a4c6d8e11"
+	tenantID    = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	vaultName   = "shop-kv"
+	agentName   = "kvinject-agent"
+	failingPod  = "report"
+)
+
+type demo struct {
+	o       options
+	tmp     string
+	out     *printer
+	kubectl string // "" when kubectl is not installed
+
+	cluster  *cluster.Cluster
+	srv      *fakeazure.Server
+	vaultURL string
+	caFile   string
+	webhook  *process
+	runner   *podrunner.Pod
+	failed   *podrunner.Pod
+	pod      *corev1.Pod
+	started  time.Time
+}
+
+func (d *demo) step1(ctx context.Context) error {
+	d.started = time.Now()
+	d.out.step(1, "Start a control plane, the Key Vault emulator and the webhook",
+		"kvinject is a mutating admission webhook, so it needs a real kube-apiserver (with etcd) to send it pods, and kube-controller-manager to turn a Deployment into pods. Azure Key Vault and Entra ID are played by an emulator that checks tokens and RBAC like the real services. Everything listens on 127.0.0.1; nothing contacts Azure.")
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		d.kubectl = p
+	}
+	assets := d.o.assets
+	if assets == "" {
+		d.out.say("control plane binaries: hack/controlplane.sh %s (first run builds them from the Go module proxy: several minutes; later runs: seconds)", d.o.k8sVersion)
+		cmd := exec.CommandContext(ctx, "hack/controlplane.sh", d.o.k8sVersion)
+		cmd.Stderr = &prefixWriter{p: d.out}
+		b, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("hack/controlplane.sh %s (run the demo from the repository root): %w", d.o.k8sVersion, err)
+		}
+		assets = strings.TrimSpace(string(b))
+	}
+	os.Setenv(cluster.AssetsEnv, assets)
+	t := time.Now()
+	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true})
+	if err != nil {
+		return err
+	}
+	d.cluster = c
+	d.out.say("etcd, kube-apiserver %s and kube-controller-manager are up at %s (%s)", c.Version, c.Config.Host, since(t))
+
+	d.caFile = filepath.Join(d.tmp, "azure-ca.pem")
+	d.srv, err = fakeazure.Start(context.WithoutCancel(ctx), fakeazure.Options{
+		TenantID: tenantID, CAFile: d.caFile,
+		// Entra ID verifies pod tokens against the API server's own issuer
+		// (OIDC discovery and JWKS), as it would for an AKS cluster.
+		IssuerClient: c.IssuerHTTPClient,
+	})
+	if err != nil {
+		return err
+	}
+	if d.vaultURL, err = d.srv.AddVault(vaultName); err != nil {
+		return err
+	}
+	if _, err := d.srv.SetSecret(vaultName, "db-password", "correct-horse-battery-staple", ""); err != nil {
+		return err
+	}
+	if _, err := d.srv.AddCertificate(vaultName, "web-tls", fakeazure.ContentTypePFX); err != nil {
+		return err
+	}
+	if _, err := d.srv.AddKey(vaultName, "signing-key", "RSA"); err != nil {
+		return err
+	}
+	if _, err := d.srv.SetSecret(vaultName, "payments-api-key", "pk_live_not-for-shop-web", ""); err != nil {
+		return err
+	}
+	d.out.say("Key Vault emulator: vault %s at %s, Entra ID at %s (tenant %s)", vaultName, d.vaultURL, d.srv.AuthorityHost(), tenantID)
+	d.out.say("  seeded: secret db-password, certificate web-tls (PFX, signed by an intermediate and a root),")
+	d.out.say("          key signing-key (RSA 2048), secret payments-api-key")
+
+	if err := d.startWebhook(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *demo) step2(ctx context.Context) error {
+	d.out.step(2, "Give the workload an identity, apply the example, see what the webhook added",
+		"In Azure you would create a federated credential for the ServiceAccount and grant it roles on the vault; here the emulator gets the same. Then examples/deployment-all-kinds.yaml is applied: a ServiceAccount with its workload-identity annotations and a Deployment asking for a secret, a certificate, a key and a template. kube-controller-manager creates the pods, and the API server sends each to the webhook.")
+	subject := "system:serviceaccount:" + namespace + ":" + saName
+	if err := d.srv.AddFederatedCredential(clientID, d.cluster.Issuer, subject); err != nil {
+		return err
+	}
+	for _, g := range []struct {
+		role   fakeazure.Role
+		object string
+	}{{fakeazure.RoleSecretsUser, "db-password"}, {fakeazure.RoleSecretsUser, "web-tls"}, {fakeazure.RoleCryptoUser, "signing-key"}} {
+		if err := d.srv.Grant(vaultName, clientID, g.role, g.object); err != nil {
+			return err
+		}
+	}
+	d.out.say("Entra ID: app %s trusts issuer %s for subject %s", clientID, d.cluster.Issuer, subject)
+	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Crypto User on signing-key (not on payments-api-key)")
+
+	if _, err := d.cluster.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace %s: %w", namespace, err)
+	}
+	example, err := os.ReadFile(exampleFile)
+	if err != nil {
+		return fmt.Errorf("read %s (run the demo from the repository root): %w", exampleFile, err)
+	}
+	const asked = "kvinject.io/refresh: 30s"
+	if !bytes.Contains(example, []byte(asked)) {
+		return fmt.Errorf("%s no longer says %q; update the demo", exampleFile, asked)
+	}
+	refresh := "kvinject.io/refresh: " + d.o.refresh.String()
+	example = bytes.Replace(example, []byte(asked), []byte(refresh), 1)
+	d.out.say("$ kubectl create namespace %s", namespace)
+	d.out.say("$ kubectl apply -f %s    # with %q instead of 30s, so step 4 is quick", exampleFile, refresh)
+	if err := d.apply(ctx, example); err != nil {
+		return err
+	}
+
+	pod, err := d.waitForPod(ctx)
+	if err != nil {
+		return err
+	}
+	d.pod = pod
+	dep, err := d.cluster.Kube.AppsV1().Deployments(namespace).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	d.out.say("Deployment web → ReplicaSet → pod %s, annotated kvinject.io/status=%s", pod.Name, pod.Annotations["kvinject.io/status"])
+	d.out.say("What the webhook added (the Deployment's pod template vs. the pod the API server stored;")
+	d.out.say("fields the API server fills in by default are left out of both sides):")
+	from, to, err := templateAndPodYAML(&dep.Spec.Template, pod)
+	if err != nil {
+		return err
+	}
+	d.out.block(unifiedDiff("template (as applied)", "pod (as admitted)", from, to, 3))
+	for _, c := range pod.Spec.InitContainers {
+		for _, e := range c.Env {
+			if e.Name == config.EnvVar {
+				var pretty bytes.Buffer
+				if err := json.Indent(&pretty, []byte(e.Value), "", "  "); err == nil {
+					d.out.say("The agent's configuration, env %s (object names and paths only, never a value):", config.EnvVar)
+					d.out.block(pretty.String())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (d *demo) step3(ctx context.Context) error {
+	d.out.step(3, "Run the agent the way a kubelet would",
+		"There is no node here, so the demo plays kubelet for the pod: it asks the API server for the pod's service-account token (TokenRequest bound to the pod, audience and lifetime from the projected volume), lays the volumes out as directories, and runs the built kvinject binary with exactly the injected container's args and env. The agent signs in at Entra ID with that token, reads the vault and writes the files; the app container starts only once its startup probe passes.")
+	t := time.Now()
+	p, err := podrunner.Start(ctx, podrunner.Options{
+		Kube:     d.cluster.Kube,
+		Commands: map[string]string{"/kvinject": d.o.kvinject},
+		CAFile:   d.caFile,
+		Dir:      filepath.Join(d.tmp, "pods", d.pod.Name),
+	}, namespace, d.pod.Name)
+	if p != nil {
+		d.runner = p
+	}
+	if err != nil {
+		return err
+	}
+	agent := p.Container(agentName)
+	if p.Phase() != corev1.PodRunning {
+		return fmt.Errorf("the agent did not start: exit code %d, termination message %q\nlogs:\n%s", agent.ExitCode(), agent.TerminationMessage(), agent.Logs())
+	}
+	for _, v := range p.Pod.Spec.Volumes {
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if t := s.ServiceAccountToken; t != nil {
+					d.out.say("token: TokenRequest for %s/%s bound to pod %s, audience %s, %ds → volume %s", namespace, p.Pod.Spec.ServiceAccountName, p.Pod.Name, t.Audience, *t.ExpirationSeconds, v.Name)
+				}
+			}
+		}
+	}
+	d.out.say("%s (native sidecar): started, startup probe `kvinject agent probe` passed after %s", agentName, since(t))
+	d.out.say("agent log:")
+	d.out.block(agentLog(agent.Logs(), 0))
+	app := appContainer(p.Pod)
+	mount := mountPath(app)
+	dir, err := p.HostPath(app.Name, mount)
+	if err != nil {
+		return err
+	}
+	d.out.say("container %s would start now and see %s (read-only; the demo has no image runtime, so it lists it for the app):", app.Name, mount)
+	listing, err := listSecrets(dir)
+	if err != nil {
+		return err
+	}
+	d.out.block(listing)
+	return nil
+}
+
+func (d *demo) step4(ctx context.Context) error {
+	d.out.step(4, "Rotate a secret and watch the file change",
+		fmt.Sprintf("Someone sets a new version of db-password in Key Vault. The agent fetches every %s (jittered by ±10%%), writes a complete new snapshot and swaps the ..data link in one rename, so the app never reads half an update. db.env, the template, follows in the same snapshot.", d.o.refresh))
+	app := appContainer(d.runner.Pod)
+	dir, err := d.runner.HostPath(app.Name, mountPath(app))
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(dir, "db-password")
+	before, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if _, err := d.srv.SetSecret(vaultName, "db-password", "staple-battery-horse-correct", ""); err != nil {
+		return err
+	}
+	t := time.Now()
+	d.out.say("set a new version of db-password in the emulator; polling %s/db-password ...", mountPath(app))
+	deadline := t.Add(3*d.o.refresh + 10*time.Second)
+	agent := d.runner.Container(agentName)
+	logged := len(agent.Logs())
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil && !bytes.Equal(b, before) {
+			d.out.say("db-password changed after %s: %q → %q", since(t), before, b)
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("db-password did not change within %s; agent log:\n%s", deadline.Sub(t).Round(time.Second), agent.Logs())
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "db.env"))
+	if err != nil {
+		return err
+	}
+	d.out.say("db.env now:")
+	d.out.block(string(env))
+	d.out.say("agent log of that cycle:")
+	d.out.block(agentLog(agent.Logs(), logged))
+	return nil
+}
+
+func (d *demo) step5(ctx context.Context) error {
+	d.out.step(5, "A failure you will meet: an object the identity may not read",
+		"A second pod of the same ServiceAccount asks for payments-api-key, on which the identity has no role. Without kvinject.io/refresh the agent is a plain init container: it fails at once on 403 (retrying cannot help), writes the reason to its termination message and exits non-zero, so the app never starts with a missing file. The demo writes the container state into the pod status as kubelet would, and kubectl shows it.")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: failingPod, Namespace: namespace, Annotations: map[string]string{
+			"kvinject.io/inject":                  "true",
+			"kvinject.io/secret-payments-api-key": "payments-api-key",
+		}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: saName,
+			RestartPolicy:      corev1.RestartPolicyNever,
+			Containers:         []corev1.Container{{Name: "report", Image: "registry.example/shop/report:1.4"}},
+		},
+	}
+	d.out.say("$ kubectl run report ...   # annotations kvinject.io/inject: \"true\", kvinject.io/secret-payments-api-key: payments-api-key")
+	if _, err := d.cluster.Kube.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create pod %s: %w", failingPod, err)
+	}
+	p, err := podrunner.Start(ctx, podrunner.Options{
+		Kube:     d.cluster.Kube,
+		Commands: map[string]string{"/kvinject": d.o.kvinject},
+		CAFile:   d.caFile,
+		Dir:      filepath.Join(d.tmp, "pods", failingPod),
+	}, namespace, failingPod)
+	if p != nil {
+		d.failed = p
+	}
+	if err != nil {
+		return err
+	}
+	if p.Phase() != corev1.PodFailed {
+		return fmt.Errorf("pod %s: phase %s, want the agent to fail", failingPod, p.Phase())
+	}
+	if err := p.UpdateStatus(ctx); err != nil {
+		return err
+	}
+	agent := p.Failed()
+	d.out.say("%s exited with code %d", agent.Name, agent.ExitCode())
+	if d.kubectl == "" {
+		d.out.say("(kubectl not found; the pod status says:)")
+		d.out.block(fmt.Sprintf("State: Terminated\nReason: Error\nMessage: %s\nExit Code: %d", agent.TerminationMessage(), agent.ExitCode()))
+		return nil
+	}
+	out, err := d.kubectlRun(ctx, nil, "get", "pod", failingPod, "-n", namespace)
+	if err != nil {
+		return err
+	}
+	d.out.say("$ kubectl get pod %s -n %s", failingPod, namespace)
+	d.out.block(out)
+	out, err = d.kubectlRun(ctx, nil, "describe", "pod", failingPod, "-n", namespace)
+	if err != nil {
+		return err
+	}
+	d.out.say("$ kubectl describe pod %s -n %s    (the init container's state)", failingPod, namespace)
+	d.out.block(describeState(out, agentName))
+	return nil
+}
+
+// shutdown is step 6: it stops everything that was started, in reverse
+// order, and checks that no child process is left. It runs after an error
+// and on Ctrl-C too.
+func (d *demo) shutdown() {
+	d.out.step(6, "Shut everything down",
+		"The agents get SIGTERM like kubelet sends, then the webhook (it finishes in-flight reviews), the emulator, kube-controller-manager, kube-apiserver and etcd.")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, p := range []*podrunner.Pod{d.failed, d.runner} {
+		if p == nil {
+			continue
+		}
+		if err := p.Stop(ctx); err != nil {
+			d.out.say("stop pod %s: %v", p.Pod.Name, err)
+		}
+	}
+	if d.runner != nil {
+		if a := d.runner.Container(agentName); a != nil {
+			d.out.say("agent of %s: stopped, exit code %d", d.runner.Pod.Name, a.ExitCode())
+		}
+	}
+	if d.webhook != nil {
+		if err := d.webhook.stop(ctx); err != nil {
+			d.out.say("webhook: %v", err)
+		} else {
+			d.out.say("webhook: stopped, exit code 0")
+		}
+	}
+	if d.srv != nil {
+		d.srv.Close()
+		d.out.say("emulator: stopped")
+	}
+	if d.cluster != nil {
+		if err := d.cluster.Stop(); err != nil {
+			d.out.say("control plane: %v", err)
+		} else {
+			d.out.say("kube-controller-manager, kube-apiserver, etcd: stopped")
+		}
+	}
+	if left := children(); len(left) > 0 {
+		d.out.say("processes left behind: %v", left)
+	} else {
+		d.out.say("no process left behind (no child of pid %d in /proc)", os.Getpid())
+	}
+	if !d.started.IsZero() {
+		d.out.say("demo took %s", since(d.started))
+	}
+}
+
+// apply applies YAML with kubectl when it is installed, else with the client.
+func (d *demo) apply(ctx context.Context, yaml []byte) error {
+	if d.kubectl != "" {
+		out, err := d.kubectlRun(ctx, yaml, "apply", "-f", "-")
+		if err != nil {
+			return err
+		}
+		d.out.block(out)
+		return nil
+	}
+	names, err := createAll(ctx, d.cluster.Client, yaml)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		d.out.block(n + " created")
+	}
+	return nil
+}
+
+// kubectlRun runs kubectl against the demo cluster. Its stderr (the version
+// skew warning of an older client) is shown only when it fails.
+func (d *demo) kubectlRun(ctx context.Context, stdin []byte, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, d.kubectl, append([]string{"--kubeconfig", d.cluster.Kubeconfig}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// waitForPod waits for kube-controller-manager to create a pod of the
+// Deployment, and reports a webhook denial if that is what stops it.
+func (d *demo) waitForPod(ctx context.Context) (*corev1.Pod, error) {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pods, err := d.cluster.Kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err == nil && len(pods.Items) > 0 {
+			sort.Slice(pods.Items, func(i, j int) bool { return pods.Items[i].Name < pods.Items[j].Name })
+			return &pods.Items[0], nil
+		}
+		if time.Now().After(deadline) {
+			events, _ := d.cluster.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
+			var msgs []string
+			for _, e := range events.Items {
+				msgs = append(msgs, e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+": "+e.Message)
+			}
+			return nil, fmt.Errorf("%w: no pod of Deployment web after 90s; events:\n%s\nkube-controller-manager log:\n%s", errNoPod, strings.Join(msgs, "\n"), tailString(d.cluster.ControllerManagerLog(), 4000))
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// startWebhook runs `kvinject webhook` on loopback with a certificate from a
+// throw-away CA and registers it through the MutatingWebhookConfiguration of
+// manifests/, then waits until the API server actually calls it.
+func (d *demo) startWebhook(ctx context.Context) error {
+	certDir := filepath.Join(d.tmp, "webhook-tls")
+	caPEM, err := writeServingCert(certDir)
+	if err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	health, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"webhook",
+		"--kubeconfig", d.cluster.Kubeconfig,
+		"--host", "127.0.0.1", "--port", fmt.Sprint(port), "--cert-dir", certDir,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
+		"--agent-image", "ghcr.io/kvinject/kvinject:demo",
+		// The emulator is a custom cloud: its own Entra authority, a vault URL
+		// as the default vault, no instance discovery (that would call the
+		// public cloud) and a Key Vault challenge resource that does not match
+		// the vault's 127.0.0.1 host.
+		"--vault", d.vaultURL,
+		"--cloud", "Custom", "--authority-host", d.srv.AuthorityHost(), "--vault-suffix", "vault.kvinject.test",
+		"--disable-instance-discovery", "--disable-challenge-resource-verification",
+	}
+	d.webhook, err = startProcess(d.o.kvinject, args, filepath.Join(d.tmp, "webhook.log"))
+	if err != nil {
+		return err
+	}
+	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", health)
+	if err := d.poll(ctx, 60*time.Second, "webhook /readyz", func() error {
+		if d.webhook.exited() {
+			return fmt.Errorf("webhook exited:\n%s", d.webhook.log())
+		}
+		resp, err := http.Get(ready)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", ready, resp.Status)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.out.say("webhook: %s webhook on https://127.0.0.1:%d%s (serving certificate from a throw-away CA)", filepath.Base(d.o.kvinject), port, "/mutate-pods")
+	d.out.say("  defaults: --vault=%s --cloud=Custom --authority-host=%s", d.vaultURL, d.srv.AuthorityHost())
+
+	mwc, source, err := d.webhookConfiguration()
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d/mutate-pods", port)
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM}
+	}
+	// cert-manager's CA injector is not running; the caBundle is set directly.
+	delete(mwc.Annotations, "cert-manager.io/inject-ca-from")
+	if _, err := d.cluster.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create MutatingWebhookConfiguration %s: %w", mwc.Name, err)
+	}
+	d.out.say("registered MutatingWebhookConfiguration %q from %s: matchConditions, failurePolicy and", mwc.Name, source)
+	d.out.say("  namespaceSelector as shipped; clientConfig.service → %s with the CA as caBundle", url)
+
+	// The API server picks the configuration up asynchronously: wait until a
+	// dry-run pod that asks for injection is answered by the webhook (it denies
+	// it, as the pod's ServiceAccount does not exist).
+	return d.poll(ctx, 60*time.Second, "the API server to call the webhook", func() error {
+		_, err := d.cluster.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "true", "kvinject.io/secret-x": "x"}},
+			Spec:       corev1.PodSpec{ServiceAccountName: "no-such-account", Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil && strings.Contains(err.Error(), "kvinject:") {
+			return nil
+		}
+		if err == nil {
+			return fmt.Errorf("dry-run pod admitted without the webhook")
+		}
+		return err
+	})
+}
+
+// webhookConfiguration is the MutatingWebhookConfiguration as `kubectl
+// kustomize manifests/` renders it (manifests/webhook.yaml without kubectl).
+func (d *demo) webhookConfiguration() (*admissionregistrationv1.MutatingWebhookConfiguration, string, error) {
+	var rendered []byte
+	source := "kubectl kustomize manifests/"
+	if d.kubectl != "" {
+		out, err := exec.Command(d.kubectl, "kustomize", "manifests").Output()
+		if err != nil {
+			return nil, "", fmt.Errorf("kubectl kustomize manifests: %w", err)
+		}
+		rendered = out
+	} else {
+		source = "manifests/webhook.yaml"
+		b, err := os.ReadFile("manifests/webhook.yaml")
+		if err != nil {
+			return nil, "", err
+		}
+		rendered = b
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	found, err := findObject(rendered, "MutatingWebhookConfiguration", &mwc)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", source, err)
+	}
+	if !found {
+		return nil, "", fmt.Errorf("%s has no MutatingWebhookConfiguration", source)
+	}
+	return &mwc, source, nil
+}
+
+func (d *demo) poll(ctx context.Context, timeout time.Duration, what string, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// appContainer is the pod's first regular container.
+func appContainer(p *corev1.Pod) *corev1.Container { return &p.Spec.Containers[0] }
+
+// mountPath is where c mounts the secrets volume.
+func mountPath(c *corev1.Container) string {
+	for _, m := range c.VolumeMounts {
+		if m.Name == "kvinject-secrets" {
+			return m.MountPath
+		}
+	}
+	return "/mnt/secrets"
+}
+
+// listSecrets lists dir like ls -l (the snapshot scheme included), then each
+// file's mode, size and a readable summary of its content.
+func listSecrets(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	var files []string
+	for _, e := range entries {
+		fi, err := os.Lstat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		// Go writes a symlink's type as L; ls writes l.
+		line := fmt.Sprintf("%s  %s", strings.Replace(fi.Mode().String(), "L", "l", 1), e.Name())
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			line += " -> " + target
+			if !strings.HasPrefix(e.Name(), "..") {
+				files = append(files, e.Name())
+			}
+		}
+		fmt.Fprintln(&b, line)
+	}
+	fmt.Fprintln(&b)
+	for _, name := range files {
+		path := filepath.Join(dir, name)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "", err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s  %5d  %s:%s\n", fi.Mode().Perm(), fi.Size(), name, summarize(data))
+	}
+	return strings.TrimRight(b.String(), "\n"), nil
+}
+
+// summarize shows a file's content in one or a few lines: text as is, PEM as
+// its blocks (and a certificate chain by subjects).
+func summarize(data []byte) string {
+	if !bytes.Contains(data, []byte("-----BEGIN ")) {
+		s := strings.TrimRight(string(data), "\n")
+		if strings.Contains(s, "\n") {
+			return "\n        " + strings.ReplaceAll(s, "\n", "\n        ")
+		}
+		return fmt.Sprintf(" %q", s)
+	}
+	var parts []string
+	for rest := data; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				parts = append(parts, "CERTIFICATE "+c.Subject.CommonName)
+				continue
+			}
+		}
+		parts = append(parts, blk.Type)
+	}
+	return " PEM: " + strings.Join(parts, ", ")
+}
+
+// agentLog renders the agent's JSON log lines from offset on, one short line each.
+func agentLog(logs string, offset int) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(logs[offset:]), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil {
+			if l != "" {
+				out = append(out, l)
+			}
+			continue
+		}
+		line := fmt.Sprint(m["level"], " ", m["msg"])
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			if k != "time" && k != "level" && k != "msg" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			line += fmt.Sprintf(" %s=%v", k, m[k])
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}
+
+// describeState is container name's header and its State … Restart Count
+// lines (state, reason, the whole message, exit code, times, readiness) from
+// kubectl describe pod output.
+func describeState(describe, name string) string {
+	var out []string
+	header, in := false, false
+	for _, l := range strings.Split(describe, "\n") {
+		t := strings.TrimSpace(l)
+		switch {
+		case !header && t == name+":":
+			header = true
+			out = append(out, l)
+		case header && !in && strings.HasPrefix(t, "State:"):
+			in = true
+			out = append(out, l)
+		case in && strings.HasPrefix(t, "Restart Count:"):
+			return strings.Join(append(out, l), "\n")
+		case in:
+			out = append(out, l)
+		}
+	}
+	return describe
+}
