@@ -313,13 +313,17 @@ func (a *agent) runSidecar(ctx context.Context) error {
 }
 
 // idle prepares a sidecar for the wait until the next cycle: it closes the
-// connections and hands the garbage of the fetch (TLS, JSON, certificate
-// parsing) back to the OS now rather than whenever the scavenger gets to it.
+// connections, hands the garbage of the fetch (TLS, JSON, certificate
+// parsing) back to the OS now rather than whenever the scavenger gets to it,
+// and lets the kernel reclaim the executable's pages (see releaseCode).
 func (a *agent) idle() {
 	if a.kv != nil {
 		a.kv.CloseIdleConnections()
 	}
 	debug.FreeOSMemory()
+	if err := releaseCode(); err != nil {
+		a.log.Debug("release code pages", "error", err.Error())
+	}
 }
 
 // jitter spreads d by ±10%.
