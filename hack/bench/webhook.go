@@ -50,6 +50,10 @@ type serverResults struct {
 	IdleRSSMiB float64 `json:"idleRssMiB"`
 	RSSMiB     float64 `json:"rssAfterLoadMiB"`
 	HWMMiB     float64 `json:"peakRssMiB"`
+	// AnonMiB is private memory; FileMiB the executable's resident pages
+	// (clean, shared by every process of the same image on a node).
+	AnonMiB float64 `json:"anonMiB"`
+	FileMiB float64 `json:"fileMiB"`
 }
 
 type webhookResults struct {
@@ -164,7 +168,7 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		if err != nil {
 			return nil, err
 		}
-		s.r.RSSMiB, s.r.HWMMiB = mib(m.RSS), mib(m.HWM)
+		s.r.RSSMiB, s.r.HWMMiB, s.r.AnonMiB, s.r.FileMiB = mib(m.RSS), mib(m.HWM), mib(m.Anon), mib(m.File)
 	}
 	return res, nil
 }
