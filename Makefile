@@ -49,7 +49,13 @@ controlplane:
 # End-to-end tests on that control plane; they fail (not skip) without it.
 e2e:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m ./e2e/...
+	KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m ./e2e/... ./hack/demo
+
+# The whole product live on loopback (hack/demo): control plane (built on the
+# first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control
+# plane running with a kubeconfig until Ctrl-C.
+demo: build
+	$(GO) run ./hack/demo --kvinject $(BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
 
 test: vet unit e2e
 

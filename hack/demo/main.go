@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -110,17 +109,17 @@ func (d *demo) run(ctx context.Context) error {
 }
 
 func (d *demo) keep(ctx context.Context) {
-	d.out.step(0, "--keep: the control plane stays up",
-		"so you can look around with kubectl; the webhook and the emulator keep running too (the agent is stopped).")
+	d.out.step(0, "--keep: everything stays up until Ctrl-C",
+		"The control plane, the webhook, the emulator and the web pod's agent keep running, so you can look around with kubectl and watch the files refresh.")
 	d.out.say("export KUBECONFIG=%s", d.cluster.Kubeconfig)
 	d.out.say("kubectl get deploy,rs,pods -n shop")
 	d.out.say("kubectl describe pod report -n shop")
 	d.out.say("kubectl get mutatingwebhookconfiguration kvinject -o yaml")
-	d.out.say("Press Ctrl-C to stop everything.")
-	if d.runner != nil {
-		_ = d.runner.Stop(context.Background())
+	if app := appContainer(d.runner.Pod); app != nil {
+		if dir, err := d.runner.HostPath(app.Name, mountPath(app)); err == nil {
+			d.out.say("ls -l %s    # %s of pod %s", dir, mountPath(app), d.runner.Pod.Name)
+		}
 	}
+	d.out.say("Press Ctrl-C to stop everything.")
 	<-ctx.Done()
 }
-
-var errNoPod = errors.New("no pod")

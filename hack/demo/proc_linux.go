@@ -5,9 +5,10 @@ import (
 	"syscall"
 )
 
-// procAttr makes the kernel kill the child if the demo dies without cleaning up.
+// procAttr keeps a terminal's Ctrl-C from reaching the child directly (the demo
+// stops it in order) and has the kernel kill it if the demo dies first.
 func procAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
 func terminate(p *os.Process) error { return p.Signal(syscall.SIGTERM) }

@@ -215,6 +215,10 @@ func (d *demo) step3(ctx context.Context) error {
 		}
 	}
 	d.out.say("%s (native sidecar): started, startup probe `kvinject agent probe` passed after %s", agentName, since(t))
+	// Report it in the pod status as kubelet would, for kubectl get pods.
+	if err := p.UpdateStatus(ctx); err != nil {
+		return err
+	}
 	d.out.say("agent log:")
 	d.out.block(agentLog(agent.Logs(), 0))
 	app := appContainer(p.Pod)
@@ -436,7 +440,7 @@ func (d *demo) waitForPod(ctx context.Context) (*corev1.Pod, error) {
 			for _, e := range events.Items {
 				msgs = append(msgs, e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+": "+e.Message)
 			}
-			return nil, fmt.Errorf("%w: no pod of Deployment web after 90s; events:\n%s\nkube-controller-manager log:\n%s", errNoPod, strings.Join(msgs, "\n"), tailString(d.cluster.ControllerManagerLog(), 4000))
+			return nil, fmt.Errorf("no pod of Deployment web after 90s; events:\n%s\nkube-controller-manager log:\n%s", strings.Join(msgs, "\n"), tailString(d.cluster.ControllerManagerLog(), 4000))
 		}
 		if err := sleep(ctx, 200*time.Millisecond); err != nil {
 			return nil, err
