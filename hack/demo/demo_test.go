@@ -84,6 +84,36 @@ func TestDemo(t *testing.T) {
 		noChildren(t)
 	})
 
+	// Without kubectl the demo applies the example with the client and
+	// reads the webhook configuration from manifests/webhook.yaml.
+	t.Run("without kubectl", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+		defer cancel()
+		cmd := command(ctx)
+		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("demo: %v\n%s", err, out)
+		}
+		for _, want := range []string{
+			"registered MutatingWebhookConfiguration \"kvinject\" from manifests/webhook.yaml",
+			"Deployment/web created",
+			"+    kvinject.io/status: injected",
+			`"correct-horse-battery-staple" → "staple-battery-horse-correct"`,
+			"kubectl is not installed",
+			"HTTP 403 ForbiddenByRbac",
+			"no process left behind",
+		} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("demo output lacks %q", want)
+			}
+		}
+		if t.Failed() {
+			t.Logf("demo output:\n%s", out)
+		}
+		noChildren(t)
+	})
+
 	t.Run("interrupted", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 		defer cancel()

@@ -135,7 +135,11 @@ func (d *demo) step2(ctx context.Context) error {
 	d.out.say("Entra ID: app %s trusts issuer %s for subject %s", clientID, d.cluster.Issuer, subject)
 	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Crypto User on signing-key (not on payments-api-key)")
 
-	if _, err := d.cluster.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+	// Enforcing Pod Security "restricted" shows that the injected pod (agent
+	// included) passes the strictest built-in policy.
+	if _, err := d.cluster.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: namespace, Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
+	}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace %s: %w", namespace, err)
 	}
 	example, err := os.ReadFile(exampleFile)
@@ -149,6 +153,7 @@ func (d *demo) step2(ctx context.Context) error {
 	refresh := "kvinject.io/refresh: " + d.o.refresh.String()
 	example = bytes.Replace(example, []byte(asked), []byte(refresh), 1)
 	d.out.say("$ kubectl create namespace %s", namespace)
+	d.out.say("$ kubectl label namespace %s pod-security.kubernetes.io/enforce=restricted    # injected pods must pass it", namespace)
 	d.out.say("$ kubectl apply -f %s    # with %q instead of 30s, so step 4 is quick", exampleFile, refresh)
 	if err := d.apply(ctx, example); err != nil {
 		return err
@@ -292,7 +297,15 @@ func (d *demo) step5(ctx context.Context) error {
 		Spec: corev1.PodSpec{
 			ServiceAccountName: saName,
 			RestartPolicy:      corev1.RestartPolicyNever,
-			Containers:         []corev1.Container{{Name: "report", Image: "registry.example/shop/report:1.4"}},
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{Name: "report", Image: "registry.example/shop/report:1.4",
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				}}},
 		},
 	}
 	d.out.say("$ kubectl run report ...   # annotations kvinject.io/inject: \"true\", kvinject.io/secret-payments-api-key: payments-api-key")
@@ -320,8 +333,17 @@ func (d *demo) step5(ctx context.Context) error {
 	agent := p.Failed()
 	d.out.say("%s exited with code %d", agent.Name, agent.ExitCode())
 	if d.kubectl == "" {
-		d.out.say("(kubectl not found; the pod status says:)")
-		d.out.block(fmt.Sprintf("State: Terminated\nReason: Error\nMessage: %s\nExit Code: %d", agent.TerminationMessage(), agent.ExitCode()))
+		got, err := d.cluster.Kube.CoreV1().Pods(namespace).Get(ctx, failingPod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.out.say("(kubectl is not installed; the pod status that kubectl describe pod shows:)")
+		for _, s := range got.Status.InitContainerStatuses {
+			if t := s.State.Terminated; t != nil {
+				d.out.block(fmt.Sprintf("%s:\n  State:      Terminated\n    Reason:   %s\n    Message:  %s\n    Exit Code:    %d",
+					s.Name, t.Reason, strings.ReplaceAll(t.Message, "\n", "\n  "), t.ExitCode))
+			}
+		}
 		return nil
 	}
 	out, err := d.kubectlRun(ctx, nil, "get", "pod", failingPod, "-n", namespace)
@@ -581,6 +603,8 @@ func (d *demo) poll(ctx context.Context, timeout time.Duration, what string, f f
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func sleep(ctx context.Context, d time.Duration) error {
 	select {
