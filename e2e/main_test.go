@@ -39,6 +39,7 @@ func run(m *testing.M) int {
 	}
 	shared = c
 	defer func() {
+		stopStack()
 		if err := c.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stop control plane: %v\n", err)
 		}
