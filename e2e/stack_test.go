@@ -370,8 +370,8 @@ type auditLog struct {
 }
 
 func (a *auditLog) Enabled(context.Context, slog.Level) bool { return true }
-func (a *auditLog) WithAttrs([]slog.Attr) slog.Handler        { return a }
-func (a *auditLog) WithGroup(string) slog.Handler             { return a }
+func (a *auditLog) WithAttrs([]slog.Attr) slog.Handler       { return a }
+func (a *auditLog) WithGroup(string) slog.Handler            { return a }
 
 func (a *auditLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "admission review" {
