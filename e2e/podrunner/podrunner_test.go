@@ -1,11 +1,13 @@
 package podrunner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,6 +153,15 @@ func TestPodRunner(t *testing.T) {
 		if !agent.Sidecar || !agent.Ready() || agent.Exited() {
 			t.Fatalf("agent sidecar=%v ready=%v exited=%v, want a running, started sidecar", agent.Sidecar, agent.Ready(), agent.Exited())
 		}
+		// The metrics listener moved to its own loopback port.
+		resp, err := http.Get("http://" + agent.MetricsAddr + "/metrics")
+		if err != nil {
+			t.Fatalf("agent metrics at %q: %v", agent.MetricsAddr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("agent metrics: %s", resp.Status)
+		}
 		if app := p.Container("app"); app == nil || !app.Skipped {
 			t.Fatalf("app container %+v, want skipped (no binary)", app)
 		}
@@ -218,6 +229,52 @@ func TestPodRunner(t *testing.T) {
 		}
 		if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
 			t.Errorf("scratch dir %s left behind: %v", p.Dir, err)
+		}
+	})
+
+	// The token is replaced before it expires, as kubelet does (here after
+	// 1s instead of 80% of an hour), and stays bound to the pod.
+	t.Run("token refresh", func(t *testing.T) {
+		restore := podrunner.SetRefreshAfter(func(time.Duration) time.Duration { return time.Second })
+		defer restore()
+		ns := namespace(t, e.c)
+		if _, err := e.srv.SetSecret("shop-kv", "api-token", "t", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.srv.Grant("shop-kv", clientID, fakeazure.RoleSecretsUser, "api-token"); err != nil {
+			t.Fatal(err)
+		}
+		name := e.createInjected(t, ns, "worker", map[string]string{
+			"kvinject.io/secret-api-token": "api-token",
+			"kvinject.io/refresh":          "1h",
+		})
+		p := e.start(t, ns, name)
+		if p.Phase() != corev1.PodRunning {
+			t.Fatalf("phase %s, want Running", p.Phase())
+		}
+		path := tokenEnvPath(t, p.Container("kvinject-agent"))
+		first, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err) // replaced by rename: never missing
+			}
+			if !bytes.Equal(b, first) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("token file was not refreshed")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		claims := jwtClaims(t, path)
+		k8s, _ := claims["kubernetes.io"].(map[string]any)
+		if pod, _ := k8s["pod"].(map[string]any); pod["uid"] != string(p.Pod.UID) {
+			t.Errorf("refreshed token bound to %v, want pod %s", k8s["pod"], p.Pod.UID)
 		}
 	})
 

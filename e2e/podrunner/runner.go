@@ -51,6 +51,8 @@ type Pod struct {
 	wg      sync.WaitGroup     // token refreshers
 	volumes map[string]string  // volume name → host directory
 
+	refreshAfter func(ttl time.Duration) time.Duration
+
 	mu         sync.Mutex
 	init       []*Container
 	containers []*Container
@@ -77,7 +79,7 @@ func Start(ctx context.Context, o Options, namespace, name string) (*Pod, error)
 	if err != nil {
 		return nil, fmt.Errorf("podrunner: read pod %s/%s: %w", namespace, name, err)
 	}
-	p := &Pod{Pod: pod, Dir: o.Dir, o: o, log: o.Logger.With("pod", namespace+"/"+name), volumes: map[string]string{}, phase: corev1.PodPending}
+	p := &Pod{Pod: pod, Dir: o.Dir, o: o, log: o.Logger.With("pod", namespace+"/"+name), volumes: map[string]string{}, phase: corev1.PodPending, refreshAfter: refreshAfter}
 	if p.Dir == "" {
 		if p.Dir, err = os.MkdirTemp("", "podrunner-"+name+"-"); err != nil {
 			return nil, fmt.Errorf("podrunner: scratch dir: %w", err)

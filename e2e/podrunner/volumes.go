@@ -124,13 +124,16 @@ func (p *Pod) writeToken(ctx context.Context, t *corev1.ServiceAccountTokenProje
 	return tr.Status.ExpirationTimestamp.Time, nil
 }
 
-// refreshToken rewrites the token when 80% of its lifetime has passed, as
-// kubelet's token manager does, until ctx ends.
+// refreshAfter is when kubelet's token manager replaces a token: after 80% of
+// its lifetime. Tests shorten it.
+var refreshAfter = func(ttl time.Duration) time.Duration { return ttl * 8 / 10 }
+
+// refreshToken rewrites the token when refreshAfter has passed, until ctx ends.
 func (p *Pod) refreshToken(ctx context.Context, t *corev1.ServiceAccountTokenProjection, path string, mode os.FileMode, exp time.Time) {
 	defer p.wg.Done()
 	issued := time.Now()
 	for {
-		wait := time.Until(issued.Add(exp.Sub(issued) * 8 / 10))
+		wait := time.Until(issued.Add(p.refreshAfter(exp.Sub(issued))))
 		if wait < time.Second {
 			wait = time.Second
 		}

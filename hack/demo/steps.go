@@ -67,7 +67,23 @@ func (d *demo) step1(ctx context.Context) error {
 		d.out.say("control plane binaries: hack/controlplane.sh %s (first run builds them from the Go module proxy: several minutes; later runs: seconds)", d.o.k8sVersion)
 		cmd := exec.CommandContext(ctx, "hack/controlplane.sh", d.o.k8sVersion)
 		cmd.Stderr = &prefixWriter{p: d.out}
+		// The script reports each stage; compiling is minutes of silence, so
+		// say that it is still going.
+		done := make(chan struct{})
+		go func(start time.Time) {
+			tick := time.NewTicker(30 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+					d.out.block(fmt.Sprintf("... still building (%s)", time.Since(start).Round(time.Second)))
+				}
+			}
+		}(time.Now())
 		b, err := cmd.Output()
+		close(done)
 		if err != nil {
 			return fmt.Errorf("hack/controlplane.sh %s (run the demo from the repository root): %w", d.o.k8sVersion, err)
 		}
