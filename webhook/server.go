@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,9 +18,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -55,6 +57,12 @@ type Options struct {
 // or with the error that kept it from getting there. After a nil error, done
 // receives the result of the shutdown once ctx is cancelled and in-flight
 // reviews have finished.
+//
+// The pieces are controller-runtime's (webhook server, cache, metrics server,
+// healthz), run here without its manager: the manager also links leader
+// election and event recording, and with them every typed client-go
+// clientset, informer and lister, into the one binary that every pod's agent
+// also runs.
 func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	if o.Config == nil {
 		return nil, errors.New("webhook: Options.Config is nil: need a kubeconfig or in-cluster config to watch ServiceAccounts")
@@ -63,91 +71,170 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		o.Logger = slog.Default()
 	}
 	logger := logr.FromSlogHandler(o.Logger.Handler())
-	// controller-runtime's components (the webhook server, certwatcher) log
-	// through its global logger.
+	// controller-runtime's components (the webhook server, certwatcher, cache)
+	// log through its global logger.
 	ctrllog.SetLogger(logger)
+	grace := o.GracefulShutdownTimeout
+	if grace == 0 {
+		grace = 15 * time.Second
+	}
 
+	cfg := rest.CopyConfig(o.Config)
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: API server client: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: API server REST mapper: %w", err)
+	}
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	saMeta := newServiceAccountMeta()
-	shutdown := o.GracefulShutdownTimeout
-	if shutdown == 0 {
-		shutdown = 15 * time.Second
+	saCache, err := cache.New(cfg, cache.Options{
+		HTTPClient: httpClient,
+		Scheme:     scheme,
+		Mapper:     mapper,
+		// The cache holds ServiceAccount metadata and nothing else: any other
+		// read fails instead of silently starting an informer that RBAC would
+		// refuse.
+		ReaderFailOnMissingInformer: true,
+		DefaultTransform:            cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			// The injector never modifies the ServiceAccount, so reviews read
+			// the cached object without a deep copy.
+			saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: serviceaccount cache: %w", err)
 	}
-	mux := http.NewServeMux()
-	server := newServer(o, mux)
+	informer, err := saCache.GetInformer(ctx, saMeta)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: serviceaccount informer: %w", err)
+	}
+	// Cache misses go to the API server directly.
+	live, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: scheme, Mapper: mapper})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: API server reader: %w", err)
+	}
+
 	metricsAddr := o.MetricsBindAddress
 	if metricsAddr == "" {
 		// controller-runtime would take "" to mean :8080 on every interface.
 		metricsAddr = "0"
 	}
-	mgr, err := manager.New(o.Config, manager.Options{
-		Scheme: scheme,
-		Logger: logger,
-		Cache: cache.Options{
-			// The cache holds ServiceAccount metadata and nothing else: any
-			// other read fails instead of silently starting an informer that
-			// RBAC would refuse.
-			ReaderFailOnMissingInformer: true,
-			DefaultTransform:            cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				// The injector never modifies the ServiceAccount, so reviews
-				// read the cached object without a deep copy.
-				saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
-			},
-		},
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress:  o.HealthProbeBindAddress,
-		WebhookServer:           server,
-		GracefulShutdownTimeout: &shutdown,
-	})
+	// nil when disabled. It serves controller-runtime's metrics.Registry,
+	// where the review metrics are registered.
+	metricsSrv, err := metricsserver.NewServer(metricsserver.Options{BindAddress: metricsAddr}, cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("webhook: create manager: %w", err)
+		return nil, fmt.Errorf("webhook: metrics server: %w", err)
 	}
-	informer, err := mgr.GetCache().GetInformer(ctx, saMeta)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: serviceaccount informer: %w", err)
-	}
+
+	mux := http.NewServeMux()
+	server := newServer(o, mux)
+	serverStarted := server.StartedChecker()
 	cacheSynced := func(*http.Request) error {
 		if !informer.HasSynced() {
 			return errors.New("serviceaccount cache not synced yet")
 		}
 		return nil
 	}
-	// GetWebhookServer also registers the server with the manager.
-	serverStarted := mgr.GetWebhookServer().StartedChecker()
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("serviceaccounts", cacheSynced); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("webhook", serverStarted); err != nil {
-		return nil, err
-	}
 	mux.Handle(Path, &Handler{
-		Defaults: o.Defaults,
-		ServiceAccounts: cachedServiceAccounts{
-			cache: mgr.GetCache(),
-			live:  mgr.GetAPIReader(),
-		},
-		Log: o.Logger,
+		Defaults:        o.Defaults,
+		ServiceAccounts: cachedServiceAccounts{cache: saCache, live: live},
+		Log:             o.Logger,
 	})
 
-	errc := make(chan error, 1)
-	go func() { errc <- mgr.Start(ctx) }()
+	var probes *http.Server
+	var probesListener net.Listener
+	if addr := o.HealthProbeBindAddress; addr != "" && addr != "0" {
+		// Bound here so that a taken port fails Start, before anything runs.
+		if probesListener, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("webhook: health probes: listen on %s: %w", addr, err)
+		}
+		probes = newProbeServer(
+			map[string]healthz.Checker{"ping": healthz.Ping},
+			map[string]healthz.Checker{"serviceaccounts": cacheSynced, "webhook": serverStarted},
+		)
+	}
+
+	// runCtx ends on shutdown or on the first component to fail. The servers
+	// stop then (the webhook server finishing in-flight reviews); the cache
+	// stops only after them, so that those reviews can still read it.
+	runCtx, stopRun := context.WithCancel(logr.NewContext(ctx, logger))
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(runCtx))
+	var (
+		servers, all sync.WaitGroup
+		mu           sync.Mutex
+		failure      error // the first component's error, under mu
+	)
+	run := func(ctx context.Context, name string, start func(context.Context) error) {
+		all.Add(1)
+		go func() {
+			defer all.Done()
+			if err := start(ctx); err != nil {
+				mu.Lock()
+				if failure == nil {
+					failure = fmt.Errorf("%s: %w", name, err)
+				}
+				mu.Unlock()
+				stopRun()
+			}
+		}()
+	}
+	serve := func(name string, start func(context.Context) error) {
+		servers.Add(1)
+		run(runCtx, name, func(ctx context.Context) error {
+			defer servers.Done()
+			return start(ctx)
+		})
+	}
+	serve("webhook server", server.Start)
+	if metricsSrv != nil {
+		serve("metrics server", metricsSrv.Start)
+	}
+	if probes != nil {
+		serve("health probes", func(ctx context.Context) error {
+			return serveUntilDone(ctx, probes, probesListener)
+		})
+	}
+	run(cacheCtx, "serviceaccount cache", saCache.Start)
+
+	result := make(chan error, 1)
+	go func() {
+		<-runCtx.Done()
+		stopRun()
+		stopped := make(chan struct{})
+		go func() {
+			servers.Wait()
+			stopCache()
+			all.Wait()
+			close(stopped)
+		}()
+		var timeout error
+		select {
+		case <-stopped:
+		case <-time.After(grace):
+			stopCache()
+			timeout = fmt.Errorf("webhook: shutdown did not finish within the grace period of %s", grace)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		result <- errors.Join(failure, timeout)
+	}()
 
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		if cacheSynced(nil) == nil && serverStarted(nil) == nil {
-			o.Logger.Info("webhook ready", "port", o.Port, "certDir", o.CertDir)
-			return errc, nil
-		}
+	for cacheSynced(nil) != nil || serverStarted(nil) != nil {
 		select {
-		case err := <-errc:
+		case <-runCtx.Done():
+			err := <-result
 			if err == nil {
 				err = ctx.Err()
 			}
@@ -155,6 +242,8 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		case <-tick.C:
 		}
 	}
+	o.Logger.Info("webhook ready", "port", o.Port, "certDir", o.CertDir)
+	return result, nil
 }
 
 // Run is Start followed by waiting for the shutdown.
@@ -184,4 +273,35 @@ func newServer(o Options, mux *http.ServeMux) crwebhook.Server {
 		WebhookMux: mux,
 		TLSOpts:    []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minVersion }},
 	})
+}
+
+// newProbeServer serves /healthz and /readyz (and /healthz/<check>,
+// /readyz/<check> for one check), as controller-runtime's manager does.
+func newProbeServer(live, ready map[string]healthz.Checker) *http.Server {
+	mux := http.NewServeMux()
+	for path, checks := range map[string]map[string]healthz.Checker{"/healthz": live, "/readyz": ready} {
+		h := http.StripPrefix(path, &healthz.Handler{Checks: checks})
+		mux.Handle(path, h)
+		mux.Handle(path+"/", h)
+	}
+	return &http.Server{
+		Handler:           mux,
+		MaxHeaderBytes:    1 << 20,
+		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: 32 * time.Second,
+	}
+}
+
+// serveUntilDone serves on l until ctx is done, then lets open requests
+// finish; Start bounds the whole shutdown by the grace period.
+func serveUntilDone(ctx context.Context, srv *http.Server, l net.Listener) error {
+	shutdown := make(chan error, 1)
+	go func() {
+		<-ctx.Done()
+		shutdown <- srv.Shutdown(context.WithoutCancel(ctx))
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return <-shutdown
 }
