@@ -20,6 +20,18 @@
 //  3. starts the regular containers whose command maps to a local binary and
 //     reports the others as not run (the runner has no images).
 //
+// Use (after the webhook injected pod ns/name):
+//
+//	bin, _ := podrunner.Build(ctx, t.TempDir())
+//	p, err := podrunner.Start(ctx, podrunner.Options{Kube: c.Kube,
+//		Commands: map[string]string{"/kvinject": bin}, CAFile: caFile}, ns, name)
+//	defer p.Stop(context.Background())
+//	if p.Phase() == corev1.PodFailed {
+//		msg := p.Failed().TerminationMessage() // what kubectl describe pod shows
+//	}
+//	dir, _ := p.HostPath("app", "/mnt/secrets") // the files as container app sees them
+//	p.UpdateStatus(ctx)                          // container states into the pod's status
+//
 // # Processes instead of containers
 //
 // A container runs as a child process: Options.Commands maps the container's
