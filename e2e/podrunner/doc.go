@@ -7,7 +7,7 @@
 //
 //  1. lays out the pod's volumes as directories under a scratch root:
 //     emptyDir → an empty directory (mode 0777, as kubelet creates it; not a
-//     tmpfs, and no fsGroup ownership: the runner is not root);
+//     tmpfs, and its group is not changed to the pod's fsGroup);
 //     projected → a directory holding each serviceAccountToken source's token at
 //     its path (TokenRequest for the pod's ServiceAccount, bound to the pod's
 //     name and UID, with exactly the source's audience and expirationSeconds),
