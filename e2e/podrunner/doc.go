@@ -41,7 +41,8 @@
 // metadata.name, metadata.namespace, metadata.uid, spec.serviceAccountName) plus
 // HOSTNAME (the pod name, as kubelet sets it). Nothing of the caller's
 // environment is inherited. $(VAR) references are not expanded (the injector
-// writes none).
+// writes none). Processes run as the caller's user: securityContext
+// (runAsUser, capabilities, read-only root) is not applied.
 //
 // Without mount namespaces a process sees the host's file system, so paths that
 // name a volumeMount must be rewritten to the host directory behind it. These
