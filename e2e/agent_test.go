@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/e2e/podrunner"
@@ -174,15 +175,15 @@ func TestAgentRotation(t *testing.T) {
 	s.setSecret(t, "rotation-api-key", "second")
 	// The deadline only keeps a broken agent from hanging the test; the
 	// assertion is on the agent's own cycles below.
-	deadline := time.Now().Add(10*interval + 30*time.Second)
-	for {
-		if b, _ := os.ReadFile(path); string(b) == "second" {
-			break
+	err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 10*interval+30*time.Second, true, func(context.Context) (bool, error) {
+		if agent.Exited() {
+			return false, fmt.Errorf("agent exited")
 		}
-		if time.Now().After(deadline) || agent.Exited() {
-			t.Fatalf("rotation did not reach api-key\n%s", agentReport(p))
-		}
-		time.Sleep(20 * time.Millisecond)
+		b, _ := os.ReadFile(path)
+		return string(b) == "second", nil
+	})
+	if err != nil {
+		t.Fatalf("rotation did not reach api-key: %v\n%s", err, agentReport(p))
 	}
 	// At most two GETs since the rotation: one that may have been in flight
 	// with the old value, and the one that brought the new one. Any more
