@@ -41,6 +41,7 @@ import (
 	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/render"
 	"github.com/kvinject/kvinject/agent/snapshot"
+	"github.com/kvinject/kvinject/internal/codepages"
 )
 
 // Mode is how the agent runs.
@@ -315,13 +316,13 @@ func (a *agent) runSidecar(ctx context.Context) error {
 // idle prepares a sidecar for the wait until the next cycle: it closes the
 // connections, hands the garbage of the fetch (TLS, JSON, certificate
 // parsing) back to the OS now rather than whenever the scavenger gets to it,
-// and lets the kernel reclaim the executable's pages (see releaseCode).
+// and lets the kernel reclaim the executable's pages (package codepages).
 func (a *agent) idle() {
 	if a.kv != nil {
 		a.kv.CloseIdleConnections()
 	}
 	debug.FreeOSMemory()
-	if err := releaseCode(); err != nil {
+	if err := codepages.Release(); err != nil {
 		a.log.Debug("release code pages", "error", err.Error())
 	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package agent
+package codepages
 
 import (
 	"bufio"
@@ -11,15 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// releaseCode asks the kernel to reclaim the resident pages of the
-// executable's read-only mappings (code and read-only data, MADV_PAGEOUT).
-// The binary also carries the webhook (client-go, controller-runtime), and
-// Go runs every package's init at start, so a fresh agent has most of its
-// 40 MiB executable resident although an idle sidecar touches almost none
-// of it. The pages are clean and file-backed: whatever the next cycle needs
-// is faulted back in from the page cache. Best effort: kernels before 5.4
-// (no MADV_PAGEOUT) and sandboxes that refuse it leave things as they were.
-func releaseCode() error {
+// Release asks the kernel to reclaim the resident pages of the executable's
+// read-only mappings (code and read-only data) with MADV_PAGEOUT. The pages
+// are clean and file-backed: whatever the process touches next is faulted
+// back in from the page cache. Kernels before 5.4 (no MADV_PAGEOUT) and
+// sandboxes that refuse it return an error and leave things as they were.
+func Release() error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err

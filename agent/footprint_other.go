@@ -1,6 +1,0 @@
-//go:build !linux
-
-package agent
-
-// releaseCode is a no-op off Linux.
-func releaseCode() error { return nil }
