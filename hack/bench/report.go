@@ -44,6 +44,7 @@ func (r *results) markdown() string {
 			{fmt.Sprintf("webhook p50 at %.0f reviews/s, ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.P50 }},
 			{fmt.Sprintf("webhook p99 at %.0f reviews/s, ms", w.Rate), "≤ 1 ms", "%.2f", func(s serverRun) float64 { return s.Rate.P99 }},
 			{fmt.Sprintf("webhook p99.9 at %.0f reviews/s, ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.P999 }},
+			{fmt.Sprintf("load generator's timer lateness at %.0f reviews/s (not in the latencies), p99 ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.SchedLagP99 }},
 			{fmt.Sprintf("webhook CPU at %.0f reviews/s, %% of one core", w.Rate), "–", "%.1f", func(s serverRun) float64 { return s.RateCPU }},
 			{"webhook CPU per review at saturation, µs", "–", "%.0f", func(s serverRun) float64 { return s.SatCPUPerReview }},
 		} {

@@ -32,6 +32,8 @@ type loadResult struct {
 	P99        float64 `json:"p99Ms"`
 	P999       float64 `json:"p999Ms"`
 	Max        float64 `json:"maxMs"`
+	// SchedLagP99 is the load generator's own timer lateness at a fixed rate.
+	SchedLagP99 float64 `json:"schedLagP99Ms"`
 }
 
 // serverRun is one repetition against one server.

@@ -5,9 +5,11 @@
 //
 //   - fixed rate (-rate > 0): an open loop. Request i is due at
 //     start + i/rate whether or not earlier ones were answered, and its
-//     latency runs from that due time, not from when a free connection
-//     picked it up, so a stalled server is charged for the queue it causes
-//     (no coordinated omission).
+//     latency runs from when the scheduler released it (its due time, plus
+//     however late the scheduler's own timer fired), not from when a free
+//     connection picked it up, so a stalled server is charged for the queue
+//     it causes (no coordinated omission). The scheduler's own lateness is
+//     reported apart (schedLagP99Ms).
 //   - saturation (-rate 0): -conns connections each send the next request as
 //     soon as the previous one is answered; the figure is the throughput.
 //
@@ -49,6 +51,9 @@ type Result struct {
 	P99        float64 `json:"p99Ms"`
 	P999       float64 `json:"p999Ms"`
 	Max        float64 `json:"maxMs"`
+	// SchedLagP99 is how late the fixed-rate scheduler released requests
+	// (timer wake-up on a busy machine), not counted in the latencies.
+	SchedLagP99 float64 `json:"schedLagP99Ms,omitempty"`
 }
 
 func main() {
@@ -112,7 +117,12 @@ func run(target, bodyFile, caFile, expect string, rate float64, conns int, durat
 	var elapsed time.Duration
 	if rate > 0 {
 		res.Mode, res.TargetRate = "rate", rate
-		lat, elapsed = l.fixedRate(ctx, rate, conns, warmup, duration, maxReq)
+		var lag []time.Duration
+		lat, lag, elapsed = l.fixedRate(ctx, rate, conns, warmup, duration, maxReq)
+		if len(lag) > 0 {
+			slices.Sort(lag)
+			res.SchedLagP99 = ms(quantile(lag, .99))
+		}
 	} else {
 		res.Mode = "saturation"
 		lat, elapsed = l.saturate(ctx, conns, warmup, duration, maxReq)
@@ -193,23 +203,25 @@ func (l *loader) fail(err error) bool {
 	return false
 }
 
-// fixedRate runs the open loop. The scheduler hands out due times; a worker
-// that is late to pick one up still measures from the due time.
-func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmup, duration time.Duration, maxReq int) ([]time.Duration, time.Duration) {
+// fixedRate runs the open loop. The scheduler releases each request at its
+// due time; a worker that is late to pick one up still measures from the
+// release, so queueing behind a slow server counts.
+func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmup, duration time.Duration, maxReq int) (lat, lag []time.Duration, elapsed time.Duration) {
 	total := int(math.Ceil(rate * (warmup + duration).Seconds()))
-	due := make(chan time.Time, min(total, 1<<20))
+	released := make(chan time.Time, min(total, 1<<20))
 	measureFrom := time.Now().Add(warmup)
+	capacity := min(int(rate*duration.Seconds())+1, maxReq)
+	lat, lag = make([]time.Duration, 0, capacity), make([]time.Duration, 0, capacity)
 	var (
-		mu  sync.Mutex
-		lat = make([]time.Duration, 0, min(int(rate*duration.Seconds())+1, maxReq))
-		wg  sync.WaitGroup
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var buf bytes.Buffer
-			for t := range due {
+			for t := range released {
 				ok := l.do(ctx, &buf)
 				d := time.Since(t)
 				if ok && !t.Before(measureFrom) {
@@ -224,25 +236,34 @@ func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmu
 	}
 	start := time.Now()
 	interval := time.Duration(float64(time.Second) / rate)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 schedule:
 	for i := range total {
-		t := start.Add(time.Duration(i) * interval)
-		if d := time.Until(t); d > 0 {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
 			select {
-			case <-time.After(d):
+			case <-timer.C:
 			case <-ctx.Done():
 				break schedule
 			}
 		}
+		now := time.Now()
+		if !due.Before(measureFrom) {
+			mu.Lock()
+			lag = append(lag, now.Sub(due))
+			mu.Unlock()
+		}
 		select {
-		case due <- t:
+		case released <- now:
 		case <-ctx.Done():
 			break schedule
 		}
 	}
-	close(due)
+	close(released)
 	wg.Wait()
-	return lat, duration
+	return lat, lag, duration
 }
 
 // saturate runs closed loops on every connection until the time or the
