@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/agent/config"
@@ -236,6 +239,46 @@ func TestWebhookDeniesInvalid(t *testing.T) {
 		!strings.Contains(err.Error(), "kvinject.io/refresh") {
 		t.Errorf("pod with refresh=soon: error %v, want forbidden by pods.kvinject.io naming kvinject.io/refresh", err)
 	}
+}
+
+// The injector's warnings reach the user with the admitted pod, as kubectl
+// prints them.
+func TestWebhookWarns(t *testing.T) {
+	t.Parallel()
+	s := testStack(t)
+	ns := testNamespace(t, s.c, nil)
+	createServiceAccount(t, s, ns, "web", "00000000-0000-0000-0000-00000000d0a7")
+	var warnings warningRecorder
+	cfg := rest.CopyConfig(s.c.Config)
+	cfg.WarningHandler = &warnings
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := kube.CoreV1().Pods(ns).Create(t.Context(), appPod("web", "web", map[string]string{
+		"kvinject.io/secret-db-password": "db-password",
+		"kvinject.io/refresh":            "2s",
+	}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	injectedAgent(t, created)
+	warnings.mu.Lock()
+	defer warnings.mu.Unlock()
+	if !slices.ContainsFunc(warnings.texts, func(w string) bool { return strings.HasPrefix(w, "kvinject.io/refresh: 2s is shorter than 30s") }) {
+		t.Errorf("warnings %q, want one about kvinject.io/refresh 2s being shorter than 30s", warnings.texts)
+	}
+}
+
+type warningRecorder struct {
+	mu    sync.Mutex
+	texts []string
+}
+
+func (w *warningRecorder) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	w.texts = append(w.texts, text)
+	w.mu.Unlock()
 }
 
 // A namespace that enforces the restricted Pod Security Standard admits an
