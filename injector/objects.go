@@ -73,7 +73,7 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 		field = fmt.Sprintf("%s (%s)", field, o.ObjectName)
 	}
 	before := len(p.problems)
-	if !objectNameRE.MatchString(o.ObjectName) {
+	if !isObjectName(o.ObjectName) {
 		p.problems.add(field, "objectName %q is not a valid object name (1-127 letters, digits and '-')", o.ObjectName)
 	}
 	var kind config.Kind
@@ -92,7 +92,7 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	if version == "latest" {
 		version = ""
 	}
-	if version != "" && !versionRE.MatchString(version) {
+	if version != "" && !isVersion(version) {
 		p.problems.add(field, "objectVersion %q is not a valid version (letters and digits)", version)
 	}
 	if o.ObjectVersionHistory > 1 {

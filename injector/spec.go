@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -74,14 +73,73 @@ type spec struct {
 	metricsAddr string
 }
 
-var (
-	guidRE       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	tenantRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
-	vaultNameRE  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$`)
-	objectNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
-	versionRE    = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
-	fileNameRE   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,253}$`)
-)
+// Name rules are small functions rather than regular expressions: counted
+// repeats such as {1,253} compile into large programs at start-up, and every
+// injected pod's agent runs this binary.
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// each reports whether s has min to max bytes and ok accepts every one.
+func each(s string, min, max int, ok func(byte) bool) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isGUID accepts 8-4-4-4-12 hex digits.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if s[i] != '-' {
+				return false
+			}
+		} else if !isHex(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isTenant accepts a GUID or a domain: alphanumerics, dots and hyphens,
+// starting with an alphanumeric.
+func isTenant(s string) bool {
+	return s != "" && isAlnum(s[0]) && each(s, 1, len(s), func(c byte) bool { return isAlnum(c) || c == '.' || c == '-' })
+}
+
+// isVaultName follows Azure's vault name rule: 3-24 alphanumerics and hyphens,
+// starting with a letter and ending with an alphanumeric.
+func isVaultName(s string) bool {
+	return each(s, 3, 24, func(c byte) bool { return isAlnum(c) || c == '-' }) &&
+		!('0' <= s[0] && s[0] <= '9') && s[0] != '-' && s[len(s)-1] != '-'
+}
+
+// isObjectName: Key Vault object names are 1-127 alphanumerics and hyphens.
+func isObjectName(s string) bool {
+	return each(s, 1, 127, func(c byte) bool { return isAlnum(c) || c == '-' })
+}
+
+// isVersion: object versions are up to 64 alphanumerics (32 hex digits in practice).
+func isVersion(s string) bool { return each(s, 1, 64, isAlnum) }
+
+// isFileName: one path element of safe characters, so no file escapes the mount.
+func isFileName(s string) bool {
+	return each(s, 1, 253, func(c byte) bool { return isAlnum(c) || c == '.' || c == '_' || c == '-' })
+}
 
 // parser holds the state of parsing one pod.
 type parser struct {
@@ -353,9 +411,9 @@ func (p *parser) parseIdentity() (clientID, tenantID string) {
 		return v
 	}
 	clientID = resolve(AnnotationClientID, WorkloadIdentityClientID, p.d.ClientID, "client ID",
-		guidRE.MatchString, "use the application (client) ID, a GUID like 00000000-0000-0000-0000-000000000000")
+		isGUID, "use the application (client) ID, a GUID like 00000000-0000-0000-0000-000000000000")
 	tenantID = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
-		tenantRE.MatchString, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
+		isTenant, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
 	return clientID, tenantID
 }
 
@@ -488,7 +546,7 @@ func checkFileName(name string) error {
 		return fmt.Errorf("file name %q may not start with \"..\" (reserved for the atomic writer and escaping the mount)", name)
 	case name == ".":
 		return fmt.Errorf("file name %q is not a file", name)
-	case !fileNameRE.MatchString(name):
+	case !isFileName(name):
 		return fmt.Errorf("file name %q may hold only letters, digits, '.', '_' and '-' (one path element, no '/')", name)
 	}
 	return nil
@@ -519,10 +577,10 @@ func (p *parser) objectRef(v string, kind config.Kind, cloud config.Cloud) (*con
 		}
 		vault, name = u, n
 	}
-	if !objectNameRE.MatchString(name) {
+	if !isObjectName(name) {
 		return nil, fmt.Errorf("%q is not a valid object name (1-127 letters, digits and '-')", name)
 	}
-	if hasVersion && !versionRE.MatchString(version) {
+	if hasVersion && !isVersion(version) {
 		return nil, fmt.Errorf("%q is not a valid version (letters and digits, e.g. the 32 hex digits Key Vault shows)", version)
 	}
 	if vault == "" {
@@ -546,12 +604,12 @@ func objectURL(v string, kind config.Kind) (*config.Object, error) {
 	if len(parts) < 2 || len(parts) > 3 || !contains(collections, parts[0]) {
 		return nil, fmt.Errorf("%q is not a %s URL; use https://<vault host>/%s/<name>[/<version>]", v, kind, collections[0])
 	}
-	if !objectNameRE.MatchString(parts[1]) {
+	if !isObjectName(parts[1]) {
 		return nil, fmt.Errorf("%q is not a valid object name (1-127 letters, digits and '-')", parts[1])
 	}
 	o := &config.Object{Vault: "https://" + strings.ToLower(u.Host) + "/", Kind: kind, Name: parts[1]}
 	if len(parts) == 3 {
-		if !versionRE.MatchString(parts[2]) {
+		if !isVersion(parts[2]) {
 			return nil, fmt.Errorf("%q is not a valid version (letters and digits)", parts[2])
 		}
 		o.Version = parts[2]
@@ -572,7 +630,7 @@ func vaultURL(v string, cloud config.Cloud) (string, error) {
 		}
 		return "https://" + strings.ToLower(u.Host) + "/", nil
 	}
-	if !vaultNameRE.MatchString(v) || strings.Contains(v, "--") {
+	if !isVaultName(v) || strings.Contains(v, "--") {
 		return "", fmt.Errorf("vault %q is not a vault name (3-24 letters, digits and single '-', starting with a letter, ending with a letter or digit) or an https:// URL", v)
 	}
 	return "https://" + strings.ToLower(v) + "." + cloud.VaultSuffix + "/", nil
