@@ -168,7 +168,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		Refresh:        config.Duration(s.refresh),
 		Cloud:          s.cloud,
 		Namespace:      pod.Namespace,
-		ServiceAccount: serviceAccountName(pod),
+		ServiceAccount: ServiceAccountName(pod),
 		MetricsAddr:    s.metricsAddr,
 		Files:          s.files,
 	}
@@ -232,7 +232,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 	// A projected service-account token is valid only in a pod that names its
 	// ServiceAccount. The API server's ServiceAccount admission plugin names
 	// "default" too, but not every API server runs it before validation.
-	pod.Spec.ServiceAccountName = serviceAccountName(pod)
+	pod.Spec.ServiceAccountName = ServiceAccountName(pod)
 
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}

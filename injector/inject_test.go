@@ -361,7 +361,7 @@ func TestTemplateFuncNamesMatchParser(t *testing.T) {
 	if len(fm) != len(config.TemplateFuncNames) {
 		t.Errorf("parser has %d functions, config.TemplateFuncNames %d", len(fm), len(config.TemplateFuncNames))
 	}
-	for name := range objectFuncs {
+	for name := range config.TemplateObjectFuncs {
 		if !slices.Contains(config.TemplateFuncNames, name) {
 			t.Errorf("object function %q is not in config.TemplateFuncNames", name)
 		}

@@ -387,7 +387,7 @@ func (p *parser) parseContainers() []string {
 // parseIdentity resolves client and tenant ID: pod annotation, then the
 // ServiceAccount's workload-identity annotations, then Defaults.
 func (p *parser) parseIdentity() (clientID, tenantID string) {
-	sa := serviceAccountName(p.pod)
+	sa := ServiceAccountName(p.pod)
 	saRef := fmt.Sprintf("ServiceAccount %s", sa)
 	if p.pod.Namespace != "" {
 		saRef = fmt.Sprintf("ServiceAccount %s/%s", p.pod.Namespace, sa)
@@ -649,9 +649,10 @@ func cloudList() string {
 	return strings.Join(config.KnownCloudNames(), ", ")
 }
 
-// serviceAccountName is the pod's ServiceAccount as the API server resolves
-// it: serviceAccountName, else the deprecated serviceAccount, else "default".
-func serviceAccountName(pod *corev1.Pod) string {
+// ServiceAccountName is the pod's ServiceAccount as the API server resolves
+// it: serviceAccountName, else the deprecated serviceAccount, else "default"
+// (for clusters without the ServiceAccount admission plugin).
+func ServiceAccountName(pod *corev1.Pod) string {
 	switch {
 	case pod.Spec.ServiceAccountName != "":
 		return pod.Spec.ServiceAccountName

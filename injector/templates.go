@@ -7,16 +7,6 @@ import (
 	"github.com/kvinject/kvinject/agent/config"
 )
 
-// objectFuncs are the template functions whose first argument names another
-// file, with the kind that file must have (as the agent's renderer checks).
-var objectFuncs = map[string]config.Kind{
-	"secret":     config.KindSecret,
-	"cert":       config.KindCert,
-	"privateKey": config.KindCert,
-	"chain":      config.KindCert,
-	"key":        config.KindKey,
-}
-
 func templateFuncNames() []string { return config.TemplateFuncNames }
 
 // parseFuncs has the agent's function names with stand-in bodies: parsing
@@ -55,9 +45,9 @@ func (p *parser) checkTemplates(files []config.File) {
 			walk(tt.Tree.Root, func(fn, ref string) {
 				kind, isObject := kinds[ref]
 				switch {
-				case isObject && kind == objectFuncs[fn]:
+				case isObject && kind == config.TemplateObjectFuncs[fn]:
 				case isObject:
-					p.problems.add(key, "%s %q: file %q is a %s, %s needs a %s", fn, ref, ref, kind, fn, objectFuncs[fn])
+					p.problems.add(key, "%s %q: file %q is a %s, %s needs a %s", fn, ref, ref, kind, fn, config.TemplateObjectFuncs[fn])
 				case p.templates[ref] != "":
 					p.problems.add(key, "%s %q names another template; templates can use only object files", fn, ref)
 				default:
@@ -89,7 +79,7 @@ func walk(n parse.Node, visit func(fn, ref string)) {
 		}
 	case *parse.CommandNode:
 		if len(n.Args) >= 2 {
-			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && objectFuncs[id.Ident] != "" {
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && config.TemplateObjectFuncs[id.Ident] != "" {
 				if s, ok := n.Args[1].(*parse.StringNode); ok {
 					visit(id.Ident, s.Text)
 				}

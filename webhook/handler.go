@@ -167,7 +167,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	saName := serviceAccountName(pod)
+	saName := injector.ServiceAccountName(pod)
 	a.serviceAccount = saName
 	sa, err := h.ServiceAccounts.ServiceAccount(ctx, pod.Namespace, saName)
 	switch {
@@ -215,19 +215,6 @@ func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
 		return nil, fmt.Errorf("derive patch: %w", err)
 	}
 	return patch, nil
-}
-
-// serviceAccountName is the ServiceAccount the pod will run as. The API
-// server's ServiceAccount admission sets it before webhooks run; "default"
-// covers clusters without that plugin.
-func serviceAccountName(pod *corev1.Pod) string {
-	switch {
-	case pod.Spec.ServiceAccountName != "":
-		return pod.Spec.ServiceAccountName
-	case pod.Spec.DeprecatedServiceAccount != "":
-		return pod.Spec.DeprecatedServiceAccount
-	}
-	return "default"
 }
 
 func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {

@@ -14,3 +14,14 @@ var TemplateFuncNames = []string{
 	"secret", "cert", "key", "privateKey", "chain",
 	"base64", "base64decode", "json", "envQuote", "quote", "trim",
 }
+
+// TemplateObjectFuncs are the template functions whose argument names another
+// file, with the kind that file must be. The injector denies a mismatch at
+// admission; the agent's renderer enforces the same rule.
+var TemplateObjectFuncs = map[string]Kind{
+	"secret":     KindSecret,
+	"cert":       KindCert,
+	"privateKey": KindCert,
+	"chain":      KindCert,
+	"key":        KindKey,
+}

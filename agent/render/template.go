@@ -31,16 +31,6 @@ import (
 //	envQuote s       s in POSIX shell single quotes, for .env files that a shell sources
 //	trim s           s without leading and trailing white space
 //
-// objectFuncs are the functions that refer to another file, with the kind that
-// file must have.
-var objectFuncs = map[string]config.Kind{
-	"secret":     config.KindSecret,
-	"cert":       config.KindCert,
-	"privateKey": config.KindCert,
-	"chain":      config.KindCert,
-	"key":        config.KindKey,
-}
-
 // funcs returns the template functions over the rendered object files.
 // Parsing and checking use a nil map; every function then fails.
 func funcs(files map[string]*rendered) template.FuncMap {
@@ -49,7 +39,7 @@ func funcs(files map[string]*rendered) template.FuncMap {
 		if !ok {
 			return nil, fmt.Errorf("no object file %q (object files: %s)", name, strings.Join(slices.Sorted(maps.Keys(files)), ", "))
 		}
-		if want := objectFuncs[fn]; r.file.Object.Kind != want {
+		if want := config.TemplateObjectFuncs[fn]; r.file.Object.Kind != want {
 			return nil, fmt.Errorf("file %q is a %s, %s needs a %s", name, r.file.Object.Kind, fn, want)
 		}
 		return r, nil
@@ -156,7 +146,7 @@ func Check(files []config.File) error {
 			if !ok {
 				return
 			}
-			want, ok := objectFuncs[id.Ident]
+			want, ok := config.TemplateObjectFuncs[id.Ident]
 			if !ok {
 				return
 			}
