@@ -75,7 +75,6 @@ type stack struct {
 	vaultURL string
 	caFile   string // the emulator's CA, the agents' SSL_CERT_FILE
 	defaults injector.Defaults
-	config   *admissionregistrationv1.MutatingWebhookConfiguration // as installed
 	hook     *localWebhook
 
 	binOnce sync.Once
@@ -163,15 +162,15 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 		return nil, err
 	}
 
-	s.config = &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(docs["MutatingWebhookConfiguration/kvinject"], s.config); err != nil {
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(docs["MutatingWebhookConfiguration/kvinject"], mwc); err != nil {
 		return nil, fmt.Errorf("decode the MutatingWebhookConfiguration of manifests/: %w", err)
 	}
-	s.config.Name = localConfigName
-	for i := range s.config.Webhooks {
-		pointAt(&s.config.Webhooks[i].ClientConfig, "127.0.0.1:"+strconv.Itoa(s.hook.port), s.hook.caPEM)
+	mwc.Name = localConfigName
+	for i := range mwc.Webhooks {
+		pointAt(&mwc.Webhooks[i].ClientConfig, "127.0.0.1:"+strconv.Itoa(s.hook.port), s.hook.caPEM)
 	}
-	if _, err := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, s.config, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("install the MutatingWebhookConfiguration: %w", err)
 	}
 	if err := s.waitInjecting(ctx); err != nil {
