@@ -114,6 +114,9 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		// The webhook must really patch: a denial would be cheaper.
 		{"webhook", hookURL, `"patchType":"JSONPatch"`, hookProc, &res.Webhook},
 	}
+	// The webhook releases its start-up code pages right after it is ready
+	// (package codepages); read its idle memory once that is done.
+	time.Sleep(time.Second)
 	for _, s := range servers {
 		m, err := readMemory(s.p.pid())
 		if err != nil {
