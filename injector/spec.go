@@ -26,9 +26,13 @@ const (
 	// Vault throttles per vault, and every pod polls on its own.
 	MinRefresh = 30 * time.Second
 
+	// Agent resources, from make bench (docs/performance.md): an idle
+	// sidecar holds about 9 MiB, a fetch of 100 objects peaks near 44 MiB
+	// RSS and 90 ms of CPU, which a 200m limit would stretch fivefold while
+	// the app waits.
 	defaultCPURequest    = "10m"
-	defaultMemoryRequest = "32Mi"
-	defaultCPULimit      = "200m"
+	defaultMemoryRequest = "16Mi"
+	defaultCPULimit      = "500m"
 	defaultMemoryLimit   = "64Mi"
 )
 
