@@ -34,6 +34,7 @@ type options struct {
 	skipWebhook  bool
 	skipAgent    bool
 	skipGoBench  bool
+	report       string
 }
 
 // results is everything one run measured; results.md is rendered from it.
@@ -62,6 +63,7 @@ func main() {
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
+	flag.StringVar(&o.report, "report", "", "only render this results.json as markdown, measuring nothing")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,6 +71,19 @@ func main() {
 	// Bound the whole run: make bench must finish.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
+	if o.report != "" {
+		raw, err := os.ReadFile(o.report)
+		var r results
+		if err == nil {
+			err = json.Unmarshal(raw, &r)
+		}
+		if err != nil {
+			log.Error("-report", "error", err)
+			os.Exit(1)
+		}
+		fmt.Print(r.markdown())
+		return
+	}
 	if err := run(ctx, o, log); err != nil {
 		log.Error("bench failed", "error", err)
 		os.Exit(1)

@@ -11,7 +11,7 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "Machine: %d CPUs (`nproc`), %s, %s (`free -h`), Linux %s, %s.\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Memory, r.Machine.Kernel, r.Machine.Go)
 	fmt.Fprintf(&b, "Run: %s, `%s`, medians of %d repetitions (min–max in brackets), 1-min load average %.1f before, %.1f after.\n\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Command, r.Reps, r.LoadBefore, r.LoadAfter)
-	b.WriteString("| figure | target | kvinject | floor, same run | kvinject / floor |\n|---|---|---|---|---|\n")
+	b.WriteString("| figure | target | kvinject | floor, same run | kvinject / floor (median of paired runs) |\n|---|---|---|---|---|\n")
 	row := func(figure, target, value, floor, ratio string) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", figure, target, value, floor, ratio)
 	}
@@ -38,6 +38,21 @@ func (r *results) markdown() string {
 			name, target, format string
 			f                    func(serverRun) float64
 		}
+		// Ratios pair each webhook run with the floor run next to it, so
+		// the noise both saw cancels; the median of those is shown.
+		pairedRatio := func(f func(serverRun) float64) string {
+			var rs []float64
+			for i := range min(len(w.Webhook.Runs), len(w.Floor.Runs)) {
+				if fl := f(w.Floor.Runs[i]); fl != 0 {
+					rs = append(rs, f(w.Webhook.Runs[i])/fl)
+				}
+			}
+			if len(rs) == 0 {
+				return "–"
+			}
+			lo, hi := minMax(rs)
+			return fmt.Sprintf("%.2f [%.2f–%.2f]", median(rs), lo, hi)
+		}
 		for _, x := range []fig{
 			{"webhook throughput at saturation, reviews/s (" + fmt.Sprint(w.Conns) + " connections)", "≥ 10,000", "%.0f", func(s serverRun) float64 { return s.Saturation.Throughput }},
 			{"webhook p99 at saturation, ms", "–", "%.2f", func(s serverRun) float64 { return s.Saturation.P99 }},
@@ -48,9 +63,9 @@ func (r *results) markdown() string {
 			{fmt.Sprintf("webhook CPU at %.0f reviews/s, %% of one core", w.Rate), "–", "%.1f", func(s serverRun) float64 { return s.RateCPU }},
 			{"webhook CPU per review at saturation, µs", "–", "%.0f", func(s serverRun) float64 { return s.SatCPUPerReview }},
 		} {
-			hm, hs := stat(w.Webhook, x.f, x.format)
-			fm, fs := stat(w.Floor, x.f, x.format)
-			row(x.name, x.target, hs, fs, ratio(hm, fm))
+			_, hs := stat(w.Webhook, x.f, x.format)
+			_, fs := stat(w.Floor, x.f, x.format)
+			row(x.name, x.target, hs, fs, pairedRatio(x.f))
 		}
 		row("webhook RSS idle, 1 s after ready, MiB", "–", fmt.Sprintf("%.1f", w.Webhook.IdleRSSMiB), fmt.Sprintf("%.1f", w.Floor.IdleRSSMiB), ratio(w.Webhook.IdleRSSMiB, w.Floor.IdleRSSMiB))
 		rss := func(s serverResults) string {
