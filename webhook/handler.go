@@ -4,6 +4,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"sync"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -90,7 +92,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 			return errored(a, "", http.StatusBadRequest, fmt.Sprintf("content type %q, want application/json", ct))
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRequestBytes), r.ContentLength)
 	if err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 	}
@@ -199,17 +201,47 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	return allowed
 }
 
+// readBody reads a request body into one allocation when the client sent
+// its length (the API server does), instead of growing a buffer from 512
+// bytes.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length <= 0 || length > maxRequestBytes {
+		return io.ReadAll(r)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, length+bytes.MinRead))
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
+}
+
+// encodeBuffers hold the two encodings podPatch diffs; the patch is copied
+// out of them, so they are reused across reviews.
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encode writes v's encoding/json encoding into a pooled buffer, without
+// the copy json.Marshal makes.
+func encode(v any) (*bytes.Buffer, []byte, error) {
+	buf := encodeBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		encodeBuffers.Put(buf)
+		return nil, nil, err
+	}
+	return buf, bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
 // podPatch derives the JSON patch from the two Go objects. Both sides go
 // through the same encoder, so only what the injector changed differs.
 func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
-	a, err := json.Marshal(orig)
+	abuf, a, err := encode(orig)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod: %w", err)
 	}
-	b, err := json.Marshal(mutated)
+	defer encodeBuffers.Put(abuf)
+	bbuf, b, err := encode(mutated)
 	if err != nil {
 		return nil, fmt.Errorf("encode injected pod: %w", err)
 	}
+	defer encodeBuffers.Put(bbuf)
 	patch, err := diffPatch(a, b)
 	if err != nil {
 		return nil, fmt.Errorf("derive patch: %w", err)
