@@ -196,7 +196,7 @@ func TestWebhookInjects(t *testing.T) {
 	// Mounts: the agent writes the volume and alone reads the token; only the
 	// chosen app container reads the secrets.
 	wantMounts := map[string][]string{
-		injector.AgentContainer: {"kvinject-secrets:/kvinject/secrets:rw", "kvinject-token:/var/run/secrets/kvinject/tokens:ro"},
+		injector.AgentContainer: {"kvinject-secrets:/var/run/kvinject/secrets:rw", "kvinject-token:/var/run/secrets/kvinject/tokens:ro"},
 		"migrate":               nil,
 		"web":                   {"kvinject-secrets:/etc/web/secrets:ro"},
 		"metrics":               nil,

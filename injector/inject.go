@@ -51,7 +51,7 @@ const (
 	TokenVolume    = "kvinject-token"
 
 	// AgentDir is where the agent mounts the secrets volume (config.Config.Dir).
-	AgentDir = "/kvinject/secrets"
+	AgentDir = "/var/run/kvinject/secrets"
 	// TokenDir holds the projected token, in the agent only. It differs from
 	// the Azure workload-identity webhook's /var/run/secrets/azure/tokens so
 	// both can coexist.

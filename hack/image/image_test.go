@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kvinject/kvinject/injector"
 )
 
 // fakeELF returns the smallest file debug/elf reads as an executable for
@@ -374,6 +376,23 @@ func readTar(t *testing.T, path string) map[string][]byte {
 		}
 		if h.Typeflag == tar.TypeReg {
 			files[h.Name], _ = io.ReadAll(tr)
+		}
+	}
+}
+
+// The runtime creates the agent's mount points inside this image's root
+// filesystem; one that runs through a file (say /kvinject/secrets, while
+// /kvinject is the binary) fails container creation with "not a directory".
+func TestAgentMountPointsFitTheImage(t *testing.T) {
+	files := map[string]bool{}
+	for _, e := range rootfs(nil) {
+		files[e.path] = !e.dir
+	}
+	for _, mp := range []string{injector.AgentDir, injector.TokenDir} {
+		for p := mp; p != "/"; p = filepath.Dir(p) {
+			if files[p] {
+				t.Errorf("agent mount point %s runs through %s, which is a file in the image", mp, p)
+			}
 		}
 	}
 }
