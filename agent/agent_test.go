@@ -381,7 +381,7 @@ func TestForbiddenFailsFastWithFix(t *testing.T) {
 	t.Logf("termination message:\n%s", msg)
 	for _, want := range []string{
 		"secret db-password (file password)", "key signing (file signing.pub)", h.vaultURL,
-		"HTTP 403 ForbiddenByRbac", h.clientID, `"Key Vault Secrets User"`, `"Key Vault Crypto User"`,
+		"HTTP 403 ForbiddenByRbac", h.clientID, `"Key Vault Secrets User"`, `"Key Vault Reader"`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("termination message lacks %q:\n%s", want, msg)

@@ -99,7 +99,7 @@ func (o Options) fix(fe *FetchError) string {
 	collection := "secret"
 	role := "Key Vault Secrets User"
 	if fe.Ref.Collection == "keys" {
-		collection, role = "key", "Key Vault Crypto User"
+		collection, role = "key", "Key Vault Reader" // public key only; Crypto User would also allow signing
 	}
 	switch {
 	case f.Status == 401:

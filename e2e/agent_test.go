@@ -49,7 +49,7 @@ func TestAgentFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.grant(t, clientID, fakeazure.RoleCryptoUser, "files-signing")
+	s.grant(t, clientID, fakeazure.RoleReader, "files-signing")
 
 	p := s.run(t, ns, appPod("web", "web", map[string]string{
 		"kvinject.io/secret-db-password": "files-db-password",

@@ -143,13 +143,13 @@ func (d *demo) step2(ctx context.Context) error {
 	for _, g := range []struct {
 		role   fakeazure.Role
 		object string
-	}{{fakeazure.RoleSecretsUser, "db-password"}, {fakeazure.RoleSecretsUser, "web-tls"}, {fakeazure.RoleCryptoUser, "signing-key"}} {
+	}{{fakeazure.RoleSecretsUser, "db-password"}, {fakeazure.RoleSecretsUser, "web-tls"}, {fakeazure.RoleReader, "signing-key"}} {
 		if err := d.srv.Grant(vaultName, clientID, g.role, g.object); err != nil {
 			return err
 		}
 	}
 	d.out.say("Entra ID: app %s trusts issuer %s for subject %s", clientID, d.cluster.Issuer, subject)
-	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Crypto User on signing-key (not on payments-api-key)")
+	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Reader on signing-key (public key only) (not on payments-api-key)")
 
 	// Enforcing Pod Security "restricted" shows that the injected pod (agent
 	// included) passes the strictest built-in policy.
