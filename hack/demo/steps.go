@@ -149,7 +149,7 @@ func (d *demo) step2(ctx context.Context) error {
 		}
 	}
 	d.out.say("Entra ID: app %s trusts issuer %s for subject %s", clientID, d.cluster.Issuer, subject)
-	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Reader on signing-key (public key only) (not on payments-api-key)")
+	d.out.say("Key Vault RBAC: Secrets User on db-password and web-tls, Reader (public key only) on signing-key, nothing on payments-api-key")
 
 	// Enforcing Pod Security "restricted" shows that the injected pod (agent
 	// included) passes the strictest built-in policy.
