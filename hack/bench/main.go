@@ -35,6 +35,7 @@ type options struct {
 	skipAgent    bool
 	skipGoBench  bool
 	report       string
+	ldflags      string
 }
 
 // results is everything one run measured; results.md is rendered from it.
@@ -63,6 +64,7 @@ func main() {
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
+	flag.StringVar(&o.ldflags, "ldflags", "-s -w", "linker flags of the built binaries; \"\" keeps symbols, for perf record")
 	flag.StringVar(&o.report, "report", "", "only render this results.json as markdown, measuring nothing")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -107,7 +109,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Command: "make bench", LoadBefore: loadAvg(),
 	}
 	log.Info("building", "dir", bin)
-	bins, err := build(ctx, bin)
+	bins, err := build(ctx, bin, o.ldflags)
 	if err != nil {
 		return err
 	}
@@ -156,7 +158,7 @@ type binaries struct {
 
 // build compiles the shipped binary exactly as `make build` does, and the
 // bench's own load generator and floor server.
-func build(ctx context.Context, dir string) (binaries, error) {
+func build(ctx context.Context, dir, ldflags string) (binaries, error) {
 	b := binaries{
 		kvinject: filepath.Join(dir, "kvinject"),
 		loadgen:  filepath.Join(dir, "loadgen"),
@@ -167,7 +169,7 @@ func build(ctx context.Context, dir string) (binaries, error) {
 		{b.loadgen, "./hack/loadgen"},
 		{b.floor, "./hack/bench/floor"},
 	} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", t.out, t.pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", t.out, t.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return b, fmt.Errorf("go build %s: %w\n%s", t.pkg, err, out)
