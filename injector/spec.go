@@ -28,8 +28,8 @@ const (
 
 	// Agent resources, from make bench (docs/performance.md): an idle
 	// sidecar holds about 9 MiB, a fetch of 100 objects peaks near 44 MiB
-	// RSS and 90 ms of CPU, which a 200m limit would stretch fivefold while
-	// the app waits.
+	// RSS and 0.1 s of CPU, which a 200m limit would stretch about fivefold
+	// while the app waits.
 	defaultCPURequest    = "10m"
 	defaultMemoryRequest = "16Mi"
 	defaultCPULimit      = "500m"
