@@ -37,11 +37,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kvinject/kvinject/agent/codepages"
 	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/render"
 	"github.com/kvinject/kvinject/agent/snapshot"
-	"github.com/kvinject/kvinject/internal/codepages"
 )
 
 // Mode is how the agent runs.
