@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/kvinject/kvinject/internal/codepages"
+	"github.com/kvinject/kvinject/agent/codepages"
 	"github.com/kvinject/kvinject/webhook"
 )
 
