@@ -208,8 +208,12 @@ func (l *loader) fail(err error) bool {
 // release, so queueing behind a slow server counts.
 func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmup, duration time.Duration, maxReq int) (lat, lag []time.Duration, elapsed time.Duration) {
 	total := int(math.Ceil(rate * (warmup + duration).Seconds()))
-	released := make(chan time.Time, min(total, 1<<20))
-	measureFrom := time.Now().Add(warmup)
+	// A request is measured when it was due after the warm-up.
+	type release struct {
+		at       time.Time
+		measured bool
+	}
+	released := make(chan release, min(total, 1<<20))
 	capacity := min(int(rate*duration.Seconds())+1, maxReq)
 	lat, lag = make([]time.Duration, 0, capacity), make([]time.Duration, 0, capacity)
 	var (
@@ -221,10 +225,10 @@ func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmu
 		go func() {
 			defer wg.Done()
 			var buf bytes.Buffer
-			for t := range released {
+			for r := range released {
 				ok := l.do(ctx, &buf)
-				d := time.Since(t)
-				if ok && !t.Before(measureFrom) {
+				d := time.Since(r.at)
+				if ok && r.measured {
 					mu.Lock()
 					if len(lat) < maxReq {
 						lat = append(lat, d)
@@ -235,6 +239,7 @@ func (l *loader) fixedRate(ctx context.Context, rate float64, workers int, warmu
 		}()
 	}
 	start := time.Now()
+	measureFrom := start.Add(warmup)
 	interval := time.Duration(float64(time.Second) / rate)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -250,13 +255,14 @@ schedule:
 			}
 		}
 		now := time.Now()
-		if !due.Before(measureFrom) {
+		measured := !due.Before(measureFrom)
+		if measured {
 			mu.Lock()
 			lag = append(lag, now.Sub(due))
 			mu.Unlock()
 		}
 		select {
-		case released <- now:
+		case released <- release{at: now, measured: measured}:
 		case <-ctx.Done():
 			break schedule
 		}
@@ -272,9 +278,10 @@ func (l *loader) saturate(ctx context.Context, workers int, warmup, duration tim
 	measureFrom := time.Now().Add(warmup)
 	end := measureFrom.Add(duration)
 	var (
-		mu  sync.Mutex
-		lat = make([]time.Duration, 0, min(maxReq, 1<<20))
-		wg  sync.WaitGroup
+		mu       sync.Mutex
+		lat      = make([]time.Duration, 0, min(maxReq, 1<<20))
+		attempts int
+		wg       sync.WaitGroup
 	)
 	for range workers {
 		wg.Add(1)
@@ -287,14 +294,22 @@ func (l *loader) saturate(ctx context.Context, workers int, warmup, duration tim
 					return
 				}
 				ok := l.do(ctx, &buf)
-				if !ok || t.Before(measureFrom) {
+				if t.Before(measureFrom) {
 					continue
 				}
+				d := time.Since(t)
 				mu.Lock()
-				full := len(lat) >= maxReq
-				if !full {
-					lat = append(lat, time.Since(t))
+				if attempts >= maxReq {
+					mu.Unlock()
+					return
 				}
+				// Failed requests count against the budget too, so a
+				// broken server ends the run early.
+				attempts++
+				if ok {
+					lat = append(lat, d)
+				}
+				full := attempts >= maxReq
 				mu.Unlock()
 				if full {
 					return
@@ -306,7 +321,7 @@ func (l *loader) saturate(ctx context.Context, workers int, warmup, duration tim
 	elapsed := min(time.Since(measureFrom), duration)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lat) >= maxReq {
+	if attempts >= maxReq {
 		// The budget ran out first: the rate is over the time actually used.
 		elapsed = time.Since(measureFrom)
 	}
