@@ -37,9 +37,12 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-# Unit tests: everything but the e2e suite (which needs the control plane).
+# Packages whose tests need the control plane: they run in e2e, not unit.
+E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
+
+# Unit tests: everything but E2E_PKGS.
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e$$)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
 
 # kube-apiserver, kube-controller-manager and etcd for K8S_VERSION, built from the
 # Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds).
@@ -49,7 +52,7 @@ controlplane:
 # End-to-end tests on that control plane; they fail (not skip) without it.
 e2e:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m ./e2e/... ./hack/demo
+	KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
 
 # The whole product live on loopback (hack/demo): control plane (built on the
 # first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control
