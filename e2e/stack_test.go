@@ -449,7 +449,7 @@ func kubectl(ctx context.Context, c *cluster.Cluster, stdin []byte, args ...stri
 
 func runKubectl(ctx context.Context, stdin []byte, args ...string) (stdout, stderr []byte, err error) {
 	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, "kubectl", args...)
+	cmd := exec.CommandContext(ctx, cluster.Kubectl(), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {

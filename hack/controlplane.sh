@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd for one Kubernetes
+# Builds kube-apiserver, kube-controller-manager, kubectl and etcd for one Kubernetes
 # release from the Go module proxy, into a cache outside the repository, and
 # prints that directory on stdout (progress goes to stderr):
 #
@@ -27,7 +27,9 @@ CACHE="${KVINJECT_CACHE:-$HOME/.cache/kvinject}/controlplane"
 OUT="$CACHE/v$K8S_VERSION"
 SRC="$CACHE/src/v$K8S_VERSION"
 STAMP="$OUT/.stamp"
-BINARIES=(kube-apiserver kube-controller-manager etcd)
+# kubectl of the same release: the tests and the demo use it (no version skew,
+# and nothing assumes one on the machine).
+BINARIES=(kube-apiserver kube-controller-manager kubectl etcd)
 GO="${GO:-go}"
 
 log() { echo "controlplane: $*" >&2; }
@@ -111,13 +113,13 @@ ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$K8S_MINOR"
 log "downloading modules for k8s.io/kubernetes v$K8S_VERSION (${#staging[@]} staging modules at $STAGING_VERSION)"
 (cd "$k8s_src" && "$GO" mod download k8s.io/kubernetes >&2)
 t=$SECONDS
-log "compiling kube-apiserver and kube-controller-manager"
+log "compiling kube-apiserver, kube-controller-manager and kubectl"
 tmp="$k8s_src/bin"
 rm -rf "$tmp" && mkdir -p "$tmp"
 (cd "$k8s_src" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/" \
-	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager >&2)
-mv "$tmp/kube-apiserver" "$tmp/kube-controller-manager" "$OUT/"
-log "kube-apiserver, kube-controller-manager built in $((SECONDS - t))s"
+	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2)
+mv "$tmp/kube-apiserver" "$tmp/kube-controller-manager" "$tmp/kubectl" "$OUT/"
+log "kube-apiserver, kube-controller-manager, kubectl built in $((SECONDS - t))s"
 
 # --- etcd ---------------------------------------------------------------------
 etcd_src="$SRC/etcd"

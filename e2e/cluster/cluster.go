@@ -115,6 +115,18 @@ func Assets() (string, error) {
 	return dir, nil
 }
 
+// Kubectl is the kubectl that hack/controlplane.sh built beside the control
+// plane (the same release: no version skew), else "kubectl" from PATH.
+func Kubectl() string {
+	if dir := os.Getenv(AssetsEnv); dir != "" {
+		p := filepath.Join(dir, "kubectl")
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return "kubectl"
+}
+
 // Required reports whether a missing control plane must fail the tests
 // (KVINJECT_REQUIRE_E2E=1) rather than skip them.
 func Required() bool { return os.Getenv(RequireEnv) == "1" }

@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", demoBin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build demo: %v\n%s", err, out)
 	}
-	command := func(ctx context.Context) *exec.Cmd {
+	command := func(ctx context.Context, assets string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, demoBin, "--assets", assets, "--kvinject", kvinject)
 		cmd.Dir = "../.." // the repository root, as make runs it
 		return cmd
@@ -47,7 +47,7 @@ func TestDemo(t *testing.T) {
 	t.Run("complete", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 		defer cancel()
-		out, err := command(ctx).CombinedOutput()
+		out, err := command(ctx, assets).CombinedOutput()
 		if err != nil {
 			t.Fatalf("demo: %v\n%s", err, out)
 		}
@@ -89,7 +89,15 @@ func TestDemo(t *testing.T) {
 	t.Run("without kubectl", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 		defer cancel()
-		cmd := command(ctx)
+		// The control plane without the kubectl hack/controlplane.sh builds,
+		// and none on PATH.
+		noKubectl := t.TempDir()
+		for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+			if err := os.Symlink(filepath.Join(assets, b), filepath.Join(noKubectl, b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := command(ctx, noKubectl)
 		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -117,7 +125,7 @@ func TestDemo(t *testing.T) {
 	t.Run("interrupted", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 		defer cancel()
-		cmd := command(ctx)
+		cmd := command(ctx, assets)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)

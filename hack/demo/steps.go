@@ -59,9 +59,6 @@ func (d *demo) step1(ctx context.Context) error {
 	d.started = time.Now()
 	d.out.step(1, "Start a control plane, the Key Vault emulator and the webhook",
 		"kvinject is a mutating admission webhook, so it needs a real kube-apiserver (with etcd) to send it pods, and kube-controller-manager to turn a Deployment into pods. Azure Key Vault and Entra ID are played by an emulator that checks tokens and RBAC like the real services. Everything listens on 127.0.0.1; nothing contacts Azure.")
-	if p, err := exec.LookPath("kubectl"); err == nil {
-		d.kubectl = p
-	}
 	assets := d.o.assets
 	if assets == "" {
 		d.out.say("control plane binaries: hack/controlplane.sh %s (first run builds them from the Go module proxy: several minutes; later runs: seconds)", d.o.k8sVersion)
@@ -90,6 +87,13 @@ func (d *demo) step1(ctx context.Context) error {
 		assets = strings.TrimSpace(string(b))
 	}
 	os.Setenv(cluster.AssetsEnv, assets)
+	// hack/controlplane.sh builds a kubectl of the same release (no version
+	// skew); without one there, any kubectl on PATH, else the demo uses the client.
+	if p := filepath.Join(assets, "kubectl"); isExecutable(p) {
+		d.kubectl = p
+	} else if p, err := exec.LookPath("kubectl"); err == nil {
+		d.kubectl = p
+	}
 	t := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true})
 	if err != nil {
@@ -771,4 +775,9 @@ func describeState(describe, name string) string {
 		}
 	}
 	return describe
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
