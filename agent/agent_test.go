@@ -152,7 +152,7 @@ func TestInitEveryKindAndFormat(t *testing.T) {
 	for _, f := range files {
 		fi, err := os.Stat(filepath.Join(h.dir, f.Name))
 		must(t, err)
-		if fi.Mode().Perm() != f.Mode {
+		if fi.Mode().Perm() != os.FileMode(f.Mode) {
 			t.Errorf("%s: mode %v, want %v", f.Name, fi.Mode().Perm(), f.Mode)
 		}
 	}

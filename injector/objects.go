@@ -98,7 +98,7 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	if o.ObjectVersionHistory > 1 {
 		p.problems.add(field, "objectVersionHistory %d is not supported; remove it (kvinject writes one version, pinned with objectVersion or the latest)", o.ObjectVersionHistory)
 	}
-	f := config.File{Name: o.ObjectAlias, Mode: p.fileMode}
+	f := config.File{Name: o.ObjectAlias, Mode: config.FileMode(p.fileMode)}
 	if f.Name == "" {
 		f.Name = o.ObjectName
 	}
@@ -127,7 +127,7 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 			p.problems.add(field, "filePermission: %v", err)
 		} else {
 			p.checkMode(field, m)
-			f.Mode = m
+			f.Mode = config.FileMode(m)
 		}
 	}
 	vault := p.vault

@@ -512,7 +512,7 @@ func (p *parser) parseFileAnnotation(key string, a Annotation, file string, clou
 		return config.File{}, false
 	}
 	v := p.ann[key]
-	f := config.File{Name: file, Mode: p.fileMode}
+	f := config.File{Name: file, Mode: config.FileMode(p.fileMode)}
 	if a.Name == FileTemplate+"<file>" {
 		if v == "" {
 			p.problems.add(key, "template is empty; write a Go template such as {{ secret \"db-password\" }}")

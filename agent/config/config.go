@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -85,7 +86,7 @@ type File struct {
 	// Name is the file name relative to Dir: one path element, never "..".
 	Name string `json:"name"`
 	// Mode is the file's permission bits, e.g. 0o440.
-	Mode os.FileMode `json:"mode"`
+	Mode FileMode `json:"mode"`
 	// Object is the source of an object file.
 	Object *Object `json:"object,omitempty"`
 	// Encoding decodes a secret's value (EncodingBase64, EncodingHex) before it is written.
@@ -133,6 +134,36 @@ func KnownCloud(name string) (Cloud, bool) {
 // KnownCloudNames lists the names KnownCloud accepts, for help and error texts.
 func KnownCloudNames() []string {
 	return []string{"AzurePublicCloud", "AzureChinaCloud", "AzureUSGovernmentCloud"}
+}
+
+// FileMode is a file's permission bits. It encodes as an octal string
+// ("0440"), the way people read and write modes in a pod spec they audit, and
+// decodes from that or from a JSON number.
+type FileMode os.FileMode
+
+// MarshalJSON encodes m as an octal string.
+func (m FileMode) MarshalJSON() ([]byte, error) {
+	return json.Marshal(fmt.Sprintf("%#o", uint32(m)))
+}
+
+// UnmarshalJSON decodes an octal string or a number.
+func (m *FileMode) UnmarshalJSON(b []byte) error {
+	var n uint32
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := strconv.ParseUint(s, 8, 32)
+		if err != nil {
+			return fmt.Errorf("file mode %q must be octal, like \"0440\"", s)
+		}
+		n = uint32(v)
+	} else if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("file mode must be an octal string like \"0440\": %w", err)
+	}
+	*m = FileMode(n)
+	return nil
 }
 
 // Duration is a time.Duration that encodes as a Go duration string ("2m0s").

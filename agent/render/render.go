@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/kvinject/kvinject/agent/config"
@@ -76,7 +77,7 @@ func Files(files []config.File, objects map[string]Object) ([]snapshot.File, err
 		if mode == 0 {
 			mode = DefaultMode
 		}
-		out = append(out, snapshot.File{Name: f.Name, Mode: mode, Data: data})
+		out = append(out, snapshot.File{Name: f.Name, Mode: os.FileMode(mode), Data: data})
 	}
 	return out, nil
 }

@@ -100,7 +100,7 @@ func renderOne(t *testing.T, f config.File, obj Object) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(out) != 1 || out[0].Name != f.Name || out[0].Mode != f.Mode {
+	if len(out) != 1 || out[0].Name != f.Name || uint32(out[0].Mode) != uint32(f.Mode) {
 		t.Fatalf("Files() = %+v", out)
 	}
 	return out[0].Data, nil
