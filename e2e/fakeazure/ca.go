@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -130,6 +131,45 @@ func (c *CA) servingTLS() (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"http/1.1"},
 	}, nil
+}
+
+// WriteServingCert writes the loopback serving certificate (127.0.0.1, ::1,
+// localhost), signed by this CA, as tls.crt and tls.key into dir: the layout
+// of a webhook's --cert-dir. Trust it with PEM (a caBundle).
+func (c *CA) WriteServingCert(dir string) error {
+	if _, err := c.servingTLS(); err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.serving.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("encode serving key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, block := range map[string]*pem.Block{
+		"tls.crt": {Type: "CERTIFICATE", Bytes: c.serving.Certificate[0]},
+		"tls.key": {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			return fmt.Errorf("write serving certificate: %w", err)
+		}
+	}
+	return nil
+}
+
+// NewServingCertDir writes a serving certificate for loopback into dir, as
+// WriteServingCert does, signed by a new throw-away CA, and returns that CA as
+// PEM: what a test or the demo needs to run a webhook that the API server trusts.
+func NewServingCertDir(dir string) (caPEM []byte, err error) {
+	ca, err := NewCA()
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.WriteServingCert(dir); err != nil {
+		return nil, err
+	}
+	return ca.PEM(), nil
 }
 
 func randomSerial() *big.Int {

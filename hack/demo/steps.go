@@ -495,7 +495,7 @@ func (d *demo) waitForPod(ctx context.Context) (*corev1.Pod, error) {
 // manifests/, then waits until the API server actually calls it.
 func (d *demo) startWebhook(ctx context.Context) error {
 	certDir := filepath.Join(d.tmp, "webhook-tls")
-	caPEM, err := writeServingCert(certDir)
+	caPEM, err := fakeazure.NewServingCertDir(certDir)
 	if err != nil {
 		return err
 	}
