@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -21,7 +22,8 @@ import (
 // extends a, and replaced whole otherwise. Values are sliced out of a and b
 // in place, never decoded. The result is nil when a equals b.
 func diffPatch(a, b []byte) ([]byte, error) {
-	var p patchWriter
+	p := patchWriters.Get().(*patchWriter)
+	defer p.release()
 	if err := p.diff(nil, a, b); err != nil {
 		return nil, err
 	}
@@ -31,6 +33,24 @@ func diffPatch(a, b []byte) ([]byte, error) {
 // patchWriter appends operations to a JSON array as they are found.
 type patchWriter struct {
 	buf []byte
+	// Scratch stacks for the members, elements and matches of the objects
+	// and arrays being diffed: each level appends its own and truncates
+	// them when done, so a review allocates none of them once the pooled
+	// writer has grown.
+	members  []member
+	elements [][]byte
+	matched  []bool
+}
+
+var patchWriters = sync.Pool{New: func() any { return new(patchWriter) }}
+
+// release returns p to the pool, keeping its scratch stacks (cleared of
+// references to the documents) but not the patch, which the caller owns.
+func (p *patchWriter) release() {
+	clear(p.members)
+	clear(p.elements)
+	p.buf, p.members, p.elements, p.matched = nil, p.members[:0], p.elements[:0], p.matched[:0]
+	patchWriters.Put(p)
 }
 
 func (p *patchWriter) op(op string, path []byte, value []byte) {
@@ -76,27 +96,39 @@ func (p *patchWriter) diff(path []byte, a, b []byte) error {
 }
 
 func (p *patchWriter) diffObject(path []byte, a, b []byte) error {
-	am, err := members(a)
-	if err != nil {
+	// am and bm stay valid when deeper levels grow the stack: they keep the
+	// old backing array, and nothing writes below the current length.
+	base := len(p.members)
+	defer func() { p.members = p.members[:base] }()
+	var err error
+	if p.members, err = appendMembers(p.members, a); err != nil {
 		return fmt.Errorf("diff %q: %w", path, err)
 	}
-	bm, err := members(b)
-	if err != nil {
+	mid := len(p.members)
+	if p.members, err = appendMembers(p.members, b); err != nil {
 		return fmt.Errorf("diff %q: %w", path, err)
 	}
+	am, bm := p.members[base:mid:mid], p.members[mid:len(p.members):len(p.members)]
+	mbase := len(p.matched)
+	defer func() { p.matched = p.matched[:mbase] }()
+	p.matched = slices.Grow(p.matched, len(am))[:mbase+len(am)]
+	matched := p.matched[mbase:len(p.matched):len(p.matched)]
+	clear(matched)
 	// Both sides list members in the same order (struct field order, sorted
 	// map keys), so a cursor finds most matches at once.
 	cursor := 0
-	matched := make([]bool, len(am))
 	for _, m := range bm {
 		i := find(am, m.key, cursor)
-		p2 := appendPointer(path, m.key)
 		if i < 0 {
-			p.op("add", p2, m.value)
+			p.op("add", appendPointer(path, m.key), m.value)
 			continue
 		}
 		matched[i], cursor = true, i+1
-		if err := p.diff(p2, am[i].value, m.value); err != nil {
+		// Most members are unchanged: compare before building their path.
+		if bytes.Equal(am[i].value, m.value) {
+			continue
+		}
+		if err := p.diff(appendPointer(path, m.key), am[i].value, m.value); err != nil {
 			return err
 		}
 	}
@@ -109,17 +141,23 @@ func (p *patchWriter) diffObject(path []byte, a, b []byte) error {
 }
 
 func (p *patchWriter) diffArray(path []byte, a, b []byte) error {
-	as, err := elements(a)
-	if err != nil {
+	base := len(p.elements)
+	defer func() { p.elements = p.elements[:base] }()
+	var err error
+	if p.elements, err = appendElements(p.elements, a); err != nil {
 		return fmt.Errorf("diff %q: %w", path, err)
 	}
-	bs, err := elements(b)
-	if err != nil {
+	mid := len(p.elements)
+	if p.elements, err = appendElements(p.elements, b); err != nil {
 		return fmt.Errorf("diff %q: %w", path, err)
 	}
+	as, bs := p.elements[base:mid:mid], p.elements[mid:len(p.elements):len(p.elements)]
 	switch {
 	case len(as) == len(bs):
 		for i := range as {
+			if bytes.Equal(as[i], bs[i]) {
+				continue
+			}
 			if err := p.diff(appendIndex(path, i), as[i], bs[i]); err != nil {
 				return err
 			}
@@ -144,21 +182,23 @@ func isPrefix(as, bs [][]byte) bool {
 	return true
 }
 
-// member is one "key": value of an object, the value sliced from the input.
+// member is one "key": value of an object. Both are sliced from the input
+// unless the key has escapes (encoding/json writes them only for <, >, & and
+// control characters), which are decoded into a copy.
 type member struct {
-	key   string
+	key   []byte
 	value []byte
 }
 
 // find returns the index of key in ms, searching from start and wrapping.
-func find(ms []member, key string, start int) int {
+func find(ms []member, key []byte, start int) int {
 	for i := start; i < len(ms); i++ {
-		if ms[i].key == key {
+		if bytes.Equal(ms[i].key, key) {
 			return i
 		}
 	}
 	for i := 0; i < start && i < len(ms); i++ {
-		if ms[i].key == key {
+		if bytes.Equal(ms[i].key, key) {
 			return i
 		}
 	}
@@ -167,9 +207,8 @@ func find(ms []member, key string, start int) int {
 
 var errSyntax = errors.New("malformed JSON")
 
-// members splits a JSON object into its members.
-func members(obj []byte) ([]member, error) {
-	var out []member
+// appendMembers appends the members of a JSON object to out.
+func appendMembers(out []member, obj []byte) ([]member, error) {
 	i := skipSpace(obj, 1)
 	if i < len(obj) && obj[i] == '}' {
 		return out, nil
@@ -211,9 +250,8 @@ func members(obj []byte) ([]member, error) {
 	return nil, errSyntax
 }
 
-// elements splits a JSON array into its elements.
-func elements(arr []byte) ([][]byte, error) {
-	var out [][]byte
+// appendElements appends the elements of a JSON array to out.
+func appendElements(out [][]byte, arr []byte) ([][]byte, error) {
 	i := skipSpace(arr, 1)
 	if i < len(arr) && arr[i] == ']' {
 		return out, nil
@@ -247,13 +285,22 @@ func skipValue(b []byte, i int) (int, error) {
 	}
 	switch b[i] {
 	case '"':
-		for j := i + 1; j < len(b); j++ {
-			switch b[j] {
-			case '\\':
-				j++
-			case '"':
+		// The closing quote is the first one not escaped, i.e. preceded by
+		// an even number of backslashes.
+		for j := i + 1; j < len(b); {
+			k := bytes.IndexByte(b[j:], '"')
+			if k < 0 {
+				break
+			}
+			j += k
+			n := 0
+			for n < j-i-1 && b[j-1-n] == '\\' {
+				n++
+			}
+			if n%2 == 0 {
 				return j + 1, nil
 			}
+			j++
 		}
 		return 0, errSyntax
 	case '{', '[':
@@ -279,13 +326,21 @@ func skipValue(b []byte, i int) (int, error) {
 	}
 	// A number, true, false or null: up to the next delimiter.
 	j := i
-	for j < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[j])) {
+	for j < len(b) && !isDelimiter(b[j]) {
 		j++
 	}
 	if j == i {
 		return 0, errSyntax
 	}
 	return j, nil
+}
+
+func isDelimiter(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
 }
 
 func skipSpace(b []byte, i int) int {
@@ -295,22 +350,23 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// unquote decodes a JSON string; the common case without escapes is a copy.
-func unquote(s []byte) (string, error) {
+// unquote decodes a JSON string; the common case without escapes is a
+// slice of s.
+func unquote(s []byte) ([]byte, error) {
 	if bytes.IndexByte(s, '\\') < 0 {
-		return string(s[1 : len(s)-1]), nil
+		return s[1 : len(s)-1], nil
 	}
 	var out string
 	if err := json.Unmarshal(s, &out); err != nil {
-		return "", err
+		return nil, err
 	}
-	return out, nil
+	return []byte(out), nil
 }
 
 // appendPointer returns path extended by key, escaped per RFC 6901 (the "/"
 // in annotation keys like kvinject.io/status becomes "~1"). It never
 // modifies path's backing array, which sibling paths share.
-func appendPointer(path []byte, key string) []byte {
+func appendPointer(path []byte, key []byte) []byte {
 	out := make([]byte, 0, len(path)+1+len(key)+2)
 	out = append(out, path...)
 	out = append(out, '/')
