@@ -100,7 +100,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	// as the review, and fall back to the two-step decoding below, with its
 	// precise errors, for anything that is not a well-formed pod review.
 	var fast podReview
-	if json.Unmarshal(body, &fast) == nil && fast.valid() {
+	if decodeReview(body, &fast) == nil && fast.valid() {
 		req := fast.Request
 		a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 		a.dryRun = req.DryRun != nil && *req.DryRun
@@ -217,12 +217,12 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 // out of them, so they are reused across reviews.
 var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// encode writes v's encoding/json encoding into a pooled buffer, without
-// the copy json.Marshal makes.
+// encode writes v's encoding into a pooled buffer, without the copy
+// json.Marshal makes.
 func encode(v any) (*bytes.Buffer, []byte, error) {
 	buf := encodeBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
-	if err := json.NewEncoder(buf).Encode(v); err != nil {
+	if err := encodeTo(buf, v); err != nil {
 		encodeBuffers.Put(buf)
 		return nil, nil, err
 	}
