@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -158,4 +159,35 @@ func FuzzDecodeReview(f *testing.F) {
 			t.Fatalf("%s decodes differently: %s", body, diff.Diff(std, fast))
 		}
 	})
+}
+
+// TestCodecResponsesMatchEncodingJSON: the answers the handler sends are
+// encoded as encoding/json's Marshal would.
+func TestCodecResponsesMatchEncodingJSON(t *testing.T) {
+	pt := admissionv1.PatchTypeJSONPatch
+	for name, resp := range map[string]*admissionv1.AdmissionResponse{
+		"patched": {UID: "u-1", Allowed: true, PatchType: &pt,
+			Patch:    []byte(`[{"op":"add","path":"/metadata/annotations/kvinject.io~1status","value":"<&>"}]`),
+			Warnings: []string{`kvinject.io/objects[1] (a "b"): mode 0600 <has> no group & read bit é` + "\u2028"}},
+		"skipped": {UID: "u-2", Allowed: true},
+		"denied": {UID: "u-3", Result: &metav1.Status{Status: metav1.StatusFailure, Code: 403, Reason: metav1.StatusReasonForbidden,
+			Message: "kvinject: serviceaccount \"web\" not found <in> namespace & \"shop\"\n"}},
+		"errored": {Result: &metav1.Status{Status: metav1.StatusFailure, Code: 400, Message: "decode AdmissionReview: \x01"}},
+	} {
+		review := &admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
+			Response: resp,
+		}
+		want, err := json.Marshal(review)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		if err := encodeTo(&got, review); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(bytes.TrimSuffix(got.Bytes(), []byte("\n")), want) {
+			t.Errorf("%s: encodings differ\n fast %s\n  std %s", name, got.Bytes(), want)
+		}
+	}
 }

@@ -68,7 +68,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var a audit
 	resp := h.serve(w, r, &a)
-	out, err := json.Marshal(admissionv1.AdmissionReview{
+	buf, out, err := encode(&admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,
 	})
@@ -79,6 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
+		encodeBuffers.Put(buf)
 	}
 	reviewsByOutcome[a.decision].Inc()
 	reviewDuration.Observe(time.Since(start).Seconds())
@@ -213,8 +214,9 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// encodeBuffers hold the two encodings podPatch diffs; the patch is copied
-// out of them, so they are reused across reviews.
+// encodeBuffers hold the two encodings podPatch diffs (the patch is copied
+// out of them) and the response until it is written, so they are reused
+// across reviews.
 var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // encode writes v's encoding into a pooled buffer, without the copy
