@@ -219,12 +219,12 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 // across reviews.
 var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// encode writes v's encoding into a pooled buffer, without the copy
-// json.Marshal makes.
+// encode writes v's encoding/json encoding into a pooled buffer, without
+// the copy json.Marshal makes.
 func encode(v any) (*bytes.Buffer, []byte, error) {
 	buf := encodeBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
-	if err := encodeTo(buf, v); err != nil {
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		encodeBuffers.Put(buf)
 		return nil, nil, err
 	}
