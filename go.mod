@@ -3,7 +3,6 @@ module github.com/kvinject/kvinject
 go 1.26.0
 
 require (
-	github.com/goccy/go-json v0.12.0
 	github.com/google/cel-go v0.29.2
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2

@@ -101,7 +101,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	// as the review, and fall back to the two-step decoding below, with its
 	// precise errors, for anything that is not a well-formed pod review.
 	var fast podReview
-	if decodeReview(body, &fast) == nil && fast.valid() {
+	if json.Unmarshal(body, &fast) == nil && fast.valid() {
 		req := fast.Request
 		a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 		a.dryRun = req.DryRun != nil && *req.DryRun
