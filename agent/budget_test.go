@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -149,32 +148,6 @@ func TestBudgetFirstFetchesSpreadOverJitterWindow(t *testing.T) {
 	if p90-p10 < 4*window/10 {
 		t.Errorf("the middle 80%% of first GETs arrived within %s, want them spread over the %s jitter window (≥ %s)", p90-p10, window, 4*window/10)
 	}
-}
-
-// newHarnessWith is newHarness on an emulator started with opts.
-func newHarnessWith(t *testing.T, opts fakeazure.Options) *harness {
-	t.Helper()
-	iss, err := fakeazure.NewIssuer(t.Context(), fakeazure.IssuerOptions{CA: ca})
-	must(t, err)
-	t.Cleanup(iss.Close)
-	srv, err := fakeazure.Start(t.Context(), opts)
-	must(t, err)
-	t.Cleanup(srv.Close)
-	vaultURL, err := srv.AddVault(vaultName)
-	must(t, err)
-	h := &harness{
-		t: t, srv: srv, iss: iss, vaultURL: vaultURL,
-		clientID:  "7a2c4e6f-8b1d-4f3a-9c5e-0d2b4f6a8c1e",
-		tokenFile: filepath.Join(t.TempDir(), "token"),
-		dir:       t.TempDir(),
-		termLog:   filepath.Join(t.TempDir(), "termination-log"),
-		served:    map[string]string{},
-	}
-	must(t, srv.AddFederatedCredential(h.clientID, iss.URL(), "system:serviceaccount:"+namespace+":"+serviceAccount))
-	must(t, srv.Grant(vaultName, h.clientID, fakeazure.RoleSecretsUser, "*"))
-	must(t, iss.WriteServiceAccountToken(h.tokenFile, namespace, serviceAccount, time.Hour))
-	t.Cleanup(h.scan)
-	return h
 }
 
 // arrivalLog is a slog.Handler for the emulator's per-request debug lines:

@@ -95,21 +95,20 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	ctx := t.Context()
-	iss, err := fakeazure.NewIssuer(ctx, fakeazure.IssuerOptions{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return newHarnessWith(t, fakeazure.Options{CA: ca})
+}
+
+// newHarnessWith is newHarness on an emulator started with opts.
+func newHarnessWith(t *testing.T, opts fakeazure.Options) *harness {
+	t.Helper()
+	iss, err := fakeazure.NewIssuer(t.Context(), fakeazure.IssuerOptions{CA: ca})
+	must(t, err)
 	t.Cleanup(iss.Close)
-	srv, err := fakeazure.Start(ctx, fakeazure.Options{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, err := fakeazure.Start(t.Context(), opts)
+	must(t, err)
 	t.Cleanup(srv.Close)
 	vaultURL, err := srv.AddVault(vaultName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	h := &harness{
 		t: t, srv: srv, iss: iss, vaultURL: vaultURL,
 		clientID:  "0f5d1c9e-8a2b-4c3d-9e4f-a1b2c3d4e5f6",
