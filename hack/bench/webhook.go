@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kvinject/kvinject/e2e/cluster"
+	"github.com/kvinject/kvinject/e2e/fakeazure"
 )
 
 // loadResult is hack/loadgen's output.
@@ -79,7 +80,12 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := writeCertDir(certDir); err != nil {
+	// The webhook's cert-manager Secret layout: tls.crt, tls.key and ca.crt.
+	caPEM, err := fakeazure.NewServingCertDir(certDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), caPEM, 0o600); err != nil {
 		return nil, err
 	}
 
