@@ -38,67 +38,17 @@ func (p *parser) checkTemplates(files []config.File) {
 			p.problems.add(key, "template does not parse: %v", err)
 			continue
 		}
-		for _, tt := range t.Templates() {
-			if tt.Tree == nil {
-				continue
+		config.TemplateObjectRefs(t, func(_ *parse.CommandNode, fn, ref string) {
+			kind, isObject := kinds[ref]
+			switch {
+			case isObject && kind == config.TemplateObjectFuncs[fn]:
+			case isObject:
+				p.problems.add(key, "%s %q: file %q is a %s, %s needs a %s", fn, ref, ref, kind, fn, config.TemplateObjectFuncs[fn])
+			case p.templates[ref] != "":
+				p.problems.add(key, "%s %q names another template; templates can use only object files", fn, ref)
+			default:
+				p.problems.add(key, "%s %q: no file %q in this pod; name a file from a secret-, cert-, key- annotation or an objects alias", fn, ref, ref)
 			}
-			walk(tt.Tree.Root, func(fn, ref string) {
-				kind, isObject := kinds[ref]
-				switch {
-				case isObject && kind == config.TemplateObjectFuncs[fn]:
-				case isObject:
-					p.problems.add(key, "%s %q: file %q is a %s, %s needs a %s", fn, ref, ref, kind, fn, config.TemplateObjectFuncs[fn])
-				case p.templates[ref] != "":
-					p.problems.add(key, "%s %q names another template; templates can use only object files", fn, ref)
-				default:
-					p.problems.add(key, "%s %q: no file %q in this pod; name a file from a secret-, cert-, key- annotation or an objects alias", fn, ref, ref)
-				}
-			})
-		}
-	}
-}
-
-// walk calls visit for every call of an object function with a literal file name.
-func walk(n parse.Node, visit func(fn, ref string)) {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			walk(c, visit)
-		}
-	case *parse.ActionNode:
-		walk(n.Pipe, visit)
-	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walk(c, visit)
-		}
-	case *parse.CommandNode:
-		if len(n.Args) >= 2 {
-			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && config.TemplateObjectFuncs[id.Ident] != "" {
-				if s, ok := n.Args[1].(*parse.StringNode); ok {
-					visit(id.Ident, s.Text)
-				}
-			}
-		}
-		for _, a := range n.Args {
-			walk(a, visit)
-		}
-	case *parse.IfNode:
-		walk(&n.BranchNode, visit)
-	case *parse.RangeNode:
-		walk(&n.BranchNode, visit)
-	case *parse.WithNode:
-		walk(&n.BranchNode, visit)
-	case *parse.BranchNode:
-		walk(n.Pipe, visit)
-		walk(n.List, visit)
-		walk(n.ElseList, visit)
-	case *parse.TemplateNode:
-		walk(n.Pipe, visit)
+		})
 	}
 }

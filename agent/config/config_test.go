@@ -2,8 +2,11 @@ package config
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"text/template"
+	"text/template/parse"
 )
 
 func TestFileModeJSON(t *testing.T) {
@@ -25,5 +28,27 @@ func TestFileModeJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(in), &m); err == nil {
 			t.Errorf("decode %s = %#o, want an error", in, m)
 		}
+	}
+}
+
+func TestTemplateObjectRefs(t *testing.T) {
+	funcs := template.FuncMap{}
+	for _, n := range TemplateFuncNames {
+		funcs[n] = func(...any) (any, error) { return nil, nil }
+	}
+	src := `{{ secret "a" }}{{ if true }}{{ cert "b" | base64 }}{{ else }}{{ with key "c" }}{{ . }}{{ end }}{{ end }}` +
+		`{{ range $x := list }}{{ chain "d" }}{{ end }}{{ define "t" }}{{ privateKey "e" }}{{ end }}{{ template "t" (secret "f") }}` +
+		`{{ secret .Dynamic }}{{ trim "not-a-file" }}`
+	funcs["list"] = func() []int { return nil }
+	tmpl, err := template.New("x").Funcs(funcs).Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	TemplateObjectRefs(tmpl, func(_ *parse.CommandNode, fn, file string) { got = append(got, fn+":"+file) })
+	slices.Sort(got)
+	want := []string{"cert:b", "chain:d", "key:c", "privateKey:e", "secret:a", "secret:f"}
+	if !slices.Equal(got, want) {
+		t.Errorf("refs = %v, want %v", got, want)
 	}
 }

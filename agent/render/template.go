@@ -138,77 +138,19 @@ func Check(files []config.File) error {
 			errs = append(errs, err)
 			continue
 		}
-		walkCommands(t.Tree.Root, func(cmd *parse.CommandNode) {
-			if len(cmd.Args) != 2 {
-				return
-			}
-			id, ok := cmd.Args[0].(*parse.IdentifierNode)
-			if !ok {
-				return
-			}
-			want, ok := config.TemplateObjectFuncs[id.Ident]
-			if !ok {
-				return
-			}
-			arg, ok := cmd.Args[1].(*parse.StringNode)
-			if !ok {
-				return
-			}
+		config.TemplateObjectRefs(t, func(cmd *parse.CommandNode, fn, file string) {
 			loc, _ := t.ErrorContext(cmd)
-			switch kind, ok := kinds[arg.Text]; {
+			switch kind, ok := kinds[file]; {
 			case !ok:
 				errs = append(errs, fmt.Errorf("template: %s: %s %q: no object file %q (object files: %s)",
-					loc, id.Ident, arg.Text, arg.Text, strings.Join(slices.Sorted(maps.Keys(kinds)), ", ")))
-			case kind != want:
+					loc, fn, file, file, strings.Join(slices.Sorted(maps.Keys(kinds)), ", ")))
+			case kind != config.TemplateObjectFuncs[fn]:
 				errs = append(errs, fmt.Errorf("template: %s: %s %q: file %q is a %s, %s needs a %s",
-					loc, id.Ident, arg.Text, arg.Text, kind, id.Ident, want))
+					loc, fn, file, file, kind, fn, config.TemplateObjectFuncs[fn]))
 			}
 		})
 	}
 	return errors.Join(errs...)
-}
-
-// walkCommands calls fn for every command in the tree under n.
-func walkCommands(n parse.Node, fn func(*parse.CommandNode)) {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			walkCommands(c, fn)
-		}
-	case *parse.ActionNode:
-		walkCommands(n.Pipe, fn)
-	case *parse.IfNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.RangeNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.WithNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.TemplateNode:
-		walkCommands(n.Pipe, fn)
-	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walkCommands(c, fn)
-		}
-	case *parse.CommandNode:
-		fn(n)
-		for _, a := range n.Args {
-			walkCommands(a, fn)
-		}
-	case *parse.ChainNode:
-		walkCommands(n.Node, fn)
-	}
-}
-
-func walkBranch(b *parse.BranchNode, fn func(*parse.CommandNode)) {
-	walkCommands(b.Pipe, fn)
-	walkCommands(b.List, fn)
-	walkCommands(b.ElseList, fn)
 }
 
 func execTemplate(f config.File, files map[string]*rendered) ([]byte, error) {
