@@ -59,10 +59,71 @@ func TestBudgetOneGetPerDistinctObjectPerCycle(t *testing.T) {
 		t.Errorf("%d token requests in a run shorter than the token's lifetime, want 1", tokens)
 	}
 	// The SDK learns the vault's tenant and scope from a 401 challenge to an
-	// unauthenticated request; the GETs of the first cycle that start before
-	// the first challenge is answered each send one. Later cycles send none.
-	if challenges > distinct {
-		t.Errorf("%d unauthenticated challenge requests, want at most one per distinct object (first cycle only)", challenges)
+	// unauthenticated request: the first cycle sends one, later cycles none.
+	if challenges != 1 {
+		t.Errorf("%d unauthenticated challenge requests over %d cycles, want 1 (the first GET of the first cycle)", challenges, n)
+	}
+}
+
+// TestBudgetFirstCycleOneChallengePerVaultClient: the first cycle's
+// concurrent GETs to a vault draw one 401 challenge from it, not one each
+// (the first GET goes alone until the challenge is known). The SDK keeps
+// what it learned per client, and the agent has one client per vault and
+// collection, so a vault read for secrets and keys is challenged twice.
+func TestBudgetFirstCycleOneChallengePerVaultClient(t *testing.T) {
+	h := newHarness(t)
+	const other = "shop-kv-other"
+	otherURL, err := h.srv.AddVault(other)
+	must(t, err)
+	must(t, h.srv.Grant(other, h.clientID, fakeazure.RoleSecretsUser, "*"))
+	must(t, h.srv.Grant(other, h.clientID, fakeazure.RoleCryptoUser, "*"))
+	const (
+		secrets      = 20 // in the harness's vault
+		otherSecrets = 5
+		otherKeys    = 5
+	)
+	var files []config.File
+	for i := range secrets {
+		name := fmt.Sprintf("app-%02d", i)
+		h.secret(name, fmt.Sprintf("challenge-%02d-Yy6", i))
+		files = append(files, secretFile(h, name, name, ""))
+	}
+	for i := range otherSecrets {
+		name, value := fmt.Sprintf("other-%d", i), fmt.Sprintf("other-challenge-%d-Uu7", i)
+		v, err := h.srv.SetSecret(other, name, value, "")
+		must(t, err)
+		h.remember("secret "+other+"/"+name+"@"+v, value)
+		files = append(files, config.File{Name: name, Mode: 0o440,
+			Object: &config.Object{Vault: otherURL, Kind: config.KindSecret, Name: name}})
+	}
+	for i := range otherKeys {
+		name := fmt.Sprintf("signing-%d", i)
+		_, err := h.srv.AddKey(other, name, "EC")
+		must(t, err)
+		files = append(files, config.File{Name: name + ".pub", Mode: 0o444,
+			Object: &config.Object{Vault: otherURL, Kind: config.KindKey, Name: name}})
+	}
+	if err := h.run(t.Context(), agent.ModeInit, h.config(0, files...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		vault    string
+		ep       fakeazure.Endpoint
+		clientID string
+		want     int
+	}{
+		{vaultName, fakeazure.EndpointChallenge, fakeazure.AnyClient, 1},
+		{vaultName, fakeazure.EndpointGetSecret, h.clientID, secrets},
+		{other, fakeazure.EndpointChallenge, fakeazure.AnyClient, 2}, // its secrets client and its keys client
+		{other, fakeazure.EndpointGetSecret, h.clientID, otherSecrets},
+		{other, fakeazure.EndpointGetKey, h.clientID, otherKeys},
+	} {
+		if got := h.srv.CountVault(c.vault, c.ep, c.clientID); got != c.want {
+			t.Errorf("vault %s: %d %s requests in the first cycle, want %d", c.vault, got, c.ep, c.want)
+		}
+	}
+	if tokens := h.srv.Count(fakeazure.EndpointToken, h.clientID); tokens != 1 {
+		t.Errorf("%d token requests, want 1 (both vaults take the same token)", tokens)
 	}
 }
 

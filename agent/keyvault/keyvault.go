@@ -112,6 +112,7 @@ type Client struct {
 	mu      sync.Mutex
 	secrets map[string]*azsecrets.Client
 	keys    map[string]*azkeys.Client
+	gates   map[string]*challengeGate // by collection and vault: one per SDK client
 }
 
 // New builds the one credential and transport of the process. The authority
@@ -146,6 +147,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		tenantID: id.TenantID, http: hc, cred: &rememberingCredential{cred: cred}, options: opts, cloud: c,
 		secrets: map[string]*azsecrets.Client{},
 		keys:    map[string]*azkeys.Client{},
+		gates:   map[string]*challengeGate{},
 	}, nil
 }
 
@@ -154,7 +156,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 // SSL_CERT_FILE). Idle connections serve one cycle; a sidecar drops them
 // between cycles (CloseIdleConnections).
 func newHTTPClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: gateTransport{base: &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
 			Timeout:   10 * time.Second,
@@ -166,7 +168,7 @@ func newHTTPClient() *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: tryTimeout,
 		ExpectContinueTimeout: time.Second,
-	}}
+	}}}
 }
 
 // SignInAhead starts signing in for the vault resource of the cloud
@@ -232,8 +234,32 @@ func (c *Client) keysClient(vault string) (*azkeys.Client, error) {
 	return kc, nil
 }
 
-// Get reads r once. version is the version Key Vault returned.
+// gate returns the challenge gate of r's SDK client.
+func (c *Client) gate(r Ref) *challengeGate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := r.Collection + " " + r.Vault
+	g, ok := c.gates[k]
+	if !ok {
+		g = newChallengeGate(strings.TrimSuffix(strings.TrimPrefix(r.Vault, "https://"), "/"))
+		c.gates[k] = g
+	}
+	return g
+}
+
+// Get reads r once. version is the version Key Vault returned. Until the
+// vault's client has learned the vault's challenge, the first Get to it goes
+// alone (see challengeGate).
 func (c *Client) Get(ctx context.Context, r Ref) (obj render.Object, version string, err error) {
+	g := c.gate(r)
+	first, err := g.enter(ctx)
+	if err != nil {
+		return obj, "", err
+	}
+	if first {
+		defer g.open()
+		ctx = context.WithValue(ctx, gateKey{}, g)
+	}
 	switch r.Collection {
 	case "secrets":
 		sc, err := c.secretsClient(r.Vault)
