@@ -172,6 +172,21 @@ func NewServingCertDir(dir string) (caPEM []byte, err error) {
 	return ca.PEM(), nil
 }
 
+// serving returns ca, or a new CA when it is nil, with its loopback serving config.
+func serving(ca *CA) (*CA, *tls.Config, error) {
+	if ca == nil {
+		var err error
+		if ca, err = NewCA(); err != nil {
+			return nil, nil, fmt.Errorf("fakeazure: %w", err)
+		}
+	}
+	cfg, err := ca.servingTLS()
+	if err != nil {
+		return nil, nil, fmt.Errorf("fakeazure: %w", err)
+	}
+	return ca, cfg, nil
+}
+
 func randomSerial() *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {

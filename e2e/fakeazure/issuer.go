@@ -56,16 +56,9 @@ func NewIssuer(ctx context.Context, opts IssuerOptions) (*Issuer, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	ca := opts.CA
-	if ca == nil {
-		var err error
-		if ca, err = NewCA(); err != nil {
-			return nil, fmt.Errorf("fakeazure: %w", err)
-		}
-	}
-	tlsCfg, err := ca.servingTLS()
+	ca, tlsCfg, err := serving(opts.CA)
 	if err != nil {
-		return nil, fmt.Errorf("fakeazure: %w", err)
+		return nil, err
 	}
 	i := &Issuer{ca: ca, alg: opts.Algorithm}
 	if err := i.RotateKey(); err != nil {

@@ -121,16 +121,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = discardLogger()
 	}
-	ca := opts.CA
-	if ca == nil {
-		var err error
-		if ca, err = NewCA(); err != nil {
-			return nil, fmt.Errorf("fakeazure: %w", err)
-		}
-	}
-	tlsCfg, err := ca.servingTLS()
+	ca, tlsCfg, err := serving(opts.CA)
 	if err != nil {
-		return nil, fmt.Errorf("fakeazure: %w", err)
+		return nil, err
 	}
 	if opts.CAFile != "" {
 		if err := ca.WriteFile(opts.CAFile); err != nil {
