@@ -42,6 +42,9 @@ type Handler struct {
 	ServiceAccounts ServiceAccounts
 	// Log receives one audit line per review.
 	Log *slog.Logger
+	// Cache answers repeated reviews of the same pod (a ReplicaSet's
+	// replicas); nil answers every review from scratch.
+	Cache *ReviewCache
 }
 
 // audit is what the one log line per review records. It never holds a secret
@@ -97,6 +100,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	if err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 	}
+	var env envelope
+	cacheable := false
+	if h.Cache != nil {
+		if env, cacheable = peekReview(body); cacheable {
+			if resp := h.cached(r.Context(), body, &env, a); resp != nil {
+				reviewCacheHits.Inc()
+				return resp
+			}
+			reviewCacheMisses.Inc()
+		}
+	}
 	// Decoding is most of a review's cost: decode the pod in the same pass
 	// as the review, and fall back to the two-step decoding below, with its
 	// precise errors, for anything that is not a well-formed pod review.
@@ -105,7 +119,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 		req := fast.Request
 		a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 		a.dryRun = req.DryRun != nil && *req.DryRun
-		return h.review(r.Context(), &req.AdmissionRequest, req.Object, a)
+		var in inputs
+		resp := h.review(r.Context(), &req.AdmissionRequest, req.Object, a, &in)
+		if cacheable && in.sa != nil {
+			h.Cache.put(&env, in.sa, &cachedAnswer{
+				saNamespace: in.saNamespace, saName: in.saName, generateName: in.generateName,
+				response: *resp, decision: a.decision, message: a.message, vaults: a.vaults, objects: a.objects,
+			})
+		}
+		return resp
 	}
 	var review admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &review); err != nil {
@@ -121,7 +143,42 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	}
 	a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 	a.dryRun = req.DryRun != nil && *req.DryRun
-	return h.review(r.Context(), req, nil, a)
+	return h.review(r.Context(), req, nil, a, &inputs{})
+}
+
+// inputs records what an answer was made from, for the review cache. sa is
+// nil unless the answer is the injector's alone (patched, unchanged or
+// denied by it), which a repeated review of the same pod would get again.
+type inputs struct {
+	sa                  *corev1.ServiceAccount
+	saNamespace, saName string
+	generateName        string
+}
+
+// cached returns the cached answer to the review in body, or nil.
+func (h *Handler) cached(ctx context.Context, body []byte, env *envelope, a *audit) *admissionv1.AdmissionResponse {
+	e := h.Cache.get(env)
+	if e == nil {
+		return nil
+	}
+	// The full decode rejects a malformed body; a cached answer must too.
+	if !json.Valid(body) {
+		return nil
+	}
+	sa, err := h.ServiceAccounts.ServiceAccount(ctx, e.saNamespace, e.saName)
+	if err != nil || sa.UID != e.saUID || sa.ResourceVersion != e.saResourceVersion {
+		return nil
+	}
+	resp := e.response
+	resp.UID = types.UID(env.uid)
+	a.uid, a.namespace, a.pod, a.dryRun = env.uid, env.namespace, env.name, env.dryRun
+	if a.pod == "" {
+		a.pod = e.generateName
+	}
+	a.serviceAccount = e.saName
+	a.decision, a.message, a.vaults, a.objects = e.decision, e.message, e.vaults, e.objects
+	a.warnings = len(resp.Warnings)
+	return &resp
 }
 
 // podReview is an AdmissionReview whose object is decoded as a pod. Only the
@@ -143,7 +200,7 @@ func (r *podReview) valid() bool {
 
 // review decides one admission request. pod is the request's object when
 // the caller has decoded it already, else nil.
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, a *audit) *admissionv1.AdmissionResponse {
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, a *audit, in *inputs) *admissionv1.AdmissionResponse {
 	allowed := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	// Only pod CREATEs are ours; anything else the configuration may route
 	// here by mistake passes untouched.
@@ -182,7 +239,9 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
 	}
 	mutated, warnings, err := injector.Inject(pod, sa, h.Defaults)
+	made := inputs{sa: sa, saNamespace: pod.Namespace, saName: saName, generateName: pod.GenerateName}
 	if err != nil {
+		*in = made
 		return denied(a, req.UID, err.Error())
 	}
 	a.vaults, a.objects = requested(mutated)
@@ -192,6 +251,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if err != nil {
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
 	}
+	*in = made
 	if patch == nil {
 		a.decision = outcomeUnchanged
 		return allowed

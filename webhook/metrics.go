@@ -36,13 +36,20 @@ var (
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 
+	reviewCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvinject_webhook_review_cache_total",
+		Help: "Lookups of pod reviews in the review cache by result: hit (answered from the cache) or miss.",
+	}, []string{"result"})
+
 	// Pre-resolved counters keep the label lookup off the review path.
-	reviewsByOutcome = map[string]prometheus.Counter{}
+	reviewsByOutcome  = map[string]prometheus.Counter{}
+	reviewCacheHits   = reviewCache.WithLabelValues("hit")
+	reviewCacheMisses = reviewCache.WithLabelValues("miss")
 )
 
 func init() {
 	for _, o := range []string{outcomePatched, outcomeUnchanged, outcomeSkipped, outcomeDenied, outcomeError} {
 		reviewsByOutcome[o] = reviewsTotal.WithLabelValues(o)
 	}
-	metrics.Registry.MustRegister(reviewsTotal, reviewDuration)
+	metrics.Registry.MustRegister(reviewsTotal, reviewDuration, reviewCache)
 }

@@ -46,6 +46,9 @@ type Options struct {
 	// GracefulShutdownTimeout bounds how long in-flight reviews may finish
 	// after the context is cancelled.
 	GracefulShutdownTimeout time.Duration
+	// ReviewCacheSize is how many answers to recent pods are kept for the
+	// repeated reviews of a ReplicaSet's replicas; 0 disables the cache.
+	ReviewCacheSize int
 	// Config reaches the API server, for the ServiceAccount informer.
 	Config *rest.Config
 	// Logger receives the audit lines and controller-runtime's logs.
@@ -149,6 +152,7 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		Defaults:        o.Defaults,
 		ServiceAccounts: cachedServiceAccounts{cache: saCache, live: live},
 		Log:             o.Logger,
+		Cache:           NewReviewCache(o.ReviewCacheSize),
 	})
 
 	var probes *http.Server

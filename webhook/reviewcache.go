@@ -1,0 +1,298 @@
+package webhook
+
+import (
+	"bytes"
+	"container/list"
+	"encoding/binary"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// A ReplicaSet scaling up or rolling out sends the webhook the same pod
+// again and again: the API server's review of each replica carries the same
+// object (no name yet, the same generateName, labels, owner and spec) and
+// differs only in the review's uid and the managedFields timestamp. The
+// injector is a pure function of the pod, its ServiceAccount and the
+// process's defaults, so its answer to a pod it has seen is known: the
+// ReviewCache keeps the last answers, keyed by exactly those inputs, and a
+// repeated review costs a scan of the body instead of decoding, injecting,
+// encoding and diffing the pod.
+//
+// The key holds the request's namespace and the object's bytes as sent,
+// without metadata.managedFields, which the injector neither reads nor
+// changes (so the patch never touches it). An answer is used only while
+// the pod's ServiceAccount has the UID and resourceVersion it had when the
+// answer was made, so an edited or recreated ServiceAccount is seen at once.
+
+// DefaultReviewCacheSize is how many answers a webhook keeps by default: a
+// rollout concerns a few pod templates at a time; an entry is a few kB.
+const DefaultReviewCacheSize = 64
+
+// maxCachedObjectBytes keeps unusually large pods out of the cache.
+const maxCachedObjectBytes = 64 << 10
+
+// ReviewCache holds the answers to recent pod reviews. It is safe for
+// concurrent use; the zero value is not usable, see NewReviewCache.
+type ReviewCache struct {
+	seed maphash.Seed
+	max  int
+
+	mu    sync.Mutex
+	byKey map[uint64]*list.Element // of *cachedAnswer
+	lru   list.List                // front is the most recently used
+}
+
+// NewReviewCache returns a cache of at most size answers, or nil (no
+// caching) when size is not positive.
+func NewReviewCache(size int) *ReviewCache {
+	if size <= 0 {
+		return nil
+	}
+	return &ReviewCache{seed: maphash.MakeSeed(), max: size, byKey: make(map[uint64]*list.Element, size)}
+}
+
+// cachedAnswer is the injector's decision on one pod, without what belongs
+// to a single review (its uid, dry run and, for named pods, the name).
+type cachedAnswer struct {
+	hash      uint64
+	namespace string
+	// object is the pod as sent, without the managedFields value, which
+	// started at headLen (len(object) when it had none).
+	object  []byte
+	headLen int
+
+	saNamespace, saName string
+	saUID               types.UID
+	saResourceVersion   string
+
+	// response without its UID; its slices and pointers are shared by every
+	// answer made from it and never modified.
+	response     admissionv1.AdmissionResponse
+	generateName string
+	decision     string
+	message      string
+	vaults       []string
+	objects      []string
+}
+
+// envelope is what a cache lookup reads from a review body, with the
+// patch's scanner instead of a decode.
+type envelope struct {
+	uid       string
+	namespace string
+	name      string
+	dryRun    bool
+	// head and tail are the object's bytes before and after the value of
+	// metadata.managedFields (tail is empty when it has none).
+	head, tail []byte
+}
+
+func (e *envelope) objectLen() int { return len(e.head) + len(e.tail) }
+
+// peekReview reads the envelope of a v1 review of a pod CREATE. It reports
+// false for anything else, and for anything it does not read exactly as
+// encoding/json would (escaped or differently cased names, invalid UTF-8),
+// which then takes the full decode.
+func peekReview(body []byte) (envelope, bool) {
+	var env envelope
+	var topBuf, reqBuf, kindBuf [16]member
+	top, ok := members(topBuf[:0], body[skipSpace(body, 0):])
+	if !ok || !exactNames(top, "apiVersion", "kind", "request") ||
+		!isString(top, "apiVersion", admissionv1.SchemeGroupVersion.String()) ||
+		!isString(top, "kind", "AdmissionReview") {
+		return env, false
+	}
+	reqRaw, ok := field(top, "request")
+	if !ok {
+		return env, false
+	}
+	req, ok := members(reqBuf[:0], reqRaw)
+	if !ok || !exactNames(req, "operation", "kind", "subResource", "uid", "namespace", "name", "dryRun", "object") ||
+		!isString(req, "operation", string(admissionv1.Create)) {
+		return env, false
+	}
+	kindRaw, ok := field(req, "kind")
+	if !ok {
+		return env, false
+	}
+	kind, ok := members(kindBuf[:0], kindRaw)
+	if !ok || !exactNames(kind, "group", "kind") || !isString(kind, "group", "") || !isString(kind, "kind", "Pod") {
+		return env, false
+	}
+	if sub, ok := field(req, "subResource"); ok && string(sub) != `""` && string(sub) != "null" {
+		return env, false
+	}
+	if env.uid, ok = stringField(req, "uid"); !ok {
+		return env, false
+	}
+	if env.namespace, ok = stringField(req, "namespace"); !ok {
+		return env, false
+	}
+	if env.name, ok = stringField(req, "name"); !ok {
+		return env, false
+	}
+	if v, ok := field(req, "dryRun"); ok {
+		switch string(v) {
+		case "true":
+			env.dryRun = true
+		case "false", "null":
+		default:
+			return env, false
+		}
+	}
+	obj, ok := field(req, "object")
+	if !ok || len(obj) == 0 || obj[0] != '{' {
+		return env, false
+	}
+	env.head, env.tail, ok = cutManagedFields(obj)
+	return env, ok
+}
+
+// cutManagedFields splits obj around the value of metadata.managedFields.
+func cutManagedFields(obj []byte) (head, tail []byte, ok bool) {
+	var objBuf, metaBuf [32]member
+	ms, ok := members(objBuf[:0], obj)
+	if !ok || !exactNames(ms, "metadata") {
+		return nil, nil, false
+	}
+	meta, found := field(ms, "metadata")
+	if !found {
+		return obj, nil, true
+	}
+	mm, ok := members(metaBuf[:0], meta)
+	if !ok || !exactNames(mm, "managedFields") {
+		// null or not an object: the full decode decides.
+		return nil, nil, false
+	}
+	mf, found := field(mm, "managedFields")
+	if !found {
+		return obj, nil, true
+	}
+	// The scanner's values are slices of obj, so mf's capacity tells its offset.
+	start := cap(obj) - cap(mf)
+	return obj[:start], obj[start+len(mf):], true
+}
+
+// members returns obj's members, or false when obj is not an object.
+func members(dst []member, obj []byte) ([]member, bool) {
+	if len(obj) == 0 || obj[0] != '{' {
+		return nil, false
+	}
+	ms, err := appendMembers(dst, obj)
+	return ms, err == nil
+}
+
+// field returns the value of the last member named name, the one
+// encoding/json would decode, and whether there is one.
+func field(ms []member, name string) (value []byte, found bool) {
+	for _, m := range ms {
+		if string(m.key) == name {
+			value, found = m.value, true
+		}
+	}
+	return value, found
+}
+
+// exactNames reports whether no member is named like one of names but for
+// case: encoding/json would take it for that name, peekReview would not.
+func exactNames(ms []member, names ...string) bool {
+	for _, m := range ms {
+		for _, n := range names {
+			if string(m.key) != n && strings.EqualFold(string(m.key), n) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// stringField returns the string member name: "" when absent or null, and
+// false when it is not a plain string.
+func stringField(ms []member, name string) (string, bool) {
+	v, found := field(ms, name)
+	if !found || string(v) == "null" {
+		return "", true
+	}
+	if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 || !utf8.Valid(v) {
+		return "", false
+	}
+	return string(v[1 : len(v)-1]), true
+}
+
+// isString reports whether member name is the string want, written plainly.
+func isString(ms []member, name, want string) bool {
+	v, ok := field(ms, name)
+	return ok && len(v) == len(want)+2 && v[0] == '"' && string(v[1:len(v)-1]) == want
+}
+
+func (c *ReviewCache) hash(namespace string, head, tail []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	h.WriteString(namespace)
+	h.WriteByte(0)
+	// The cut's position is part of the key: another object could join
+	// to the same bytes around a managedFields elsewhere.
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(head)))
+	h.Write(n[:])
+	h.Write(head)
+	h.Write(tail)
+	return h.Sum64()
+}
+
+// get returns the answer to env's pod, if the cache holds it.
+func (c *ReviewCache) get(env *envelope) *cachedAnswer {
+	sum := c.hash(env.namespace, env.head, env.tail)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.byKey[sum]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*cachedAnswer)
+	if e.namespace != env.namespace || e.headLen != len(env.head) || len(e.object) != env.objectLen() ||
+		!bytes.Equal(e.object[:len(env.head)], env.head) || !bytes.Equal(e.object[len(env.head):], env.tail) {
+		return nil
+	}
+	c.lru.MoveToFront(el)
+	return e
+}
+
+// put records the answer to env's pod, made with sa.
+func (c *ReviewCache) put(env *envelope, sa *corev1.ServiceAccount, e *cachedAnswer) {
+	if env.objectLen() > maxCachedObjectBytes || sa.ResourceVersion == "" {
+		// Without a resourceVersion a changed ServiceAccount could not be told apart.
+		return
+	}
+	e.namespace = env.namespace
+	e.object = make([]byte, 0, env.objectLen())
+	e.object = append(append(e.object, env.head...), env.tail...)
+	e.headLen = len(env.head)
+	e.saNamespace, e.saName, e.saUID, e.saResourceVersion = sa.Namespace, sa.Name, sa.UID, sa.ResourceVersion
+	e.hash = c.hash(env.namespace, env.head, env.tail)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.byKey[e.hash]; ok {
+		el.Value = e
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.byKey[e.hash] = c.lru.PushFront(e)
+	for c.lru.Len() > c.max {
+		old := c.lru.Remove(c.lru.Back()).(*cachedAnswer)
+		delete(c.byKey, old.hash)
+	}
+}
+
+// Len is how many answers the cache holds.
+func (c *ReviewCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
