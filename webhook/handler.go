@@ -162,7 +162,7 @@ func (h *Handler) cached(ctx context.Context, body []byte, env *envelope, a *aud
 		return nil
 	}
 	// The full decode rejects a malformed body; a cached answer must too.
-	if !json.Valid(body) {
+	if !env.valid(body) {
 		return nil
 	}
 	sa, err := h.ServiceAccounts.ServiceAccount(ctx, e.saNamespace, e.saName)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/list"
 	"encoding/binary"
+	"encoding/json"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -89,8 +90,11 @@ type envelope struct {
 	name      string
 	dryRun    bool
 	// head and tail are the object's bytes before and after the value of
-	// metadata.managedFields (tail is empty when it has none).
-	head, tail []byte
+	// metadata.managedFields (tail is empty when it has none), managedFields
+	// that value.
+	head, tail, managedFields []byte
+	// The object is body[objStart:objEnd].
+	objStart, objEnd int
 }
 
 func (e *envelope) objectLen() int { return len(e.head) + len(e.tail) }
@@ -150,33 +154,44 @@ func peekReview(body []byte) (envelope, bool) {
 	if !ok || len(obj) == 0 || obj[0] != '{' {
 		return env, false
 	}
-	env.head, env.tail, ok = cutManagedFields(obj)
+	env.head, env.managedFields, env.tail, ok = cutManagedFields(obj)
+	// The scanner's values are slices of body: their capacities tell where.
+	env.objStart = cap(body) - cap(obj)
+	env.objEnd = env.objStart + len(obj)
 	return env, ok
 }
 
+// valid reports whether body, whose object matched a cached one, is JSON.
+// The cached object came from a body that decoded, so only the rest need
+// checking: the envelope around the object and the new managedFields.
+func (e *envelope) valid(body []byte) bool {
+	var stack [2048]byte
+	around := append(append(append(stack[:0], body[:e.objStart]...), "{}"...), body[e.objEnd:]...)
+	return json.Valid(around) && (len(e.managedFields) == 0 || json.Valid(e.managedFields))
+}
+
 // cutManagedFields splits obj around the value of metadata.managedFields.
-func cutManagedFields(obj []byte) (head, tail []byte, ok bool) {
+func cutManagedFields(obj []byte) (head, managedFields, tail []byte, ok bool) {
 	var objBuf, metaBuf [32]member
 	ms, ok := members(objBuf[:0], obj)
 	if !ok || !exactNames(ms, "metadata") {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	meta, found := field(ms, "metadata")
 	if !found {
-		return obj, nil, true
+		return obj, nil, nil, true
 	}
 	mm, ok := members(metaBuf[:0], meta)
 	if !ok || !exactNames(mm, "managedFields") {
 		// null or not an object: the full decode decides.
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	mf, found := field(mm, "managedFields")
 	if !found {
-		return obj, nil, true
+		return obj, nil, nil, true
 	}
-	// The scanner's values are slices of obj, so mf's capacity tells its offset.
 	start := cap(obj) - cap(mf)
-	return obj[:start], obj[start+len(mf):], true
+	return obj[:start], mf, obj[start+len(mf):], true
 }
 
 // members returns obj's members, or false when obj is not an object.

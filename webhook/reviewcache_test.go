@@ -224,6 +224,14 @@ func TestReviewCacheKeepsDecodeErrors(t *testing.T) {
 	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest {
 		t.Fatalf("malformed review answered %+v, want a 400 error", resp)
 	}
+	// The cached pod with a managedFields that is not JSON.
+	brokenMF := bytes.Replace(body, []byte(`"fieldsType": "FieldsV1"`), []byte(`"fieldsType": FieldsV1`), 1)
+	if bytes.Equal(brokenMF, body) {
+		t.Fatal("test body has no fieldsType to break")
+	}
+	if resp := hs.post(t, brokenMF); resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest {
+		t.Fatalf("malformed managedFields answered %+v, want a 400 error", resp)
+	}
 	// Names encoding/json would match case-insensitively are left to it.
 	recased := bytes.Replace(body, []byte(`"uid": "0df2`), []byte(`"UID": "0df2`), 1)
 	h0 := hits()
@@ -277,7 +285,19 @@ func FuzzPeekReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"Uid":"a","uid":"b","kind":{"kind":"Pod"},"operation":"CREATE","object":{}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		env, ok := peekReview(body)
-		if !ok || !json.Valid(body) {
+		if !ok {
+			return
+		}
+		// The check a cached answer makes agrees with json.Valid whenever
+		// the object without its managedFields is JSON, as a cached one is.
+		obj := env.head
+		if env.managedFields != nil {
+			obj = append(append(append([]byte{}, env.head...), "null"...), env.tail...)
+		}
+		if json.Valid(obj) && env.valid(body) != json.Valid(body) {
+			t.Fatalf("envelope check %v, json.Valid %v", env.valid(body), json.Valid(body))
+		}
+		if !json.Valid(body) {
 			return
 		}
 		var r podReview
