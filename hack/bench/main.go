@@ -31,6 +31,7 @@ type options struct {
 	conns        int
 	idle         time.Duration
 	review       string
+	vary         string
 	skipWebhook  bool
 	skipAgent    bool
 	skipGoBench  bool
@@ -61,6 +62,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections of the saturation runs")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long the idle sidecar is watched")
 	flag.StringVar(&o.review, "review", "webhook/testdata/review-web.json", "AdmissionReview body sent to the webhook")
+	flag.StringVar(&o.vary, "vary", "7d9f8b6c5d", "string of the review (its pod-template-hash) that the distinct-pods runs replace by a counter, so no review repeats; \"\" skips those runs")
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")

@@ -40,11 +40,11 @@ func (r *results) markdown() string {
 		}
 		// Ratios pair each webhook run with the floor run next to it, so
 		// the noise both saw cancels; the median of those is shown.
-		pairedRatio := func(f func(serverRun) float64) string {
+		pairedRatio := func(hook serverResults, f func(serverRun) float64) string {
 			var rs []float64
-			for i := range min(len(w.Webhook.Runs), len(w.Floor.Runs)) {
+			for i := range min(len(hook.Runs), len(w.Floor.Runs)) {
 				if fl := f(w.Floor.Runs[i]); fl != 0 {
-					rs = append(rs, f(w.Webhook.Runs[i])/fl)
+					rs = append(rs, f(hook.Runs[i])/fl)
 				}
 			}
 			if len(rs) == 0 {
@@ -53,7 +53,7 @@ func (r *results) markdown() string {
 			lo, hi := minMax(rs)
 			return fmt.Sprintf("%.2f [%.2f–%.2f]", median(rs), lo, hi)
 		}
-		for _, x := range []fig{
+		figs := []fig{
 			{"webhook throughput at saturation, reviews/s (" + fmt.Sprint(w.Conns) + " connections)", "≥ 10,000", "%.0f", func(s serverRun) float64 { return s.Saturation.Throughput }},
 			{"webhook p99 at saturation, ms", "–", "%.2f", func(s serverRun) float64 { return s.Saturation.P99 }},
 			{fmt.Sprintf("webhook p50 at %.0f reviews/s, ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.P50 }},
@@ -62,10 +62,21 @@ func (r *results) markdown() string {
 			{fmt.Sprintf("load generator's timer lateness at %.0f reviews/s (not in the latencies), p99 ms", w.Rate), "–", "%.2f", func(s serverRun) float64 { return s.Rate.SchedLagP99 }},
 			{fmt.Sprintf("webhook CPU at %.0f reviews/s, %% of one core", w.Rate), "–", "%.1f", func(s serverRun) float64 { return s.RateCPU }},
 			{"webhook CPU per review at saturation, µs", "–", "%.0f", func(s serverRun) float64 { return s.SatCPUPerReview }},
-		} {
+		}
+		b.WriteString("| **the same pod again** (a ReplicaSet's replicas: answered from the review cache) | | | | |\n")
+		for _, x := range figs {
 			_, hs := stat(w.Webhook, x.f, x.format)
 			_, fs := stat(w.Floor, x.f, x.format)
-			row(x.name, x.target, hs, fs, pairedRatio(x.f))
+			row(x.name, x.target, hs, fs, pairedRatio(w.Webhook, x.f))
+		}
+		if d := w.Distinct; d != nil {
+			fmt.Fprintf(&b, "| **a different pod every time** (`%s` replaced by a counter: every review answered from scratch) | | | | |\n", w.Vary)
+			for _, x := range figs {
+				_, hs := stat(*d, x.f, x.format)
+				_, fs := stat(w.Floor, x.f, x.format)
+				row(x.name, x.target, hs, fs, pairedRatio(*d, x.f))
+			}
+			b.WriteString("| **memory** (one webhook process, after all the runs above) | | | | |\n")
 		}
 		row("webhook RSS idle, 1 s after ready, MiB", "–", fmt.Sprintf("%.1f", w.Webhook.IdleRSSMiB), fmt.Sprintf("%.1f", w.Floor.IdleRSSMiB), ratio(w.Webhook.IdleRSSMiB, w.Floor.IdleRSSMiB))
 		rss := func(s serverResults) string {

@@ -65,7 +65,13 @@ type webhookResults struct {
 	Conns   int           `json:"conns"`
 	Seconds float64       `json:"secondsPerRun"`
 	Floor   serverResults `json:"floor"`
+	// Webhook is sent the same review again and again, as a ReplicaSet's
+	// replicas send it: after the first, answered from the review cache.
 	Webhook serverResults `json:"webhook"`
+	// Distinct is the same webhook process sent a different pod every time
+	// (Vary replaced by a counter): every review answered from scratch.
+	Vary     string         `json:"vary,omitempty"`
+	Distinct *serverResults `json:"distinct,omitempty"`
 }
 
 func benchWebhook(ctx context.Context, o options, bins binaries, out string, log *slog.Logger) (*webhookResults, error) {
@@ -111,19 +117,24 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 	defer hookProc.stop()
 
 	res := &webhookResults{Review: o.review, Rate: o.rate, Conns: o.conns, Seconds: o.loadDuration.Seconds()}
-	servers := []struct {
-		name, url, expect string
-		p                 *process
-		r                 *serverResults
-	}{
-		{"floor", floorURL, `"allowed":true`, floorProc, &res.Floor},
+	type server struct {
+		name, url, expect, vary string
+		p                       *process
+		r                       *serverResults
+	}
+	servers := []server{
+		{name: "floor", url: floorURL, expect: `"allowed":true`, p: floorProc, r: &res.Floor},
 		// The webhook must really patch: a denial would be cheaper.
-		{"webhook", hookURL, `"patchType":"JSONPatch"`, hookProc, &res.Webhook},
+		{name: "webhook", url: hookURL, expect: `"patchType":"JSONPatch"`, p: hookProc, r: &res.Webhook},
+	}
+	if o.vary != "" {
+		res.Vary, res.Distinct = o.vary, &serverResults{}
+		servers = append(servers, server{name: "webhook, distinct pods", url: hookURL, expect: `"patchType":"JSONPatch"`, vary: o.vary, p: hookProc, r: res.Distinct})
 	}
 	// The webhook releases its start-up code pages right after it is ready
 	// (package codepages); read its idle memory once that is done.
 	time.Sleep(time.Second)
-	for _, s := range servers {
+	for _, s := range servers[:2] {
 		m, err := readMemory(s.p.pid())
 		if err != nil {
 			return nil, err
@@ -143,7 +154,7 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 				if err != nil {
 					return nil, err
 				}
-				lr, err := loadgen(ctx, bins.loadgen, s.url, review, caFile, s.expect, rate, o.conns, o.loadDuration)
+				lr, err := loadgen(ctx, bins.loadgen, s.url, review, caFile, s.expect, s.vary, rate, o.conns, o.loadDuration)
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: %w", s.name, mode, err)
 				}
@@ -174,7 +185,9 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 			}
 		}
 	}
-	for _, s := range servers {
+	// The distinct-pods runs are the same webhook process: its memory is
+	// the webhook's, after all of them.
+	for _, s := range servers[:2] {
 		m, err := readMemory(s.p.pid())
 		if err != nil {
 			return nil, err
@@ -300,9 +313,12 @@ func startWebhook(ctx context.Context, bins binaries, certDir, out, kubeconfig s
 	return p, fmt.Sprintf("https://127.0.0.1:%d/mutate-pods", ports[0]), nil
 }
 
-func loadgen(ctx context.Context, bin, url, body, ca, expect string, rate float64, conns int, d time.Duration) (loadResult, error) {
+func loadgen(ctx context.Context, bin, url, body, ca, expect, vary string, rate float64, conns int, d time.Duration) (loadResult, error) {
 	args := []string{"-url", url, "-body", body, "-ca", ca, "-expect", expect,
 		"-duration", d.String(), "-warmup", "1s"}
+	if vary != "" {
+		args = append(args, "-vary", vary)
+	}
 	if rate > 0 {
 		// Enough workers that a slow answer never delays the next send.
 		args = append(args, "-rate", strconv.FormatFloat(rate, 'f', -1, 64), "-conns", "32")

@@ -13,8 +13,11 @@
 //   - saturation (-rate 0): -conns connections each send the next request as
 //     soon as the previous one is answered; the figure is the throughput.
 //
-// Every run is bounded by -duration and by -max requests. Only loopback
-// addresses are accepted.
+// With -vary, every request's body is a different one: each occurrence of
+// the -vary string is replaced by the request's number, written with as
+// many digits (a webhook that caches answers then answers each from
+// scratch). Every run is bounded by -duration and by -max requests. Only
+// loopback addresses are accepted.
 package main
 
 import (
@@ -33,7 +36,9 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,15 +73,16 @@ func main() {
 		warmup   = flag.Duration("warmup", time.Second, "time before measuring starts (connections, TLS, server caches)")
 		maxReq   = flag.Int("max", 2_000_000, "upper bound on measured requests")
 		timeout  = flag.Duration("timeout", 5*time.Second, "per-request timeout")
+		vary     = flag.String("vary", "", "make every body distinct: replace each occurrence of this string by the request's number, as many digits wide")
 	)
 	flag.Parse()
-	if err := run(*target, *bodyFile, *caFile, *expect, *rate, *conns, *duration, *warmup, *maxReq, *timeout); err != nil {
+	if err := run(*target, *bodyFile, *caFile, *expect, *vary, *rate, *conns, *duration, *warmup, *maxReq, *timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(target, bodyFile, caFile, expect string, rate float64, conns int, duration, warmup time.Duration, maxReq int, timeout time.Duration) error {
+func run(target, bodyFile, caFile, expect, vary string, rate float64, conns int, duration, warmup time.Duration, maxReq int, timeout time.Duration) error {
 	if err := checkLoopback(target); err != nil {
 		return err
 	}
@@ -86,6 +92,10 @@ func run(target, bodyFile, caFile, expect string, rate float64, conns int, durat
 	body, err := os.ReadFile(bodyFile)
 	if err != nil {
 		return fmt.Errorf("-body: %w", err)
+	}
+	varyAt := indexAll(body, vary)
+	if vary != "" && len(varyAt) == 0 {
+		return fmt.Errorf("-vary %q: not in the body %s", vary, bodyFile)
 	}
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
@@ -108,6 +118,7 @@ func run(target, bodyFile, caFile, expect string, rate float64, conns int, durat
 	l := &loader{
 		client: &http.Client{Transport: tr, Timeout: timeout},
 		url:    target, body: body, expect: []byte(expect),
+		varyAt: varyAt, varyLen: len(vary),
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), warmup+duration+timeout+5*time.Second)
@@ -140,6 +151,20 @@ func run(target, bodyFile, caFile, expect string, rate float64, conns int, durat
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
+// indexAll returns where s starts in b, without overlaps.
+func indexAll(b []byte, s string) []int {
+	var at []int
+	for i := 0; s != ""; {
+		j := bytes.Index(b[i:], []byte(s))
+		if j < 0 {
+			break
+		}
+		at = append(at, i+j)
+		i += j + len(s)
+	}
+	return at
+}
+
 // checkLoopback refuses any target that is not a loopback address.
 func checkLoopback(target string) error {
 	u, err := url.Parse(target)
@@ -161,15 +186,49 @@ type loader struct {
 	url    string
 	body   []byte
 	expect []byte
+	// varyAt are where the -vary string starts in body.
+	varyAt  []int
+	varyLen int
+	sent    atomic.Uint64
 
 	mu       sync.Mutex
 	errors   int
 	firstErr string
 }
 
+// bodies hold varied request bodies until their answer is read.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// bodyFor returns the next request's body, written into scratch when it varies.
+func (l *loader) bodyFor(scratch []byte) []byte {
+	if len(l.varyAt) == 0 {
+		return l.body
+	}
+	n := l.sent.Add(1)
+	var digits [20]byte
+	d := strconv.AppendUint(digits[:0], n, 10)
+	b := append(scratch[:0], l.body...)
+	for _, at := range l.varyAt {
+		field := b[at : at+l.varyLen]
+		for i := range field {
+			// Right-aligned, zero-padded; the lowest digits if n is wider.
+			if k := len(d) - len(field) + i; k >= 0 {
+				field[i] = d[k]
+			} else {
+				field[i] = '0'
+			}
+		}
+	}
+	return b
+}
+
 // do sends one request and reports whether it succeeded; buf is reused.
 func (l *loader) do(ctx context.Context, buf *bytes.Buffer) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(l.body))
+	scratch := bodies.Get().(*[]byte)
+	defer bodies.Put(scratch)
+	body := l.bodyFor(*scratch)
+	*scratch = body[:0]
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(body))
 	if err != nil {
 		return l.fail(err)
 	}

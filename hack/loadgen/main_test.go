@@ -94,3 +94,20 @@ func TestSaturationIsBoundedAndCountsWrongAnswers(t *testing.T) {
 		t.Errorf("an answer without the expected string: %d errors, first %q", l.errors, l.firstErr)
 	}
 }
+
+// -vary makes every body distinct, of the same length, with nothing else changed.
+func TestVaryMakesEveryBodyDistinct(t *testing.T) {
+	body := []byte(`{"generateName":"web-7d9f-","labels":{"hash":"7d9f"}}`)
+	l := &loader{body: body, varyAt: indexAll(body, "7d9f"), varyLen: 4}
+	seen := map[string]bool{}
+	for range 9999 {
+		b := string(l.bodyFor(nil))
+		if len(b) != len(body) || seen[b] {
+			t.Fatalf("body %s: repeated or resized", b)
+		}
+		seen[b] = true
+	}
+	if got := string(l.bodyFor(nil)); got != `{"generateName":"web-0000-","labels":{"hash":"0000"}}` {
+		t.Errorf("request 10000 (wider than the string): %s", got)
+	}
+}
