@@ -18,6 +18,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -320,7 +321,9 @@ func TestWebhookRestrictedNamespace(t *testing.T) {
 }
 
 // A Deployment's pods are created by kube-controller-manager's ReplicaSet
-// controller and injected on the way in.
+// controller and injected on the way in. The API server sends the same pod
+// for every replica, so after the first the answer comes from the review
+// cache.
 func TestWebhookDeployment(t *testing.T) {
 	t.Parallel()
 	s := testStack(t)
@@ -368,6 +371,23 @@ func TestWebhookDeployment(t *testing.T) {
 		}
 		if !slices.Equal(mounts(p.Spec.Containers[0]), []string{"kvinject-secrets:/mnt/secrets:ro"}) {
 			t.Errorf("pod %s: app mounts %v, want the secrets at /mnt/secrets, read-only", p.Name, mounts(p.Spec.Containers[0]))
+		}
+	}
+	if len(pods) == 2 {
+		// The replicas are one pod to the injector: same spec, same answer.
+		a, b := pods[0].DeepCopy(), pods[1].DeepCopy()
+		for _, p := range []*corev1.Pod{a, b} {
+			p.ObjectMeta = metav1.ObjectMeta{Annotations: p.Annotations, Labels: p.Labels}
+			p.Spec.NodeName, p.Status = "", corev1.PodStatus{}
+		}
+		if !apiequality.Semantic.DeepEqual(a, b) {
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			t.Errorf("the replicas were injected differently:\n%s\n%s", ja, jb)
+		}
+		rs := metav1.GetControllerOf(&pods[0])
+		if d, n := s.hook.audit.decisions(ns, rs.Name+"-"), s.hook.audit.cached(ns, rs.Name+"-"); !slices.Equal(d, []string{"patched", "patched"}) || n != 1 {
+			t.Errorf("reviews of the replicas: %v, %d from the review cache; want [patched patched], the second from the cache", d, n)
 		}
 	}
 }

@@ -60,6 +60,8 @@ type audit struct {
 	vaults         []string
 	objects        []string
 	warnings       int
+	// cached: answered from the review cache.
+	cached bool
 }
 
 // ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
@@ -178,6 +180,7 @@ func (h *Handler) cached(ctx context.Context, body []byte, env *envelope, a *aud
 	a.serviceAccount = e.saName
 	a.decision, a.message, a.vaults, a.objects = e.decision, e.message, e.vaults, e.objects
 	a.warnings = len(resp.Warnings)
+	a.cached = true
 	return &resp
 }
 
@@ -341,6 +344,9 @@ func (h *Handler) log(ctx context.Context, a *audit) {
 	}
 	if a.warnings > 0 {
 		attrs = append(attrs, slog.Int("warnings", a.warnings))
+	}
+	if a.cached {
+		attrs = append(attrs, slog.Bool("cached", true))
 	}
 	if a.message != "" {
 		attrs = append(attrs, slog.String("message", a.message))
