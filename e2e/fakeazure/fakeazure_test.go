@@ -671,3 +671,22 @@ func TestCounters(t *testing.T) {
 		t.Fatalf("%d counters after reset", n)
 	}
 }
+
+// Key Vault and Entra ID negotiate HTTP/2: an HTTP/2 client's concurrent
+// requests share one connection, and the challenge comes over it.
+func TestServesHTTP2(t *testing.T) {
+	e := newEnv(t, fakeazure.Options{})
+	for name, url := range map[string]string{
+		"vault": e.vaultURL + "secrets/db-password?api-version=7.6",
+		"entra": e.srv.AuthorityHost() + e.srv.TenantID() + "/v2.0/.well-known/openid-configuration",
+	} {
+		resp, err := e.srv.Client().Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Errorf("%s answered over %s, want HTTP/2", name, resp.Proto)
+		}
+	}
+}

@@ -58,7 +58,8 @@ type Fault struct {
 	// RetryAfter, when positive, adds a Retry-After header in whole seconds
 	// (rounded up).
 	RetryAfter time.Duration
-	// Reset drops the TCP connection with a RST instead of answering. Note
+	// Reset drops the TCP connection with a RST instead of answering (over
+	// HTTP/2, with every other request on it, as a real reset would). Note
 	// that Go's transport replays an idempotent request once by itself when a
 	// reused connection resets, so use n = 2 for a caller to see one error.
 	Reset bool
@@ -171,7 +172,7 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, vault string,
 	}
 	s.log.Debug("fakeazure: injecting fault", "vault", vault, "endpoint", ep, "client_id", clientID, "status", fault.Status, "reset", fault.Reset)
 	if fault.Reset {
-		resetConn(w)
+		resetConn(w, r)
 		return true
 	}
 	if fault.RetryAfter > 0 {
@@ -210,15 +211,24 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, vault string,
 }
 
 // resetConn closes the client connection with a TCP RST (SO_LINGER 0).
-func resetConn(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
+func resetConn(w http.ResponseWriter, r *http.Request) {
+	if hj, ok := w.(http.Hijacker); ok {
+		conn, _, err := hj.Hijack()
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		resetTCP(conn)
+		return
 	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
+	// HTTP/2 has no hijacking: reset the connection under the streams, and
+	// end this stream's handler.
+	if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		resetTCP(conn)
 	}
+	panic(http.ErrAbortHandler)
+}
+
+func resetTCP(conn net.Conn) {
 	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
 			_ = tcp.SetLinger(0)

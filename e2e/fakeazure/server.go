@@ -186,14 +186,19 @@ func listen(addr string, tlsCfg *tls.Config, h http.Handler, log *slog.Logger) (
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
-			// Only HTTP/1.1, so faults can hijack and reset connections.
-			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			// Faults reset the connection a request came on (HTTP/1.1 or 2).
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, connKey{}, c)
+			},
 			// TLS handshake noise (clients that give up) is not interesting.
 			ErrorLog: stdlog.New(io.Discard, "", 0),
 		},
 	}
 	return l, nil
 }
+
+// connKey holds a request's connection in its context.
+type connKey struct{}
 
 func (l *listener) serve() {
 	tl := tls.NewListener(l.ln, l.tls)
