@@ -294,26 +294,6 @@ func encode(v any) (*bytes.Buffer, []byte, error) {
 	return buf, bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// podPatch derives the JSON patch from the two Go objects. Both sides go
-// through the same encoder, so only what the injector changed differs.
-func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
-	abuf, a, err := encode(orig)
-	if err != nil {
-		return nil, fmt.Errorf("encode pod: %w", err)
-	}
-	defer encodeBuffers.Put(abuf)
-	bbuf, b, err := encode(mutated)
-	if err != nil {
-		return nil, fmt.Errorf("encode injected pod: %w", err)
-	}
-	defer encodeBuffers.Put(bbuf)
-	patch, err := diffPatch(a, b)
-	if err != nil {
-		return nil, fmt.Errorf("derive patch: %w", err)
-	}
-	return patch, nil
-}
-
 func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {
 	a.decision, a.message = outcomeDenied, msg
 	return &admissionv1.AdmissionResponse{UID: uid, Allowed: false, Result: &metav1.Status{

@@ -40,6 +40,8 @@ type patchWriter struct {
 	members  []member
 	elements [][]byte
 	matched  []bool
+	// path is podPatch's scratch JSON pointer.
+	path []byte
 }
 
 var patchWriters = sync.Pool{New: func() any { return new(patchWriter) }}
@@ -50,6 +52,9 @@ func (p *patchWriter) release() {
 	clear(p.members)
 	clear(p.elements)
 	p.buf, p.members, p.elements, p.matched = nil, p.members[:0], p.elements[:0], p.matched[:0]
+	if p.path == nil {
+		p.path = make([]byte, 0, 256)
+	}
 	patchWriters.Put(p)
 }
 
