@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -108,7 +109,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	r := &results{
 		Started: time.Now().UTC(), Machine: describeMachine(), Reps: o.reps,
-		Command: "make bench", LoadBefore: loadAvg(),
+		Command: command(), LoadBefore: loadAvg(),
 	}
 	log.Info("building", "dir", bin)
 	bins, err := build(ctx, bin, o.ldflags)
@@ -152,6 +153,21 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	fmt.Print(md)
 	return nil
+}
+
+// command is how this run was started, for the report: make bench passes
+// only -out.
+func command() string {
+	var args []string
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name != "out" {
+			args = append(args, "-"+f.Name+" "+f.Value.String())
+		}
+	})
+	if len(args) == 0 {
+		return "make bench"
+	}
+	return "go run ./hack/bench " + strings.Join(args, " ")
 }
 
 type binaries struct {
