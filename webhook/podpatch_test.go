@@ -2,8 +2,6 @@ package webhook
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/injector"
 )
@@ -21,26 +18,8 @@ import (
 // the injector never touches, including the omitempty and omitzero edge
 // cases (zero numbers, false, empty against nil, timestamps).
 func TestPodPatchIsTheWholePodDiff(t *testing.T) {
-	pods := map[string]*corev1.Pod{}
 	reviewPod, _ := requestPod(t, review(t, nil))
-	pods["review-web"] = reviewPod
-	inputs, err := filepath.Glob("../injector/testdata/golden/*.yaml")
-	if err != nil || len(inputs) == 0 {
-		t.Fatalf("no golden pods: %v", err)
-	}
-	for _, in := range inputs {
-		raw, err := os.ReadFile(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A golden input is a Pod, optionally followed by its ServiceAccount.
-		doc, _, _ := bytes.Cut(raw, []byte("\n---"))
-		var pod corev1.Pod
-		if err := yaml.UnmarshalStrict(doc, &pod); err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		pods[filepath.Base(in)] = &pod
-	}
+	inputs := append(goldenInputs(t), goldenInput{name: "review-web", pod: reviewPod, sa: webSA})
 	edits := map[string]func(*corev1.Pod){
 		"as injected":      func(*corev1.Pod) {},
 		"label removed":    func(p *corev1.Pod) { p.Labels = nil },
@@ -100,9 +79,9 @@ func TestPodPatchIsTheWholePodDiff(t *testing.T) {
 			}
 		},
 	}
-	sa := webSA.DeepCopy()
-	for name, pod := range pods {
-		injected, _, err := injector.Inject(pod, sa, testDefaults())
+	for _, in := range inputs {
+		name, pod := in.name, in.pod
+		injected, _, err := injector.Inject(pod, in.sa, testDefaults())
 		if err != nil {
 			// The invalid golden: diff it against itself edited.
 			injected = pod.DeepCopy()

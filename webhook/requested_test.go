@@ -20,33 +20,13 @@ import (
 // strings encoding/json escapes, it lists the objects of config.Load's files.
 func TestConfigObjects(t *testing.T) {
 	configs := map[string][]byte{}
-	inputs, err := filepath.Glob("../injector/testdata/golden/*.yaml")
-	if err != nil || len(inputs) == 0 {
-		t.Fatalf("no golden inputs: %v", err)
-	}
-	for _, in := range inputs {
-		data, err := os.ReadFile(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs := strings.Split(string(data), "\n---\n")
-		var pod corev1.Pod
-		if err := yaml.Unmarshal([]byte(docs[0]), &pod); err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		sa := webSA
-		if len(docs) > 1 {
-			sa = &corev1.ServiceAccount{}
-			if err := yaml.Unmarshal([]byte(docs[1]), sa); err != nil {
-				t.Fatalf("%s: %v", in, err)
-			}
-		}
-		out, _, err := injector.Inject(&pod, sa, testDefaults())
+	for _, g := range goldenInputs(t) {
+		out, _, err := injector.Inject(g.pod, g.sa, testDefaults())
 		if err != nil {
 			continue
 		}
 		if raw := agentConfig(out); raw != "" {
-			configs[filepath.Base(in)] = []byte(raw)
+			configs[g.name] = []byte(raw)
 		}
 	}
 	if len(configs) < 3 {
@@ -88,4 +68,40 @@ func TestConfigObjects(t *testing.T) {
 			t.Errorf("configObjects(%q) succeeded", bad)
 		}
 	}
+}
+
+// goldenInput is one of the injector's golden inputs: a Pod, and the
+// ServiceAccount that follows it in the file or else webSA.
+type goldenInput struct {
+	name string
+	pod  *corev1.Pod
+	sa   *corev1.ServiceAccount
+}
+
+func goldenInputs(t *testing.T) []goldenInput {
+	t.Helper()
+	inputs, err := filepath.Glob("../injector/testdata/golden/*.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	var out []goldenInput
+	for _, in := range inputs {
+		data, err := os.ReadFile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs := strings.Split(string(data), "\n---\n")
+		g := goldenInput{name: filepath.Base(in), pod: &corev1.Pod{}, sa: webSA}
+		if err := yaml.UnmarshalStrict([]byte(docs[0]), g.pod); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if len(docs) > 1 {
+			g.sa = &corev1.ServiceAccount{}
+			if err := yaml.UnmarshalStrict([]byte(docs[1]), g.sa); err != nil {
+				t.Fatalf("%s: %v", in, err)
+			}
+		}
+		out = append(out, g)
+	}
+	return out
 }

@@ -172,26 +172,30 @@ func (e *envelope) valid(body []byte) bool {
 
 // cutManagedFields splits obj around the value of metadata.managedFields.
 func cutManagedFields(obj []byte) (head, managedFields, tail []byte, ok bool) {
-	var objBuf, metaBuf [32]member
-	ms, ok := members(objBuf[:0], obj)
-	if !ok || !exactNames(ms, "metadata") {
-		return nil, nil, nil, false
+	var buf [32]member
+	meta, found, ok := objectField(buf[:0], obj, "metadata")
+	if !ok || !found {
+		return obj, nil, nil, ok
 	}
-	meta, found := field(ms, "metadata")
-	if !found {
-		return obj, nil, nil, true
-	}
-	mm, ok := members(metaBuf[:0], meta)
-	if !ok || !exactNames(mm, "managedFields") {
-		// null or not an object: the full decode decides.
-		return nil, nil, nil, false
-	}
-	mf, found := field(mm, "managedFields")
-	if !found {
-		return obj, nil, nil, true
+	// A metadata that is null or not an object: the full decode decides.
+	mf, found, ok := objectField(buf[:0], meta, "managedFields")
+	if !ok || !found {
+		return obj, nil, nil, ok
 	}
 	start := cap(obj) - cap(mf)
 	return obj[:start], mf, obj[start+len(mf):], true
+}
+
+// objectField returns member name of the JSON object obj, as encoding/json
+// would decode it. ok is false when obj is not an object or has a member
+// named like name but for case.
+func objectField(buf []member, obj []byte, name string) (value []byte, found, ok bool) {
+	ms, ok := members(buf, obj)
+	if !ok || !exactNames(ms, name) {
+		return nil, false, false
+	}
+	value, found = field(ms, name)
+	return value, found, true
 }
 
 // members returns obj's members, or false when obj is not an object.
