@@ -217,6 +217,13 @@ var errSyntax = errors.New("malformed JSON")
 
 // appendMembers appends the members of a JSON object to out.
 func appendMembers(out []member, obj []byte) ([]member, error) {
+	return appendIndexedMembers(out, obj, nil, 0)
+}
+
+// appendIndexedMembers is appendMembers for an object at base in a text
+// whose objects' and arrays' ends are indexed (scan.ends): those values are
+// skipped without scanning them.
+func appendIndexedMembers(out []member, obj []byte, ends []int32, base int) ([]member, error) {
 	i := skipSpace(obj, 1)
 	if i < len(obj) && obj[i] == '}' {
 		return out, nil
@@ -238,8 +245,9 @@ func appendMembers(out []member, obj []byte) ([]member, error) {
 			return nil, errSyntax
 		}
 		i = skipSpace(obj, i+1)
-		end, err = skipValue(obj, i)
-		if err != nil {
+		if ends != nil && i < len(obj) && (obj[i] == '{' || obj[i] == '[') {
+			end = int(ends[base+i]) - base
+		} else if end, err = skipValue(obj, i); err != nil {
 			return nil, err
 		}
 		out = append(out, member{key: key, value: obj[i:end]})

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"hash/maphash"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -105,8 +107,13 @@ func (e *envelope) objectLen() int { return len(e.head) + len(e.tail) }
 // which then takes the full decode.
 func peekReview(body []byte) (envelope, bool) {
 	var env envelope
+	sc, ok := newScan(body)
+	if !ok {
+		return env, false
+	}
+	defer sc.release()
 	var topBuf, reqBuf, kindBuf [16]member
-	top, ok := members(topBuf[:0], body[skipSpace(body, 0):])
+	top, ok := sc.members(topBuf[:0], body[skipSpace(body, 0):])
 	if !ok || !exactNames(top, "apiVersion", "kind", "request") ||
 		!isString(top, "apiVersion", admissionv1.SchemeGroupVersion.String()) ||
 		!isString(top, "kind", "AdmissionReview") {
@@ -116,7 +123,7 @@ func peekReview(body []byte) (envelope, bool) {
 	if !ok {
 		return env, false
 	}
-	req, ok := members(reqBuf[:0], reqRaw)
+	req, ok := sc.members(reqBuf[:0], reqRaw)
 	if !ok || !exactNames(req, "operation", "kind", "subResource", "uid", "namespace", "name", "dryRun", "object") ||
 		!isString(req, "operation", string(admissionv1.Create)) {
 		return env, false
@@ -125,7 +132,7 @@ func peekReview(body []byte) (envelope, bool) {
 	if !ok {
 		return env, false
 	}
-	kind, ok := members(kindBuf[:0], kindRaw)
+	kind, ok := sc.members(kindBuf[:0], kindRaw)
 	if !ok || !exactNames(kind, "group", "kind") || !isString(kind, "group", "") || !isString(kind, "kind", "Pod") {
 		return env, false
 	}
@@ -154,7 +161,7 @@ func peekReview(body []byte) (envelope, bool) {
 	if !ok || len(obj) == 0 || obj[0] != '{' {
 		return env, false
 	}
-	env.head, env.managedFields, env.tail, ok = cutManagedFields(obj)
+	env.head, env.managedFields, env.tail, ok = sc.cutManagedFields(obj)
 	// The scanner's values are slices of body: their capacities tell where.
 	env.objStart = cap(body) - cap(obj)
 	env.objEnd = env.objStart + len(obj)
@@ -171,14 +178,14 @@ func (e *envelope) valid(body []byte) bool {
 }
 
 // cutManagedFields splits obj around the value of metadata.managedFields.
-func cutManagedFields(obj []byte) (head, managedFields, tail []byte, ok bool) {
+func (sc *scan) cutManagedFields(obj []byte) (head, managedFields, tail []byte, ok bool) {
 	var buf [32]member
-	meta, found, ok := objectField(buf[:0], obj, "metadata")
+	meta, found, ok := sc.objectField(buf[:0], obj, "metadata")
 	if !ok || !found {
 		return obj, nil, nil, ok
 	}
 	// A metadata that is null or not an object: the full decode decides.
-	mf, found, ok := objectField(buf[:0], meta, "managedFields")
+	mf, found, ok := sc.objectField(buf[:0], meta, "managedFields")
 	if !ok || !found {
 		return obj, nil, nil, ok
 	}
@@ -189,8 +196,8 @@ func cutManagedFields(obj []byte) (head, managedFields, tail []byte, ok bool) {
 // objectField returns member name of the JSON object obj, as encoding/json
 // would decode it. ok is false when obj is not an object or has a member
 // named like name but for case.
-func objectField(buf []member, obj []byte, name string) (value []byte, found, ok bool) {
-	ms, ok := members(buf, obj)
+func (sc *scan) objectField(buf []member, obj []byte, name string) (value []byte, found, ok bool) {
+	ms, ok := sc.members(buf, obj)
 	if !ok || !exactNames(ms, name) {
 		return nil, false, false
 	}
@@ -198,12 +205,76 @@ func objectField(buf []member, obj []byte, name string) (value []byte, found, ok
 	return value, found, true
 }
 
-// members returns obj's members, or false when obj is not an object.
-func members(dst []member, obj []byte) ([]member, bool) {
+// scan reads the members of the objects in one JSON text. It finds where
+// every object and array ends in one pass first, so that reading an
+// envelope three objects deep does not scan the pod once per level.
+type scan struct {
+	text []byte
+	// ends[i] is the index just past the object or array opened at
+	// text[i]; only those indices are set.
+	ends []int32
+}
+
+var scanEnds = sync.Pool{New: func() any { return new([]int32) }}
+
+// newScan indexes text; false when its brackets do not balance.
+func newScan(text []byte) (*scan, bool) {
+	if len(text) > math.MaxInt32 {
+		return nil, false
+	}
+	ends := scanEnds.Get().(*[]int32)
+	*ends = slices.Grow((*ends)[:0], len(text))[:len(text)]
+	sc := &scan{text: text, ends: *ends}
+	var stackBuf [32]int32
+	stack := stackBuf[:0]
+	for i := 0; i < len(text); i++ {
+		switch c := text[i]; c {
+		case '"':
+			end, err := skipValue(text, i)
+			if err != nil {
+				sc.release()
+				return nil, false
+			}
+			i = end - 1
+		case '{', '[':
+			stack = append(stack, int32(i))
+		case '}', ']':
+			if len(stack) == 0 {
+				sc.release()
+				return nil, false
+			}
+			open := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if text[open] != c-2 { // '{'+2 == '}', '['+2 == ']'
+				sc.release()
+				return nil, false
+			}
+			sc.ends[open] = int32(i + 1)
+		}
+	}
+	if len(stack) != 0 {
+		sc.release()
+		return nil, false
+	}
+	return sc, true
+}
+
+func (sc *scan) release() {
+	ends := sc.ends[:0]
+	sc.ends = nil
+	scanEnds.Put(&ends)
+}
+
+// members returns the members of obj, a slice of the scanned text, or false
+// when obj is not an object. Keys are unquoted; values are slices of the
+// text.
+func (sc *scan) members(dst []member, obj []byte) ([]member, bool) {
 	if len(obj) == 0 || obj[0] != '{' {
 		return nil, false
 	}
-	ms, err := appendMembers(dst, obj)
+	start := cap(sc.text) - cap(obj)
+	end := int(sc.ends[start]) // just past the closing brace
+	ms, err := appendIndexedMembers(dst, sc.text[start:end], sc.ends, start)
 	return ms, err == nil
 }
 

@@ -321,3 +321,27 @@ func FuzzPeekReview(f *testing.F) {
 		}
 	})
 }
+
+// The one-pass index refuses texts whose brackets do not balance; peekReview
+// then leaves them to the full decode.
+func TestScanBalancesBrackets(t *testing.T) {
+	for text, ok := range map[string]bool{
+		`{"a":[1,{"b":"}]"}],"c":{}}`: true,
+		`{"a":[1}`:                    false,
+		`{"a":1}}`:                    false,
+		`{"a":"\"}`:                   false,
+		`[{]}`:                        false,
+	} {
+		sc, got := newScan([]byte(text))
+		if got != ok {
+			t.Errorf("newScan(%s) = %v, want %v", text, got, ok)
+		}
+		if got {
+			ms, mok := sc.members(nil, sc.text)
+			if !mok || len(ms) != 2 || string(ms[0].value) != `[1,{"b":"}]"}]` || string(ms[1].value) != `{}` {
+				t.Errorf("members of %s: %q, %v", text, ms, mok)
+			}
+			sc.release()
+		}
+	}
+}
