@@ -160,7 +160,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 func command() string {
 	var args []string
 	flag.Visit(func(f *flag.Flag) {
-		if f.Name != "out" {
+		switch {
+		case f.Name == "out":
+		case f.Value.String() == "true":
+			args = append(args, "-"+f.Name)
+		default:
 			args = append(args, "-"+f.Name+" "+f.Value.String())
 		}
 	})
