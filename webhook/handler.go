@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -83,7 +84,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, a.message, http.StatusInternalServerError)
 	} else {
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 		_, _ = w.Write(out)
+		// The API server waits for the answer, not for the audit line:
+		// send it before logging (with its length, so it is not chunked).
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		encodeBuffers.Put(buf)
 	}
 	reviewsByOutcome[a.decision].Inc()

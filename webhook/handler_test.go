@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -419,5 +421,49 @@ func TestNonPostIsRejected(t *testing.T) {
 	newHarness(nil).h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET: HTTP %d", rec.Code)
+	}
+}
+
+// blockingLog holds every log record until released.
+type blockingLog struct {
+	slog.Handler
+	logging chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingLog) Handle(ctx context.Context, r slog.Record) error {
+	b.logging <- struct{}{}
+	<-b.release
+	return b.Handler.Handle(ctx, r)
+}
+
+// The API server gets its answer before the audit line is written, so a
+// slow log never delays a pod.
+func TestAnswerIsSentBeforeTheAuditLine(t *testing.T) {
+	logs := &blockingLog{Handler: slog.NewJSONHandler(io.Discard, nil), logging: make(chan struct{}, 1), release: make(chan struct{})}
+	h := &Handler{Defaults: testDefaults(), ServiceAccounts: serviceAccounts{"shop/web": webSA}, Log: slog.New(logs)}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer close(logs.release)
+
+	// Were the answer sent after the audit line, this would time out.
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Post(srv.URL+Path, "application/json", bytes.NewReader(review(t, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Response == nil || !out.Response.Allowed {
+		t.Fatalf("answer %+v, %v", out.Response, err)
+	}
+	if resp.ContentLength <= 0 || len(resp.TransferEncoding) > 0 {
+		t.Errorf("Content-Length %d, Transfer-Encoding %v: want a sized answer", resp.ContentLength, resp.TransferEncoding)
+	}
+	// The handler is still writing its audit line.
+	select {
+	case <-logs.logging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no audit line")
 	}
 }
