@@ -207,7 +207,46 @@ func (d *demo) step2(ctx context.Context) error {
 			}
 		}
 	}
+	replicas := 1
+	if dep.Spec.Replicas != nil {
+		replicas = int(*dep.Spec.Replicas)
+	}
+	lines, err := d.replicaReviews(ctx, pod.GenerateName, replicas)
+	if err != nil {
+		return err
+	}
+	d.out.say("The webhook's audit log, one line per review: the API server sends every replica as the same pod, so after the first the answer comes from the webhook's review cache:")
+	d.out.block(strings.Join(lines, "\n"))
 	return nil
+}
+
+// replicaReviews waits for the webhook's audit lines of n pods created from
+// generateName and returns them, shortened to what a reader looks at.
+func (d *demo) replicaReviews(ctx context.Context, generateName string, n int) ([]string, error) {
+	var lines []string
+	err := d.poll(ctx, 60*time.Second, fmt.Sprintf("the webhook's audit lines of %d replicas", n), func() error {
+		lines = lines[:0]
+		raw, err := os.ReadFile(d.webhook.logPath)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			var a struct {
+				Msg, Namespace, Pod, Decision string
+				DryRun, Cached                bool
+				Objects                       []string
+			}
+			if json.Unmarshal([]byte(l), &a) != nil || a.Msg != "admission review" || a.Namespace != namespace || a.Pod != generateName || a.DryRun {
+				continue
+			}
+			lines = append(lines, fmt.Sprintf("pod=%s decision=%s cached=%v objects=%s", a.Pod, a.Decision, a.Cached, strings.Join(a.Objects, ",")))
+		}
+		if len(lines) < n {
+			return fmt.Errorf("%d of %d", len(lines), n)
+		}
+		return nil
+	})
+	return lines, err
 }
 
 func (d *demo) step3(ctx context.Context) error {
