@@ -105,7 +105,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 			return errored(a, "", http.StatusBadRequest, fmt.Sprintf("content type %q, want application/json", ct))
 		}
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRequestBytes), r.ContentLength)
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			bodyBuffers.Put(buf)
+		}
+	}()
+	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRequestBytes), r.ContentLength, buf)
 	if err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 	}
@@ -272,17 +278,23 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	return allowed
 }
 
-// readBody reads a request body into one allocation when the client sent
-// its length (the API server does), instead of growing a buffer from 512
-// bytes.
-func readBody(r io.Reader, length int64) ([]byte, error) {
-	if length <= 0 || length > maxRequestBytes {
-		return io.ReadAll(r)
+// readBody reads a request body into buf, grown once to the length the
+// client sent (the API server does) instead of doubling up from 512 bytes.
+func readBody(r io.Reader, length int64, buf *bytes.Buffer) ([]byte, error) {
+	buf.Reset()
+	if length > 0 && length <= maxRequestBytes {
+		buf.Grow(int(length) + bytes.MinRead)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, length+bytes.MinRead))
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
 }
+
+// bodyBuffers hold request bodies for the length of a review: nothing
+// decoded from a body, nor the review cache, keeps a slice of it.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody keeps the rare huge body's buffer out of the pool.
+const maxPooledBody = 256 << 10
 
 // encodeBuffers hold the two encodings podPatch diffs (the patch is copied
 // out of them) and the response until it is written, so they are reused

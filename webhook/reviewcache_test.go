@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -343,5 +344,42 @@ func TestScanBalancesBrackets(t *testing.T) {
 			}
 			sc.release()
 		}
+	}
+}
+
+// Reviews answered at once, from the cache and from scratch, each get their
+// own answer: the pooled bodies and the shared cache keep nothing of another
+// review (run with -race too).
+func TestConcurrentReviewsGetTheirOwnAnswers(t *testing.T) {
+	sas := serviceAccounts{"shop/web": versionedSA("1", "")}
+	fresh, cached := newHarness(sas), newCachingHarness(sas, 4)
+	bodies := make([][]byte, 8)
+	want := make([][]byte, len(bodies))
+	for i := range bodies {
+		bodies[i] = review(t, func(r map[string]any) {
+			withUID(fmt.Sprintf("uid-%d", i))(r)
+			podOf(r)["metadata"].(map[string]any)["labels"].(map[string]any)["pod-template-hash"] = fmt.Sprint(i % 3)
+		})
+		want[i] = fresh.postRaw(t, bodies[i])
+	}
+	errs := make(chan error, 16*len(bodies))
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i, body := range bodies {
+				rec := httptest.NewRecorder()
+				req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				cached.h.ServeHTTP(rec, req)
+				if !bytes.Equal(rec.Body.Bytes(), want[i]) {
+					errs <- fmt.Errorf("review %d answered\n%s\nwant\n%s", i, rec.Body.Bytes(), want[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
