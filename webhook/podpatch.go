@@ -52,8 +52,8 @@ func wholePatch(orig, mutated *corev1.Pod) ([]byte, error) {
 
 // diffValue records the operations turning a into b at path, as diff
 // would for their encodings. a and b are addressable values of t's type.
-// Only leaves are compared (reflect.DeepEqual), so each part of the pod is
-// walked once.
+// Only leaves are compared (leafEqual), so each part of the pod is walked
+// once.
 func (p *patchWriter) diffValue(path []byte, t *walkType, a, b reflect.Value) error {
 	switch {
 	case t.fields != nil:
@@ -78,12 +78,9 @@ func (p *patchWriter) diffValue(path []byte, t *walkType, a, b reflect.Value) er
 		}
 		if prefix {
 			for i := la; i < lb; i++ {
-				buf, v, err := encode(b.Index(i).Addr().Interface())
-				if err != nil {
-					return fmt.Errorf("encode %s/%d: %w", path, i, err)
+				if err := p.addEncoded(appendIndex(path, i), b.Index(i).Addr().Interface()); err != nil {
+					return err
 				}
-				p.op("add", appendIndex(path, i), v)
-				encodeBuffers.Put(buf)
 			}
 			return nil
 		}
@@ -133,12 +130,9 @@ func (p *patchWriter) diffFields(path []byte, fields []walkField, a, b reflect.V
 				return err
 			}
 		case inB:
-			buf, v, err := encode(fb.Addr().Interface())
-			if err != nil {
-				return fmt.Errorf("encode %s/%s: %w", path, f.name, err)
+			if err := p.addEncoded(appendPointer(path, []byte(f.name)), fb.Addr().Interface()); err != nil {
+				return err
 			}
-			p.op("add", appendPointer(path, []byte(f.name)), v)
-			encodeBuffers.Put(buf)
 		case inA:
 			removed = append(removed, f.name)
 		}
@@ -146,6 +140,17 @@ func (p *patchWriter) diffFields(path []byte, fields []walkField, a, b reflect.V
 	for _, name := range removed {
 		p.op("remove", appendPointer(path, []byte(name)), nil)
 	}
+	return nil
+}
+
+// addEncoded records adding v's encoding at path.
+func (p *patchWriter) addEncoded(path []byte, v any) error {
+	buf, enc, err := encode(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	p.op("add", path, enc)
+	encodeBuffers.Put(buf)
 	return nil
 }
 

@@ -97,6 +97,9 @@ type envelope struct {
 	head, tail, managedFields []byte
 	// The object is body[objStart:objEnd].
 	objStart, objEnd int
+	// hash is the cache key's hash, set by the first lookup.
+	hash   uint64
+	hashed bool
 }
 
 func (e *envelope) objectLen() int { return len(e.head) + len(e.tail) }
@@ -321,24 +324,29 @@ func isString(ms []member, name, want string) bool {
 	return ok && len(v) == len(want)+2 && v[0] == '"' && string(v[1:len(v)-1]) == want
 }
 
-func (c *ReviewCache) hash(namespace string, head, tail []byte) uint64 {
+// hash is env's key hashed, once per review.
+func (c *ReviewCache) hash(env *envelope) uint64 {
+	if env.hashed {
+		return env.hash
+	}
 	var h maphash.Hash
 	h.SetSeed(c.seed)
-	h.WriteString(namespace)
+	h.WriteString(env.namespace)
 	h.WriteByte(0)
 	// The cut's position is part of the key: another object could join
 	// to the same bytes around a managedFields elsewhere.
 	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(head)))
+	binary.LittleEndian.PutUint64(n[:], uint64(len(env.head)))
 	h.Write(n[:])
-	h.Write(head)
-	h.Write(tail)
-	return h.Sum64()
+	h.Write(env.head)
+	h.Write(env.tail)
+	env.hash, env.hashed = h.Sum64(), true
+	return env.hash
 }
 
 // get returns the answer to env's pod, if the cache holds it.
 func (c *ReviewCache) get(env *envelope) *cachedAnswer {
-	sum := c.hash(env.namespace, env.head, env.tail)
+	sum := c.hash(env)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.byKey[sum]
@@ -354,7 +362,8 @@ func (c *ReviewCache) get(env *envelope) *cachedAnswer {
 	return e
 }
 
-// put records the answer to env's pod, made with sa.
+// put records the answer to env's pod, made with sa (looked up as
+// e.saNamespace/e.saName).
 func (c *ReviewCache) put(env *envelope, sa *corev1.ServiceAccount, e *cachedAnswer) {
 	if env.objectLen() > maxCachedObjectBytes || sa.ResourceVersion == "" {
 		// Without a resourceVersion a changed ServiceAccount could not be told apart.
@@ -364,8 +373,8 @@ func (c *ReviewCache) put(env *envelope, sa *corev1.ServiceAccount, e *cachedAns
 	e.object = make([]byte, 0, env.objectLen())
 	e.object = append(append(e.object, env.head...), env.tail...)
 	e.headLen = len(env.head)
-	e.saNamespace, e.saName, e.saUID, e.saResourceVersion = sa.Namespace, sa.Name, sa.UID, sa.ResourceVersion
-	e.hash = c.hash(env.namespace, env.head, env.tail)
+	e.saUID, e.saResourceVersion = sa.UID, sa.ResourceVersion
+	e.hash = c.hash(env)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.byKey[e.hash]; ok {

@@ -134,7 +134,10 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 	// The webhook releases its start-up code pages right after it is ready
 	// (package codepages); read its idle memory once that is done.
 	time.Sleep(time.Second)
-	for _, s := range servers[:2] {
+	for _, s := range servers {
+		if s.vary != "" {
+			continue // the webhook's process again
+		}
 		m, err := readMemory(s.p.pid())
 		if err != nil {
 			return nil, err
@@ -187,7 +190,10 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 	}
 	// The distinct-pods runs are the same webhook process: its memory is
 	// the webhook's, after all of them.
-	for _, s := range servers[:2] {
+	for _, s := range servers {
+		if s.vary != "" {
+			continue // the webhook's process again
+		}
 		m, err := readMemory(s.p.pid())
 		if err != nil {
 			return nil, err

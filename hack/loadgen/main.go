@@ -199,11 +199,8 @@ type loader struct {
 // bodies hold varied request bodies until their answer is read.
 var bodies = sync.Pool{New: func() any { return new([]byte) }}
 
-// bodyFor returns the next request's body, written into scratch when it varies.
+// bodyFor writes the next request's varied body into scratch.
 func (l *loader) bodyFor(scratch []byte) []byte {
-	if len(l.varyAt) == 0 {
-		return l.body
-	}
 	n := l.sent.Add(1)
 	var digits [20]byte
 	d := strconv.AppendUint(digits[:0], n, 10)
@@ -224,10 +221,13 @@ func (l *loader) bodyFor(scratch []byte) []byte {
 
 // do sends one request and reports whether it succeeded; buf is reused.
 func (l *loader) do(ctx context.Context, buf *bytes.Buffer) bool {
-	scratch := bodies.Get().(*[]byte)
-	defer bodies.Put(scratch)
-	body := l.bodyFor(*scratch)
-	*scratch = body[:0]
+	body := l.body
+	if len(l.varyAt) > 0 {
+		scratch := bodies.Get().(*[]byte)
+		defer bodies.Put(scratch)
+		body = l.bodyFor(*scratch)
+		*scratch = body[:0]
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(body))
 	if err != nil {
 		return l.fail(err)
