@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/kvinject
 
-.PHONY: all build test unit e2e bench demo image fmt vet controlplane
+.PHONY: all build test unit e2e bench demo image fmt vet controlplane tools release
 
 all: build
 
@@ -41,10 +41,16 @@ vet:
 E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
 
 # Unit tests: everything but E2E_PKGS. The manifests tests render with the
-# kubectl that hack/controlplane.sh builds, so the machine needs none.
+# kubectl that hack/controlplane.sh builds, the chart tests (charts/) with
+# Helm's engine and linter and promtool, which hack/tools.sh builds from
+# pinned tool modules (hack/tools/*), so the machine needs none of them.
 unit:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
+
+# Helm's chart tools and promtool (fresh: minutes; cached: seconds).
+tools:
+	hack/tools.sh >/dev/null
 
 # kube-apiserver, kube-controller-manager and etcd for K8S_VERSION, built from the
 # Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds).
