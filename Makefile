@@ -33,6 +33,20 @@ image:
 	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
 	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
 
+# A release: `make release VERSION=v0.1.0`. Builds the image stamped with
+# VERSION (make image), then hack/release writes into _out/release the SBOM
+# (CycloneDX, from the binary's Go module graph), the OCI layout with the SBOM
+# attached to the image index, a kustomize overlay and a chart copy that pin
+# the image by tag and digest, and install.yaml (the overlay rendered). Tag the
+# commit first (git tag VERSION) so the version and the source agree.
+release:
+	@[[ "$(origin VERSION)" == "command line" ]] || { echo "make release needs VERSION=vX.Y.Z on the command line"; exit 2; }
+	$(MAKE) image VERSION=$(VERSION)
+	$(GO) run ./hack/release -version $(VERSION) -repo $(IMAGE) -created $(SOURCE_DATE_EPOCH) \
+	  -layout _out/kvinject-oci -binary _out/bin/linux-amd64/kvinject -out _out/release
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
+	$$assets/kubectl kustomize _out/release/kustomize >_out/release/install.yaml
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
