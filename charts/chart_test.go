@@ -239,6 +239,9 @@ func TestValues(t *testing.T) {
 		w.NamespaceSelector.MatchLabels["kvinject.io/enabled"] != "true" || w.ObjectSelector.MatchLabels["kvinject.io/pod"] != "true" {
 		t.Errorf("webhook registration does not follow the values: %+v", w)
 	}
+	if mwc.Labels["admissions.enforcer/disabled"] != "true" {
+		t.Errorf("MutatingWebhookConfiguration labels %v lack webhook.configurationLabels", mwc.Labels)
+	}
 	for _, k := range [][2]string{{"Namespace", "/kvinject-system"}, {"PriorityClass", "/kvinject-webhook"}, {"PodDisruptionBudget", "kvinject-system/kvinject-webhook"}} {
 		if get(objs, k[0], k[1]) != nil {
 			t.Errorf("%s rendered although turned off", k)
