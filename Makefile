@@ -52,7 +52,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Packages whose tests need the control plane: they run in e2e, not unit.
-E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
+E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo ./charts/e2e
 
 # Unit tests: everything but E2E_PKGS. The manifests tests render with the
 # kubectl that hack/controlplane.sh builds, the chart tests (charts/) with
@@ -60,7 +60,7 @@ E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
 # pinned tool modules (hack/tools/*), so the machine needs none of them.
 unit:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
-	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
+	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$' -e '/charts/e2e$$')
 
 # Helm's chart tools and promtool (fresh: minutes; cached: seconds).
 tools:
@@ -73,8 +73,8 @@ controlplane:
 
 # End-to-end tests on that control plane; they fail (not skip) without it.
 e2e:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
 
 # The whole product live on loopback (hack/demo): control plane (built on the
 # first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control

@@ -7,9 +7,11 @@
 //	kvinject-helm template [-namespace ns] [-name release] [-f values.yaml]... [-set k=v]... CHART
 //	kvinject-helm lint [-namespace ns] [-f values.yaml]... [-set k=v]... CHART
 //
-// template prints every rendered manifest (NOTES.txt and empty files left
-// out) as one YAML stream, in template file order, each document headed by
-// "# Source: <file>" as helm template does. lint prints every message and
+// template prints every rendered manifest (NOTES.txt and empty documents
+// left out) as one YAML stream in Helm's install order (Namespace first,
+// then PriorityClass, ServiceAccount, ...), each document headed by
+// "# Source: <file>", as helm template does, so `kubectl apply -f -` of it
+// creates objects in the order helm install would. lint prints every message and
 // exits 1 on any warning or error (helm lint --strict).
 package main
 
@@ -17,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -25,6 +26,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/strvals"
 )
 
@@ -108,18 +110,23 @@ func template(dir, name, namespace string, vals map[string]any) error {
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, len(out))
+	// As helm template: NOTES.txt out, then every document in Helm's
+	// install order (kinds such as Namespace first), hooks rejected.
 	for f := range out {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, f := range names {
-		body := strings.TrimSpace(out[f])
-		if strings.HasSuffix(f, "NOTES.txt") || body == "" {
-			continue
+		if strings.HasSuffix(f, "NOTES.txt") {
+			delete(out, f)
 		}
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", f, body)
+	}
+	hooks, manifests, err := releaseutil.SortManifests(out, chartutil.DefaultCapabilities.APIVersions, releaseutil.InstallOrder)
+	if err != nil {
+		return err
+	}
+	if len(hooks) > 0 {
+		return fmt.Errorf("%d hooks: this chart has none, and kvinject-helm does not render them", len(hooks))
+	}
+	var b strings.Builder
+	for _, m := range manifests {
+		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))
 	}
 	_, err = os.Stdout.WriteString(b.String())
 	return err
