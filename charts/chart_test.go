@@ -250,7 +250,11 @@ func TestValues(t *testing.T) {
 
 	helmFails(t, "tls.caBundle", "-set", "tls.mode=secret", "-set", "tls.secretName=x")
 	helmFails(t, "tls.secretName", "-set", "tls.mode=secret")
-	helmFails(t, "tls.mode", "-set", "tls.mode=selfManaged")
+	// values.schema.json names the value at fault.
+	helmFails(t, "'/tls/mode': value must be one of 'certManager', 'secret'", "-set", "tls.mode=selfManaged")
+	helmFails(t, "additional properties 'replicas' not allowed", "-set", "replicas=3")
+	helmFails(t, "'/webhook/failurePolicy'", "-set", "webhook.failurePolicy=Deny")
+	helmFails(t, "'/image/digest'", "-set", "image.digest=v1.2.3")
 }
 
 func decodeInto[T runtime.Object](t *testing.T, o object, into T) T {
