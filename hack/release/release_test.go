@@ -130,9 +130,19 @@ func TestSBOMAttachedToIndex(t *testing.T) {
 func TestPinnedReferences(t *testing.T) {
 	o, r := testRelease(t)
 	want := o.repo + ":v1.2.3@" + r.digest.String()
+	// The chart as make release packages it (helm package).
+	pkg, err := exec.Command("kvinject-helm", "package", "-out", t.TempDir(), r.chartDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kvinject-helm package: %v\n%s", err, pkg)
+	}
+	tgz := strings.TrimSpace(string(pkg))
+	if filepath.Base(tgz) != "kvinject-1.2.3.tgz" {
+		t.Errorf("packaged chart %s, want kvinject-1.2.3.tgz", tgz)
+	}
 	for name, args := range map[string][]string{
-		"kustomize": {"kubectl", "kustomize", r.overlay},
-		"chart":     {"kvinject-helm", "template", r.chartDir},
+		"kustomize":      {"kubectl", "kustomize", r.overlay},
+		"chart":          {"kvinject-helm", "template", r.chartDir},
+		"packaged chart": {"kvinject-helm", "template", tgz},
 	} {
 		bin, err := exec.LookPath(args[0])
 		if err != nil {

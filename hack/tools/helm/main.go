@@ -6,13 +6,16 @@
 //
 //	kvinject-helm template [-namespace ns] [-name release] [-f values.yaml]... [-set k=v]... CHART
 //	kvinject-helm lint [-namespace ns] [-f values.yaml]... [-set k=v]... CHART
+//	kvinject-helm package [-out dir] CHART
 //
 // template prints every rendered manifest (NOTES.txt and empty documents
 // left out) as one YAML stream in Helm's install order (Namespace first,
 // then PriorityClass, ServiceAccount, ...), each document headed by
 // "# Source: <file>", as helm template does, so `kubectl apply -f -` of it
 // creates objects in the order helm install would. lint prints every message and
-// exits 1 on any warning or error (helm lint --strict).
+// exits 1 on any warning or error (helm lint --strict). package writes
+// CHART as <name>-<version>.tgz into -out, as helm package does, and prints
+// its path.
 package main
 
 import (
@@ -44,6 +47,7 @@ func main() {
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	namespace := fs.String("namespace", "kvinject-system", "release namespace")
 	name := fs.String("name", "kvinject", "release name")
+	out := fs.String("out", ".", "package: directory for the .tgz")
 	var files, sets list
 	fs.Var(&files, "f", "values file (repeatable)")
 	fs.Var(&sets, "set", "key=value as helm --set (repeatable)")
@@ -61,8 +65,10 @@ func main() {
 		err = template(fs.Arg(0), *name, *namespace, vals)
 	case "lint":
 		err = lintChart(fs.Arg(0), *namespace, vals)
+	case "package":
+		err = packageChart(fs.Arg(0), *out)
 	default:
-		err = fmt.Errorf("unknown command %q: template or lint", cmd)
+		err = fmt.Errorf("unknown command %q: template, lint or package", cmd)
 	}
 	if err != nil {
 		fail(err)
@@ -145,5 +151,21 @@ func lintChart(dir, namespace string, vals map[string]any) error {
 		return fmt.Errorf("%s: %d lint warnings or errors", dir, bad)
 	}
 	fmt.Printf("%s: linted, %d messages, no warnings or errors\n", dir, len(l.Messages))
+	return nil
+}
+
+func packageChart(dir, out string) error {
+	chrt, err := loader.Load(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	p, err := chartutil.Save(chrt, out)
+	if err != nil {
+		return err
+	}
+	fmt.Println(p)
 	return nil
 }
