@@ -124,6 +124,7 @@ type agent struct {
 	writer  *snapshot.Writer
 	fetches []*fetch // one per distinct object
 	metrics *metrics
+	limits  render.Limits
 }
 
 // fetch is one distinct object and the files that use it.
@@ -165,7 +166,7 @@ func newAgent(o Options) (*agent, error) {
 	if err := checkFiles(c.Files); err != nil {
 		return nil, err
 	}
-	a := &agent{o: o, log: o.Logger, writer: &snapshot.Writer{Dir: c.Dir}}
+	a := &agent{o: o, log: o.Logger, writer: &snapshot.Writer{Dir: c.Dir}, limits: render.DefaultLimits}
 	byRef := map[keyvault.Ref]*fetch{}
 	for _, f := range c.Files {
 		if f.Object == nil {
@@ -185,6 +186,11 @@ func newAgent(o Options) (*agent, error) {
 	}
 	if fi, err := os.Stat(c.Dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("dir %s: not a directory the agent can write (is the volume mounted?): %v", c.Dir, err)
+	}
+	// A snapshot may fill half the volume: the old one stays until the swap.
+	if capacity := snapshot.Capacity(c.Dir); capacity > 0 {
+		a.limits.Total = int(min(int64(a.limits.Total), capacity/2))
+		a.limits.File = min(a.limits.File, a.limits.Total)
 	}
 	if len(a.fetches) > 0 {
 		kv, err := keyvault.New(c.Cloud, o.Identity)

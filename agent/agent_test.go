@@ -471,7 +471,7 @@ func TestTemplateErrors(t *testing.T) {
 	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
 		t.Fatal("init succeeded with a broken template")
 	}
-	if msg := h.termination(); !strings.Contains(msg, "app.env:3") || !strings.Contains(msg, `no object file "pwd"`) {
+	if msg := h.termination(); !strings.Contains(msg, "app.env:3") || !strings.Contains(msg, `secret takes exactly one file name in double quotes`) {
 		t.Errorf("termination message does not name the template and line:\n%s", msg)
 	}
 	if _, err := os.Lstat(filepath.Join(h.dir, "pw")); !errors.Is(err, os.ErrNotExist) {

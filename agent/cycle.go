@@ -77,7 +77,7 @@ func (a *agent) cycle(ctx context.Context) error {
 }
 
 func (a *agent) publish(objects map[string]render.Object) error {
-	files, err := render.Files(a.o.Config.Files, objects)
+	files, err := render.Files(a.o.Config.Files, objects, a.limits)
 	if err != nil {
 		return err
 	}
