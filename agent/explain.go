@@ -13,14 +13,14 @@ const maxTermination = 4096
 // explain turns a Run error into the text for kubectl describe pod: per failed
 // object what happened (object, vault, HTTP status and code, client id) and
 // what to fix.
-func (o Options) explain(err error) string {
+func (p *pod) explain(err error) string {
 	var b strings.Builder
 	fetchErrs := fetchErrors(err)
 	if len(fetchErrs) == 0 {
 		fmt.Fprintf(&b, "kvinject agent: %v", err)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), o.Identity.ClientID)
+	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), p.id.ClientID)
 	// One sign-in failure fails every object the same way: say it once.
 	signIn := map[string][]string{}
 	for _, fe := range fetchErrs {
@@ -40,10 +40,10 @@ func (o Options) explain(err error) string {
 			fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
 				fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
 			if fe.GaveUp {
-				fmt.Fprintf(&b, " (gave up after %d attempt(s) within the %s deadline)", fe.Attempts, o.Deadline)
+				fmt.Fprintf(&b, " (gave up after %d attempt(s) within the %s deadline)", fe.Attempts, p.deadline)
 			}
 		}
-		fmt.Fprintf(&b, "\n  Fix: %s", o.fix(fe))
+		fmt.Fprintf(&b, "\n  Fix: %s", p.fix(fe))
 	}
 	return b.String()
 }
@@ -63,27 +63,27 @@ func fetchErrors(err error) (out []*FetchError) {
 	return out
 }
 
-func (o Options) subject() string {
+func (p *pod) subject() string {
 	ns, sa := "<namespace>", "<service account>"
-	if o.Config != nil && o.Config.Namespace != "" {
-		ns = o.Config.Namespace
+	if p.cfg != nil && p.cfg.Namespace != "" {
+		ns = p.cfg.Namespace
 	}
-	if o.Config != nil && o.Config.ServiceAccount != "" {
-		sa = o.Config.ServiceAccount
+	if p.cfg != nil && p.cfg.ServiceAccount != "" {
+		sa = p.cfg.ServiceAccount
 	}
 	return "system:serviceaccount:" + ns + ":" + sa
 }
 
-func (o Options) fix(fe *FetchError) string {
+func (p *pod) fix(fe *FetchError) string {
 	f := fe.Failure
-	id, tenant := o.Identity.ClientID, o.Identity.TenantID
+	id, tenant := p.id.ClientID, p.id.TenantID
 	if f.Retryable && f.Status != 0 {
 		return "the service kept failing or throttling until the deadline; this is usually temporary, and the agent tries again when the container restarts"
 	}
 	if f.SignIn {
 		switch f.Code {
 		case "AADSTS70021", "AADSTS700213", "AADSTS7002137", "AADSTS7002138", "AADSTS700211", "AADSTS700212":
-			return fmt.Sprintf("add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = %s, audience = api://AzureADTokenExchange", id, o.subject())
+			return fmt.Sprintf("add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = %s, audience = api://AzureADTokenExchange", id, p.subject())
 		case "AADSTS700016":
 			return fmt.Sprintf("no application %s in tenant %s: check the client id (kvinject.io/client-id, or the ServiceAccount's azure.workload.identity/client-id) and the tenant id", id, tenant)
 		case "AADSTS90002", "AADSTS900023":
@@ -92,9 +92,9 @@ func (o Options) fix(fe *FetchError) string {
 			return "the service account token was rejected as expired or not yet valid: check the node's clock and the projected token"
 		}
 		if f.Status == 0 {
-			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", o.Identity.TokenFile)
+			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", p.id.TokenFile)
 		}
-		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, o.subject())
+		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, p.subject())
 	}
 	collection := "secret"
 	role := "Key Vault Secrets User"

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/snapshot"
 )
 
@@ -22,20 +23,11 @@ import (
 // the owner and the group the app containers share, as the design specifies.
 const DefaultMode = 0o440
 
-// Object is what the agent fetched for one Key Vault object.
-type Object struct {
-	// Value and ContentType of a secret, or of a certificate's backing secret.
-	Value       string
-	ContentType string
-	// Key is the JSON web key of a KindKey object.
-	Key *JWK
-}
-
-// JWK is the public part of a Key Vault JSON web key.
-type JWK struct {
-	Kty, Crv   string
-	N, E, X, Y []byte
-}
+// Object and JWK are what package keyvault fetched for one object.
+type (
+	Object = keyvault.Object
+	JWK    = keyvault.JWK
+)
 
 // rendered is one object file and the parts templates can refer to.
 type rendered struct {
