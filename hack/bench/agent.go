@@ -64,7 +64,7 @@ type idleResult struct {
 }
 
 type agentResults struct {
-	// ProcessStartMs is the median wall time of `kvinject version`: the
+	// ProcessStartMs is the median wall time of `kvinject-agent version`: the
 	// cost of starting the binary at all.
 	ProcessStartMs float64      `json:"processStartMs"`
 	Init           []initResult `json:"init"`
@@ -168,8 +168,8 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 	var starts []float64
 	for range 5 {
 		t := time.Now()
-		if out, err := exec.CommandContext(ctx, bins.kvinject, "version").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("kvinject version: %w: %s", err, out)
+		if out, err := exec.CommandContext(ctx, bins.agent, "version").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("kvinject-agent version: %w: %s", err, out)
 		}
 		starts = append(starts, ms(time.Since(t)))
 	}
@@ -183,7 +183,7 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			var cpus []float64
 			for rep := range o.reps {
 				e.srv.ResetCounts()
-				wall, ru, err := runInit(ctx, bins.kvinject, e, dir, n, rep)
+				wall, ru, err := runInit(ctx, bins.agent, e, dir, n, rep)
 				if err != nil {
 					return nil, err
 				}
@@ -211,13 +211,13 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 	}
 	e.srv.SetLatency(fakeazure.Target{}, 0)
 
-	if res.Idle, err = idleSidecar(ctx, bins.kvinject, e, dir, o.idle, log); err != nil {
+	if res.Idle, err = idleSidecar(ctx, bins.agent, e, dir, o.idle, log); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-// runInit runs `kvinject agent init` once, into a fresh directory, and
+// runInit runs `kvinject-agent init` once, into a fresh directory, and
 // returns its wall time in ms and its resource usage.
 func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep int) (float64, *syscall.Rusage, error) {
 	files := filepath.Join(dir, fmt.Sprintf("init-%d-%d", n, rep))
@@ -229,7 +229,7 @@ func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep in
 	if err != nil {
 		return 0, nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "agent", "init", "--log-level=warn")
+	cmd := exec.CommandContext(ctx, bin, "init", "--log-level=warn")
 	cmd.Env = env
 	t := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -264,7 +264,7 @@ func idleSidecar(ctx context.Context, bin string, e *emulator, dir string, d tim
 	if err != nil {
 		return r, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "agent", "sidecar")
+	cmd := exec.CommandContext(ctx, bin, "sidecar")
 	// gctrace prints the live heap at every collection, the sidecar's
 	// FreeOSMemory after the first cycle included.
 	cmd.Env = append(env, "GODEBUG=gctrace=1")

@@ -49,6 +49,8 @@ type results struct {
 	LoadBefore  float64         `json:"loadAvgBefore"`
 	LoadAfter   float64         `json:"loadAvgAfter"`
 	BinaryBytes int64           `json:"binaryBytes"`
+	// AgentBinaryBytes is the size of kvinject-agent, built the same way.
+	AgentBinaryBytes int64 `json:"agentBinaryBytes"`
 	GoBench     []goBench       `json:"goBenchmarks,omitempty"`
 	Webhook     *webhookResults `json:"webhook,omitempty"`
 	Agent       *agentResults   `json:"agent,omitempty"`
@@ -121,6 +123,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	r.BinaryBytes = fi.Size()
+	if fi, err = os.Stat(bins.agent); err != nil {
+		return err
+	}
+	r.AgentBinaryBytes = fi.Size()
 
 	if !o.skipGoBench {
 		log.Info("go benchmarks", "packages", goBenchPackages)
@@ -175,7 +181,7 @@ func command() string {
 }
 
 type binaries struct {
-	kvinject, loadgen, floor string
+	kvinject, agent, loadgen, floor string
 }
 
 // build compiles the shipped binary exactly as `make build` does, and the
@@ -183,11 +189,13 @@ type binaries struct {
 func build(ctx context.Context, dir, ldflags string) (binaries, error) {
 	b := binaries{
 		kvinject: filepath.Join(dir, "kvinject"),
+		agent:    filepath.Join(dir, "kvinject-agent"),
 		loadgen:  filepath.Join(dir, "loadgen"),
 		floor:    filepath.Join(dir, "floor"),
 	}
 	for _, t := range []struct{ out, pkg string }{
 		{b.kvinject, "./cmd/kvinject"},
+		{b.agent, "./cmd/kvinject-agent"},
 		{b.loadgen, "./hack/loadgen"},
 		{b.floor, "./hack/bench/floor"},
 	} {
