@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,7 +218,8 @@ func (a *agent) ended(ctx context.Context, fe *FetchError, attempts int) error {
 	}
 	fe.GaveUp = true
 	if attempts == 0 {
-		fe.Failure = keyvault.Failure{Message: "no answer before the deadline"}
+		host := strings.TrimSuffix(strings.TrimPrefix(fe.Ref.Vault, "https://"), "/")
+		fe.Failure = keyvault.Failure{Class: keyvault.ClassTimeout, Host: host, Message: "no answer from " + host + " before the deadline", Retryable: true}
 		fe.Attempts = 1
 	}
 	return fe

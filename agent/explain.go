@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/keyvault"
 )
 
 // maxTermination is kubelet's limit for one container's termination message.
@@ -77,6 +80,9 @@ func (p *pod) subject() string {
 func (p *pod) fix(fe *FetchError) string {
 	f := fe.Failure
 	id, tenant := p.id.ClientID, p.id.TenantID
+	if fix := p.classFix(f, fe.Ref.Vault); fix != "" {
+		return fix
+	}
 	if f.Retryable && f.Status != 0 {
 		return "the service kept failing or throttling until the deadline; this is usually temporary, and the agent tries again when the container restarts"
 	}
@@ -93,6 +99,9 @@ func (p *pod) fix(fe *FetchError) string {
 		}
 		if f.Status == 0 {
 			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", p.id.TokenFile)
+		}
+		if f.Code == "" && !f.Retryable {
+			return fmt.Sprintf("the authority host %s answered HTTP %d, not as Entra ID does: check the cloud (kvinject.io/cloud) or the webhook's --authority-host", p.authority(), f.Status)
 		}
 		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, p.subject())
 	}
@@ -126,6 +135,42 @@ func (p *pod) fix(fe *FetchError) string {
 		return "the vault rejected the request: check the object name and version in the pod's kvinject.io annotations"
 	}
 	return "see the agent's logs"
+}
+
+// authority is the sign-in authority the agent used.
+func (p *pod) authority() string {
+	if p.cfg == nil {
+		return "<authority>"
+	}
+	if h := p.cfg.Cloud.AuthorityHost; h != "" {
+		return h
+	}
+	if c, ok := config.KnownCloud(p.cfg.Cloud.Name); ok {
+		return c.AuthorityHost
+	}
+	return "<authority>"
+}
+
+// classFix is the advice for a failure without a response (or a refused
+// tenant), or "".
+func (p *pod) classFix(f keyvault.Failure, vault string) string {
+	switch f.Class {
+	case keyvault.ClassTLSUntrusted:
+		return fmt.Sprintf("if a TLS-inspecting proxy or a private CA signs the certificate of %s, put that CA certificate (PEM) in a ConfigMap in the pod's namespace and name it with the kvinject.io/ca-configmap annotation (or the webhook's --ca-configmap): kvinject mounts it into the agent only and points SSL_CERT_DIR at it. Otherwise the pod is not reaching %s directly: check the proxy settings (HTTPS_PROXY, NO_PROXY)", f.Host, f.Host)
+	case keyvault.ClassTLSMismatch:
+		return fmt.Sprintf("the pod reached a server that is not %s (a proxy, a private endpoint with another certificate, or DNS pointing elsewhere): check DNS for %s and the proxy settings (HTTPS_PROXY, NO_PROXY)", f.Host, f.Host)
+	case keyvault.ClassTLSInvalid:
+		return fmt.Sprintf("the certificate of %s is expired, not yet valid or unusable: check the node's clock, and whether a proxy presents its own certificate", f.Host)
+	case keyvault.ClassDNS:
+		return fmt.Sprintf("%s does not resolve from the pod: check the vault name (kvinject.io/vault or the object URL) and the cloud (kvinject.io/cloud); for a private endpoint, the private DNS zone linked to the cluster's network", f.Host)
+	case keyvault.ClassRefused:
+		return fmt.Sprintf("nothing accepts connections at %s: check the proxy settings (HTTPS_PROXY) and, for a private endpoint, its address", f.Host)
+	case keyvault.ClassTimeout:
+		return fmt.Sprintf("no answer from %s: egress from the pod is probably blocked (NetworkPolicy, firewall, network security group) or needs a proxy (HTTPS_PROXY)", f.Host)
+	case keyvault.ClassTenantMismatch:
+		return fmt.Sprintf("vault %s belongs to tenant %s, the identity signs in to tenant %s: set kvinject.io/tenant-id (or the ServiceAccount's azure.workload.identity/tenant-id) to %s, or use a vault of tenant %s", vault, f.Tenant, p.id.TenantID, f.Tenant, p.id.TenantID)
+	}
+	return ""
 }
 
 // writeTermination writes the explanation of err where kubelet reads the

@@ -42,18 +42,18 @@ type options struct {
 
 // results is everything one run measured; results.md is rendered from it.
 type results struct {
-	Started     time.Time       `json:"started"`
-	Machine     machine         `json:"machine"`
-	Command     string          `json:"command"`
-	Reps        int             `json:"reps"`
-	LoadBefore  float64         `json:"loadAvgBefore"`
-	LoadAfter   float64         `json:"loadAvgAfter"`
-	BinaryBytes int64           `json:"binaryBytes"`
+	Started     time.Time `json:"started"`
+	Machine     machine   `json:"machine"`
+	Command     string    `json:"command"`
+	Reps        int       `json:"reps"`
+	LoadBefore  float64   `json:"loadAvgBefore"`
+	LoadAfter   float64   `json:"loadAvgAfter"`
+	BinaryBytes int64     `json:"binaryBytes"`
 	// AgentBinaryBytes is the size of kvinject-agent, built the same way.
-	AgentBinaryBytes int64 `json:"agentBinaryBytes"`
-	GoBench     []goBench       `json:"goBenchmarks,omitempty"`
-	Webhook     *webhookResults `json:"webhook,omitempty"`
-	Agent       *agentResults   `json:"agent,omitempty"`
+	AgentBinaryBytes int64           `json:"agentBinaryBytes"`
+	GoBench          []goBench       `json:"goBenchmarks,omitempty"`
+	Webhook          *webhookResults `json:"webhook,omitempty"`
+	Agent            *agentResults   `json:"agent,omitempty"`
 }
 
 func main() {

@@ -32,7 +32,7 @@ type spec struct {
 	// binary for that platform.
 	binaries map[string][]byte
 	// agents maps the same platforms to the static kvinject-agent binaries.
-	agents map[string][]byte
+	agents   map[string][]byte
 	version  string
 	revision string
 	source   string
