@@ -4,10 +4,12 @@
 //
 // Modes:
 //
-//   - init fetches once. Transient errors (no response, 408, 429, 5xx, and a
-//     sign-in that got no response) are retried with jittered exponential
-//     backoff, honouring Retry-After, until the deadline; anything else (401,
-//     403, 404, AADSTS errors, a template that does not render) fails at once.
+//   - init fetches once, at once. Transient errors (408, 429, 5xx; connection
+//     refused, timeouts, a resolver failure) are retried after 1 s plus full
+//     jitter over an exponential window capped at 4 s (cycle.go: backoff),
+//     honouring Retry-After, until the deadline; anything else (401, 403,
+//     404, AADSTS errors, an untrusted certificate, a name that does not
+//     resolve, a template that does not render) fails at once.
 //     On failure the reason, with what to fix, goes to the termination message
 //     file, which kubectl describe pod shows.
 //   - sidecar does the same first, then refreshes every Refresh (see

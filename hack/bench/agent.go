@@ -69,6 +69,10 @@ type agentResults struct {
 	ProcessStartMs float64      `json:"processStartMs"`
 	Init           []initResult `json:"init"`
 	Idle           idleResult   `json:"idle"`
+	Probe          probeResult  `json:"probe"`
+	Ten            tenResult    `json:"tenSidecars"`
+	Storm          stormResult  `json:"storm"`
+	Fleet          fleetResult  `json:"fleet"`
 }
 
 // emulator is Entra ID, an OIDC issuer and one vault with 100 secrets.
@@ -79,7 +83,7 @@ type emulator struct {
 	tokenFile string
 }
 
-func startEmulator(ctx context.Context, dir string) (*emulator, error) {
+func startEmulator(ctx context.Context, dir string, log *slog.Logger) (*emulator, error) {
 	ca, err := fakeazure.NewCA()
 	if err != nil {
 		return nil, err
@@ -92,7 +96,7 @@ func startEmulator(ctx context.Context, dir string) (*emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.srv, err = fakeazure.Start(ctx, fakeazure.Options{CA: ca}); err != nil {
+	if e.srv, err = fakeazure.Start(ctx, fakeazure.Options{CA: ca, Logger: log}); err != nil {
 		return nil, err
 	}
 	if e.vaultURL, err = e.srv.AddVault(benchVault); err != nil {
@@ -158,12 +162,25 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	e, err := startEmulator(ctx, dir)
+	e, err := startEmulator(ctx, dir, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer e.srv.Close()
 	res := &agentResults{}
+
+	if res.Probe, err = probeRSS(ctx, bins.agent, e, dir); err != nil {
+		return nil, err
+	}
+	if res.Ten, err = tenSidecars(ctx, bins.agent, e, dir, log); err != nil {
+		return nil, err
+	}
+	if res.Storm, err = storm(ctx, bins.fleet, e, dir, log); err != nil {
+		return nil, err
+	}
+	if res.Fleet, err = fleetPhase(ctx, bins.fleet, dir, o.fleetDuration, log); err != nil {
+		return nil, err
+	}
 
 	var starts []float64
 	for range 5 {
