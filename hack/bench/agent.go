@@ -46,7 +46,7 @@ type initResult struct {
 	Rounds int `json:"rounds"`
 	// FloorMs is process start + Rounds × latency.
 	FloorMs float64 `json:"floorMs"`
-	// PeakRSSMiB is the largest peak RSS of the runs (rusage maxrss).
+	// PeakRSSMiB is the largest peak RSS of the runs (GNU time's; see timed).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
 	CPUMs      float64 `json:"cpuMsMedian"`
 }
@@ -200,12 +200,11 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			var cpus []float64
 			for rep := range o.reps {
 				e.srv.ResetCounts()
-				wall, ru, err := runInit(ctx, bins.agent, e, dir, n, rep)
+				wall, ru, _, err := runInit(ctx, bins.agent, e, dir, n, rep)
 				if err != nil {
 					return nil, err
 				}
 				ir.Runs = append(ir.Runs, wall)
-				ir.PeakRSSMiB = max(ir.PeakRSSMiB, mib(ru.Maxrss))
 				cpus = append(cpus, ms(time.Duration(ru.Utime.Nano()+ru.Stime.Nano())))
 			}
 			ir.CPUMs = median(cpus)
@@ -223,6 +222,13 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			if ir.Gets != n {
 				return nil, fmt.Errorf("init with %d objects made %d GETs, want %d", n, ir.Gets, n)
 			}
+			if lat == 0 {
+				_, _, peak, err := runInit(ctx, bins.agent, e, dir, n, -1)
+				if err != nil {
+					return nil, err
+				}
+				ir.PeakRSSMiB = peak
+			}
 			res.Init = append(res.Init, ir)
 		}
 	}
@@ -236,29 +242,35 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 
 // runInit runs `kvinject-agent init` once, into a fresh directory, and
 // returns its wall time in ms and its resource usage.
-func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep int) (float64, *syscall.Rusage, error) {
+func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep int) (float64, *syscall.Rusage, float64, error) {
 	files := filepath.Join(dir, fmt.Sprintf("init-%d-%d", n, rep))
 	if err := os.Mkdir(files, 0o755); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	defer os.RemoveAll(files)
 	env, err := e.env(files, n, 0, "")
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
+	// The wall time is of the agent alone; its peak RSS comes from one
+	// more run under GNU time (rep -1).
+	peak := files + ".peak"
 	cmd := exec.CommandContext(ctx, bin, "init", "--log-level=warn")
+	if rep < 0 {
+		cmd = timed(ctx, peak, bin, "init", "--log-level=warn")
+	}
 	cmd.Env = env
 	t := time.Now()
 	out, err := cmd.CombinedOutput()
 	wall := time.Since(t)
 	if err != nil {
-		return 0, nil, fmt.Errorf("agent init (%d objects): %w\n%s", n, err, out)
+		return 0, nil, 0, fmt.Errorf("agent init (%d objects): %w\n%s", n, err, out)
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if ru == nil {
 		ru = &syscall.Rusage{}
 	}
-	return ms(wall), ru, nil
+	return ms(wall), ru, timedPeak(peak), nil
 }
 
 // gcLine matches a gctrace line: "gc 3 @0.1s 1%: ... 4->4->1 MB, ...".

@@ -50,7 +50,8 @@ func probeRSS(ctx context.Context, bin string, e *emulator, dir string) (probeRe
 			}
 		}
 		for range 5 {
-			cmd := exec.CommandContext(ctx, bin, "probe")
+			peak := filepath.Join(dir, "probe-peak")
+			cmd := timed(ctx, peak, bin, "probe")
 			cmd.Env = env
 			t := time.Now()
 			err := cmd.Run()
@@ -58,9 +59,7 @@ func probeRSS(ctx context.Context, bin string, e *emulator, dir string) (probeRe
 			if ready && err != nil {
 				return r, fmt.Errorf("probe on a ready snapshot: %w", err)
 			}
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				r.PeakRSSMiB = max(r.PeakRSSMiB, mib(ru.Maxrss))
-			}
+			r.PeakRSSMiB = max(r.PeakRSSMiB, timedPeak(peak))
 		}
 	}
 	return r, nil

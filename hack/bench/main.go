@@ -25,20 +25,20 @@ import (
 )
 
 type options struct {
-	out          string
-	reps         int
-	loadDuration time.Duration
-	rate         float64
-	conns        int
-	idle         time.Duration
+	out           string
+	reps          int
+	loadDuration  time.Duration
+	rate          float64
+	conns         int
+	idle          time.Duration
 	fleetDuration time.Duration
-	review       string
-	vary         string
-	skipWebhook  bool
-	skipAgent    bool
-	skipGoBench  bool
-	report       string
-	ldflags      string
+	review        string
+	vary          string
+	skipWebhook   bool
+	skipAgent     bool
+	skipGoBench   bool
+	report        string
+	ldflags       string
 }
 
 // results is everything one run measured; results.md is rendered from it.
