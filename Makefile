@@ -72,8 +72,9 @@ test: vet unit e2e
 
 # Benchmarks (docs/performance.md), bounded to a few minutes: Go benchmarks of
 # the review path, the real webhook under load on loopback beside a bare HTTPS
-# floor server, agent init against the round-trip floor, the idle sidecar,
-# the binary size. Results in _out/bench/results.{md,json}.
+# floor server, agent init against the round-trip floor, the startup probe,
+# the idle sidecar and ten at once, a 50-agent storm, a 100-sidecar fleet, the
+# binary sizes. Results in _out/bench/results.{md,json}.
 bench:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
 	KUBEBUILDER_ASSETS=$$assets $(GO) run ./hack/bench -out _out/bench
