@@ -2,8 +2,9 @@
 #
 # The kvinject image for people who build with Docker. It is equivalent to
 # `make image` (hack/image, which needs no container engine): the same static
-# binary, built with the same flags, on scratch with the same files written by
-# the same code (hack/image -rootfs): /kvinject, /etc/ssl/certs/ca-certificates.crt
+# binaries, built with the same flags, on scratch with the same files written by
+# the same code (hack/image -rootfs): /kvinject (the webhook), /kvinject-agent
+# (the in-pod agent), /etc/ssl/certs/ca-certificates.crt
 # from the pinned golang.org/x/crypto/x509roots/fallback module, and
 # /etc/passwd + /etc/group naming the non-root user 65532. No shell.
 #
@@ -27,9 +28,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 # The same flags as the Makefile's image target.
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X main.version=${VERSION}" -o /out/kvinject ./cmd/kvinject \
- && go run ./hack/image -rootfs /rootfs -binary "$TARGETOS/$TARGETARCH=/out/kvinject"
+RUN for c in kvinject kvinject-agent; do \
+      CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -buildvcs=false \
+        -ldflags "-s -w -X main.version=${VERSION}" -o /out/$c ./cmd/$c || exit 1; \
+    done \
+ && go run ./hack/image -rootfs /rootfs -binary "$TARGETOS/$TARGETARCH=/out/kvinject" -agent "$TARGETOS/$TARGETARCH=/out/kvinject-agent"
 
 FROM scratch
 ARG VERSION=dev

@@ -8,16 +8,20 @@ K8S_VERSION ?= 1.37.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/kvinject
+AGENT_BIN := bin/kvinject-agent
 
 .PHONY: all build test unit e2e bench demo image fmt vet controlplane tools release
 
 all: build
 
+# Two binaries: kvinject (webhook, offline injector) and kvinject-agent (the
+# in-pod agent, small: no Kubernetes client linked in). One image holds both.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kvinject
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(AGENT_BIN) ./cmd/kvinject-agent
 
 # Container image without a container engine (hack/image, docs/install.md):
-# static binaries for IMAGE_PLATFORMS, one OCI index in _out/kvinject-oci (and
+# static binaries (kvinject, kvinject-agent) for IMAGE_PLATFORMS, one OCI index in _out/kvinject-oci (and
 # _out/kvinject-oci.tar), one docker archive per platform. Reproducible: file
 # times and the created label come from the commit, not from the clock.
 IMAGE ?= ghcr.io/kvinject/kvinject
@@ -27,11 +31,13 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 image:
 	for p in $(IMAGE_PLATFORMS); do \
-	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -buildvcs=false \
-	    -ldflags '$(LDFLAGS)' -o _out/bin/$${p/\//-}/kvinject ./cmd/kvinject; \
+	  for c in kvinject kvinject-agent; do \
+	    CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -buildvcs=false \
+	      -ldflags '$(LDFLAGS)' -o _out/bin/$${p/\//-}/$$c ./cmd/$$c; \
+	  done; \
 	done
 	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
-	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
+	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject -agent $(p)=_out/bin/$(subst /,-,$(p))/kvinject-agent)
 
 # A release: `make release VERSION=v0.1.0`. Builds the image stamped with
 # VERSION (make image), then hack/release writes into _out/release the SBOM
@@ -83,14 +89,15 @@ e2e:
 # first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control
 # plane running with a kubeconfig until Ctrl-C.
 demo: build
-	$(GO) run ./hack/demo --kvinject $(BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
+	$(GO) run ./hack/demo --kvinject $(BIN) --kvinject-agent $(AGENT_BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
 
 test: vet unit e2e
 
 # Benchmarks (docs/performance.md), bounded to a few minutes: Go benchmarks of
 # the review path, the real webhook under load on loopback beside a bare HTTPS
-# floor server, agent init against the round-trip floor, the idle sidecar,
-# the binary size. Results in _out/bench/results.{md,json}.
+# floor server, agent init against the round-trip floor, the startup probe,
+# the idle sidecar and ten at once, a 50-agent storm, a 100-sidecar fleet, the
+# binary sizes. Results in _out/bench/results.{md,json}.
 bench:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
 	KUBEBUILDER_ASSETS=$$assets $(GO) run ./hack/bench -out _out/bench

@@ -4,23 +4,21 @@
 //
 // Modes:
 //
-//   - init fetches once. Transient errors (no response, 408, 429, 5xx, and a
-//     sign-in that got no response) are retried with jittered exponential
-//     backoff, honouring Retry-After, until the deadline; anything else (401,
-//     403, 404, AADSTS errors, a template that does not render) fails at once.
+//   - init fetches once, at once. Transient errors (408, 429, 5xx; connection
+//     refused, timeouts, a resolver failure) are retried after 1 s plus full
+//     jitter over an exponential window capped at 4 s (cycle.go: backoff),
+//     honouring Retry-After, until the deadline; anything else (401, 403,
+//     404, AADSTS errors, an untrusted certificate, a name that does not
+//     resolve, a template that does not render) fails at once.
 //     On failure the reason, with what to fix, goes to the termination message
 //     file, which kubectl describe pod shows.
-//   - sidecar does the same first, then fetches again every Refresh (±10%
-//     jitter). A failed cycle keeps the last good files untouched and is
-//     retried sooner, backing off up to Refresh. With Refresh 0 it fetches
-//     once and then waits for SIGTERM. SIGTERM (context cancellation) ends it
-//     with success.
+//   - sidecar does the same first, then refreshes every Refresh (see
+//     runSidecar for the schedule). A failed refresh keeps the last good
+//     files untouched and waits for the next slot. With Refresh 0 it fetches
+//     once and then waits for SIGTERM. SIGTERM (context cancellation) ends
+//     it with success.
 //   - probe (Probe) passes once a complete snapshot is published and marked
 //     ready: ..data resolves and the ..ready marker exists.
-//
-// The first fetch of a sidecar waits a random delay below StartJitter (by
-// default a tenth of Refresh, at most one second), so a rollout does not hit
-// the vault all at once; init does not wait, because app containers wait for it.
 //
 // Logs are JSON (log/slog). Every GET produces one audit line: vault, object,
 // version, client id, result. No value is ever logged or returned in an error.
@@ -37,7 +35,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kvinject/kvinject/agent/codepages"
 	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/render"
@@ -56,26 +53,19 @@ const (
 const (
 	DefaultDeadline       = 2 * time.Minute
 	DefaultTerminationLog = "/dev/termination-log"
-	maxStartJitter        = time.Second
 )
 
 // Options configure Run.
 type Options struct {
 	Mode Mode
-	// Config is read from KVINJECT_CONFIG when nil.
-	Config *config.Config
-	// Identity is read from the AZURE_* variables when zero.
-	Identity keyvault.Identity
-	// Getenv reads the environment; nil means os.Getenv.
+	// Getenv reads the environment (KVINJECT_CONFIG and the AZURE_*
+	// variables the injector sets); nil means os.Getenv.
 	Getenv func(string) string
 	// Deadline bounds the first fetch, retries included.
 	Deadline time.Duration
 	// TerminationLog receives the failure reason; empty disables it.
 	TerminationLog string
-	// StartJitter bounds the random delay before the first fetch. Zero means
-	// the default (sidecar: Refresh/10 up to 1s; init: none); negative, none.
-	StartJitter time.Duration
-	Logger      *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Run runs the agent until it is done (init), or ctx is canceled (sidecar).
@@ -87,9 +77,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Deadline <= 0 {
 		o.Deadline = DefaultDeadline
 	}
+	p := &pod{deadline: o.Deadline}
 	defer func() {
 		if err != nil && o.TerminationLog != "" {
-			if werr := writeTermination(o.TerminationLog, o.explain(err)); werr != nil {
+			if werr := writeTermination(o.TerminationLog, p.explain(err)); werr != nil {
 				o.Logger.Error("write termination message", "path", o.TerminationLog, "error", werr.Error())
 			}
 		}
@@ -97,11 +88,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Mode != ModeInit && o.Mode != ModeSidecar {
 		return fmt.Errorf("unknown mode %q: want %q or %q", o.Mode, ModeInit, ModeSidecar)
 	}
-	if err := o.load(); err != nil {
+	if err := p.load(o.Getenv); err != nil {
 		o.Logger.Error("invalid configuration", "error", err.Error())
 		return err
 	}
-	a, err := newAgent(o)
+	a, err := newAgent(o, p)
 	if err != nil {
 		o.Logger.Error("invalid configuration", "error", err.Error())
 		return err
@@ -118,12 +109,14 @@ func Probe(dir string) error {
 }
 
 type agent struct {
-	o       Options
+	o Options
+	*pod
 	log     *slog.Logger
 	kv      *keyvault.Client
 	writer  *snapshot.Writer
 	fetches []*fetch // one per distinct object
 	metrics *metrics
+	limits  render.Limits
 }
 
 // fetch is one distinct object and the files that use it.
@@ -133,39 +126,43 @@ type fetch struct {
 	files []string
 }
 
-// load fills Config and Identity from the environment the injector sets.
-func (o *Options) load() error {
-	getenv := o.Getenv
+// pod is what the agent was told by the injector, and what the
+// termination message explains failures with.
+type pod struct {
+	cfg      *config.Config // nil until loaded
+	id       keyvault.Identity
+	deadline time.Duration
+}
+
+// load reads the configuration and identity from the environment the
+// injector sets.
+func (p *pod) load(getenv func(string) string) error {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	if o.Config == nil {
-		raw := getenv(config.EnvVar)
-		if raw == "" {
-			return fmt.Errorf("%s is not set: the agent is configured by the kvinject webhook; run it in an injected pod", config.EnvVar)
-		}
-		c, err := config.Load([]byte(raw))
-		if err != nil {
-			return err
-		}
-		o.Config = c
+	raw := getenv(config.EnvVar)
+	if raw == "" {
+		return fmt.Errorf("%s is not set: the agent is configured by the kvinject webhook; run it in an injected pod", config.EnvVar)
 	}
-	if o.Identity == (keyvault.Identity{}) && slices.ContainsFunc(o.Config.Files, func(f config.File) bool { return f.Object != nil }) {
-		id, err := keyvault.IdentityFromEnv(getenv)
-		if err != nil {
+	c, err := config.Load([]byte(raw))
+	if err != nil {
+		return err
+	}
+	p.cfg = c
+	if slices.ContainsFunc(c.Files, func(f config.File) bool { return f.Object != nil }) {
+		if p.id, err = keyvault.IdentityFromEnv(getenv); err != nil {
 			return err
 		}
-		o.Identity = id
 	}
 	return nil
 }
 
-func newAgent(o Options) (*agent, error) {
-	c := o.Config
+func newAgent(o Options, p *pod) (*agent, error) {
+	c := p.cfg
 	if err := checkFiles(c.Files); err != nil {
 		return nil, err
 	}
-	a := &agent{o: o, log: o.Logger, writer: &snapshot.Writer{Dir: c.Dir}}
+	a := &agent{o: o, pod: p, log: o.Logger, writer: &snapshot.Writer{Dir: c.Dir}, limits: render.DefaultLimits}
 	byRef := map[keyvault.Ref]*fetch{}
 	for _, f := range c.Files {
 		if f.Object == nil {
@@ -186,14 +183,19 @@ func newAgent(o Options) (*agent, error) {
 	if fi, err := os.Stat(c.Dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("dir %s: not a directory the agent can write (is the volume mounted?): %v", c.Dir, err)
 	}
+	// A snapshot may fill half the volume: the old one stays until the swap.
+	if capacity := snapshot.Capacity(c.Dir); capacity > 0 {
+		a.limits.Total = int(min(int64(a.limits.Total), capacity/2))
+		a.limits.File = min(a.limits.File, a.limits.Total)
+	}
 	if len(a.fetches) > 0 {
-		kv, err := keyvault.New(c.Cloud, o.Identity)
+		kv, err := keyvault.New(c.Cloud, p.id)
 		if err != nil {
 			return nil, err
 		}
 		a.kv = kv
 	}
-	a.log = a.log.With("clientId", o.Identity.ClientID)
+	a.log = a.log.With("clientId", p.id.ClientID)
 	return a, nil
 }
 
@@ -221,25 +223,12 @@ func checkFiles(files []config.File) error {
 	return errors.Join(errs...)
 }
 
-func (a *agent) startJitter() time.Duration {
-	max := a.o.StartJitter
-	if max == 0 && a.o.Mode == ModeSidecar {
-		max = min(time.Duration(a.o.Config.Refresh)/10, maxStartJitter)
-	}
-	if max <= 0 {
-		return 0
-	}
-	return rand.N(max)
-}
-
-// first runs the first cycle: jitter, then fetch with retries until the deadline.
+// first runs the first cycle at once (the app waits for it), retrying
+// transient failures until the deadline.
 func (a *agent) first(ctx context.Context) error {
-	if err := sleep(ctx, a.startJitter()); err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, a.o.Deadline)
+	cctx, cancel := context.WithTimeout(ctx, a.deadline)
 	defer cancel()
-	if err := a.cycle(cctx); err != nil {
+	if err := a.cycle(cctx, true); err != nil {
 		return err
 	}
 	if err := a.writer.MarkReady(); err != nil {
@@ -253,13 +242,28 @@ func (a *agent) runInit(ctx context.Context) error {
 		a.log.Error("fetch failed", "error", err.Error())
 		return err
 	}
-	a.log.Info("done", "files", len(a.o.Config.Files))
+	a.log.Info("done", "files", len(a.cfg.Files))
 	return nil
 }
 
+// runSidecar fetches at once and then refreshes on a fixed schedule:
+//
+//  1. The first fetch is immediate and retried until the deadline, as in
+//     init: the app waits for it.
+//  2. The sidecar draws its phase: the first refresh comes at
+//     start + Refresh/2 + U[0, Refresh), and every later one exactly one
+//     Refresh after the slot before. A fleet started at one instant thus has
+//     its refreshes spread uniformly over the interval from the second cycle
+//     on, and keeps them spread (no drift, no per-cycle jitter to re-bunch).
+//  3. A refresh tries each object once. A failure keeps the last good files
+//     and waits for the next slot, or for the first slot after a
+//     Retry-After the vault gave, so an outage never raises the sidecar's
+//     request rate above its healthy one (one GET per object per Refresh).
+//  4. A cycle never runs into the next slot: it is bounded by Refresh.
 func (a *agent) runSidecar(ctx context.Context) error {
+	start := time.Now()
 	a.metrics = newMetrics()
-	if addr := a.o.Config.MetricsAddr; addr != "" {
+	if addr := a.cfg.MetricsAddr; addr != "" {
 		stop, err := a.metrics.serve(addr, a.log)
 		if err != nil {
 			return err
@@ -274,72 +278,54 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		return err
 	}
 	a.idle()
-	interval := time.Duration(a.o.Config.Refresh)
+	interval := time.Duration(a.cfg.Refresh)
 	if interval <= 0 {
 		a.log.Info("fetched once; no refresh configured, waiting for termination")
 		<-ctx.Done()
 		a.log.Info("terminating")
 		return nil
 	}
-	next := jitter(interval)
-	failures := 0
+	slot := start.Add(interval/2 + rand.N(interval))
 	for {
-		a.log.Debug("next fetch", "in", next.String())
-		if sleep(ctx, next) != nil {
+		a.log.Debug("next fetch", "in", time.Until(slot).Round(time.Millisecond).String())
+		if sleep(ctx, time.Until(slot)) != nil {
 			a.log.Info("terminating")
 			return nil
 		}
-		// A cycle never runs into the next one.
-		cctx, cancel := context.WithTimeout(ctx, min(interval, a.o.Deadline))
-		err := a.cycle(cctx)
+		cctx, cancel := context.WithTimeout(ctx, min(interval, a.deadline))
+		err := a.cycle(cctx, false)
 		cancel()
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			a.log.Info("terminating")
 			return nil
-		case err != nil:
-			failures++
-			next = failureBackoff(failures, interval)
+		}
+		notBefore := time.Now()
+		if err != nil {
 			// A vault that said when to come back is not asked sooner.
 			for _, fe := range fetchErrors(err) {
-				next = max(next, fe.Failure.RetryAfter)
+				if at := time.Now().Add(fe.Failure.RetryAfter); at.After(notBefore) {
+					notBefore = at
+				}
 			}
-			a.log.Error("refresh failed; keeping the last good files", "error", err.Error(), "failures", failures, "retryIn", next.String())
-		default:
-			failures = 0
-			next = jitter(interval)
+		}
+		for !slot.After(notBefore) {
+			slot = slot.Add(interval)
+		}
+		if err != nil {
+			a.log.Error("refresh failed; keeping the last good files", "error", err.Error(), "retryIn", time.Until(slot).Round(time.Millisecond).String())
 		}
 		a.idle()
 	}
 }
 
 // idle prepares a sidecar for the wait until the next cycle: it closes the
-// connections, hands the garbage of the fetch (TLS, JSON, certificate
-// parsing) back to the OS now rather than whenever the scavenger gets to it,
-// and lets the kernel reclaim the executable's pages (package codepages).
+// connections and hands the garbage of the fetch (TLS, JSON, certificate
+// parsing) back to the OS now rather than whenever the scavenger gets to it.
 func (a *agent) idle() {
 	if a.kv != nil {
 		a.kv.CloseIdleConnections()
 	}
 	debug.FreeOSMemory()
-	if err := codepages.Release(); err != nil {
-		a.log.Debug("release code pages", "error", err.Error())
-	}
-}
-
-// jitter spreads d by ±10%.
-func jitter(d time.Duration) time.Duration {
-	return d - d/10 + rand.N(d/5+1)
-}
-
-// failureBackoff is the wait after the n-th failed cycle in a row: 5s, 10s,
-// 20s … up to the interval, jittered.
-func failureBackoff(n int, interval time.Duration) time.Duration {
-	d := 5 * time.Second
-	for i := 1; i < n && d < interval; i++ {
-		d *= 2
-	}
-	return jitter(min(d, interval))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

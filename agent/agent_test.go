@@ -471,7 +471,7 @@ func TestTemplateErrors(t *testing.T) {
 	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
 		t.Fatal("init succeeded with a broken template")
 	}
-	if msg := h.termination(); !strings.Contains(msg, "app.env:3") || !strings.Contains(msg, `no object file "pwd"`) {
+	if msg := h.termination(); !strings.Contains(msg, "app.env:3") || !strings.Contains(msg, `secret takes exactly one file name in double quotes`) {
 		t.Errorf("termination message does not name the template and line:\n%s", msg)
 	}
 	if _, err := os.Lstat(filepath.Join(h.dir, "pw")); !errors.Is(err, os.ErrNotExist) {
@@ -630,5 +630,53 @@ func TestSidecarHonoursRetryAfterAcrossCycles(t *testing.T) {
 		if ts.After(at) && ts.Sub(at) < 2*time.Second {
 			t.Errorf("fetched %s after a 429 with Retry-After: 2s", ts.Sub(at))
 		}
+	}
+}
+
+// TestThrottleWithoutRetryAfterWaitsOneSecond: Key Vault often sends 429 and
+// 503 without Retry-After; the agent never retries sooner than 1 s.
+func TestThrottleWithoutRetryAfterWaitsOneSecond(t *testing.T) {
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		h := newHarness(t)
+		h.secret("s", "value-Tt6")
+		h.srv.Fail(fakeazure.Target{Endpoint: fakeazure.EndpointGetSecret}, 3, fakeazure.Fault{Status: status})
+		if err := h.run(t.Context(), agent.ModeInit, h.config(0, secretFile(h, "s", "s", ""))); err != nil {
+			t.Fatalf("init: %v", err)
+		}
+		var at []time.Time
+		for _, l := range h.logLines("fetch") {
+			ts, _ := time.Parse(time.RFC3339Nano, l["time"].(string))
+			at = append(at, ts)
+		}
+		if len(at) != 4 {
+			t.Fatalf("%d: %d fetch lines, want 4", status, len(at))
+		}
+		for i := 1; i < len(at); i++ {
+			if d := at[i].Sub(at[i-1]); d < time.Second {
+				t.Errorf("%d: attempt %d came %s after the one before, want ≥ 1s", status, i+1, d)
+			}
+		}
+	}
+}
+
+// TestSidecarOutageNeverRaisesTheRate: during an outage a sidecar asks no
+// more often than when healthy: one GET per object per refresh interval.
+func TestSidecarOutageNeverRaisesTheRate(t *testing.T) {
+	h := newHarness(t)
+	h.secret("a", "value-Uu7")
+	h.secret("b", "value-Uu8")
+	const interval = 300 * time.Millisecond
+	stop := h.start(h.config(interval, secretFile(h, "a", "a", ""), secretFile(h, "b", "b", "")))
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	h.srv.SetOutage(true)
+	before, from := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID), time.Now()
+	eventually(t, "six failed refreshes", 30*time.Second, func() bool {
+		return len(h.logLines("refresh failed; keeping the last good files")) >= 6
+	})
+	gets, elapsed := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID)-before, time.Since(from)
+	must(t, stop())
+	// Healthy: 2 GETs per interval; allow the slot in progress.
+	if limit := 2 * (int(elapsed/interval) + 2); gets > limit {
+		t.Errorf("%d GETs in %s of outage, more than the healthy %d", gets, elapsed.Round(time.Millisecond), limit)
 	}
 }

@@ -18,17 +18,17 @@ import (
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 )
 
-// kvinjectBinary returns $KVINJECT_BIN, or builds cmd/kvinject.
-func kvinjectBinary(t *testing.T) string {
+// agentBinary returns $KVINJECT_AGENT_BIN, or builds cmd/kvinject-agent.
+func agentBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("KVINJECT_BIN"); p != "" {
+	if p := os.Getenv("KVINJECT_AGENT_BIN"); p != "" {
 		return p
 	}
-	bin := filepath.Join(t.TempDir(), "kvinject")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../cmd/kvinject")
+	bin := filepath.Join(t.TempDir(), "kvinject-agent")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../cmd/kvinject-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build kvinject: %v\n%s", err, out)
+		t.Fatalf("build kvinject-agent: %v\n%s", err, out)
 	}
 	return bin
 }
@@ -57,29 +57,29 @@ func exitCode(err error) int {
 	return 0
 }
 
-// TestBinary drives the built kvinject binary through init, probe, a failing
+// TestBinary drives the built kvinject-agent binary through init, probe, a failing
 // init and a sidecar that is stopped with SIGTERM, and reports the idle
 // sidecar's memory.
 func TestBinary(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the kvinject binary")
+		t.Skip("builds the kvinject-agent binary")
 	}
-	bin := kvinjectBinary(t)
+	bin := agentBinary(t)
 	h := newHarness(t)
 	h.secret("db-password", "bin-value-Oo7")
 	c := h.config(time.Hour, secretFile(h, "password", "db-password", ""))
 
 	// probe before anything was written fails.
-	if code := exitCode(h.command(bin, c, "agent", "probe").Run()); code != 1 {
+	if code := exitCode(h.command(bin, c, "probe").Run()); code != 1 {
 		t.Errorf("probe on an empty dir: exit %d, want 1", code)
 	}
-	if code := exitCode(h.command(bin, c, "agent", "init").Run()); code != 0 {
+	if code := exitCode(h.command(bin, c, "init").Run()); code != 0 {
 		t.Fatalf("init: exit %d\n%s", code, h.logs.String())
 	}
 	if h.read("password") != "bin-value-Oo7" {
 		t.Errorf("init did not write the file")
 	}
-	if code := exitCode(h.command(bin, c, "agent", "probe").Run()); code != 0 {
+	if code := exitCode(h.command(bin, c, "probe").Run()); code != 0 {
 		t.Errorf("probe after init: exit %d", code)
 	}
 
@@ -87,13 +87,13 @@ func TestBinary(t *testing.T) {
 	failing := *c
 	failing.Dir = t.TempDir()
 	failing.Files = []config.File{secretFile(h, "password", "not-there", "")}
-	if code := exitCode(h.command(bin, &failing, "agent", "init", "--deadline=5s").Run()); code != 1 {
+	if code := exitCode(h.command(bin, &failing, "init", "--deadline=5s").Run()); code != 1 {
 		t.Errorf("failing init: exit %d, want 1", code)
 	}
 	if msg := h.termination(); !strings.Contains(msg, "HTTP 404 SecretNotFound") || !strings.Contains(msg, h.clientID) {
 		t.Errorf("termination message: %q", msg)
 	}
-	if code := exitCode(h.command(bin, c, "agent", "bogus").Run()); code != 2 {
+	if code := exitCode(h.command(bin, c, "bogus").Run()); code != 2 {
 		t.Errorf("unknown mode: exit %d, want 2", code)
 	}
 
@@ -102,7 +102,7 @@ func TestBinary(t *testing.T) {
 	sc := *c
 	sc.Dir = sidecarDir
 	sc.MetricsAddr = "127.0.0.1:0"
-	cmd := h.command(bin, &sc, "agent", "sidecar", "--log-level=debug")
+	cmd := h.command(bin, &sc, "sidecar", "--log-level=debug")
 	must(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

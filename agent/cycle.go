@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,11 +14,18 @@ import (
 	"github.com/kvinject/kvinject/agent/render"
 )
 
-// Backoff between attempts at one object: 500ms doubling up to 30s, each
-// drawn from [d/2, d].
+// Backoff between attempts at one object in a first fetch (backoff).
 const (
-	backoffBase = 500 * time.Millisecond
-	backoffMax  = 30 * time.Second
+	// backoffFloor: no retry comes sooner, so a 429 or 503 without
+	// Retry-After (Key Vault often sends none) waits at least this long.
+	backoffFloor = time.Second
+	// backoffBase doubles per failed attempt up to backoffCap. The cap is
+	// chosen for a storm: a throttled agent retries an object every 3 s on
+	// average (1 s + U[0, 4 s]), and once the vault answers again every
+	// agent's next try is at most 5 s away (docs/performance.md measures a
+	// 50-agent storm).
+	backoffBase = time.Second
+	backoffCap  = 4 * time.Second
 )
 
 // FetchError is a failed object: the last failure after all attempts.
@@ -66,9 +74,11 @@ func failureText(f keyvault.Failure) string {
 }
 
 // cycle fetches every object, renders the files and publishes them. Nothing
-// is written unless every object was fetched and every file rendered.
-func (a *agent) cycle(ctx context.Context) error {
-	objects, err := a.fetchAll(ctx)
+// is written unless every object was fetched and every file rendered. With
+// retry, transient failures are retried until ctx ends; without, each
+// object is tried once.
+func (a *agent) cycle(ctx context.Context, retry bool) error {
+	objects, err := a.fetchAll(ctx, retry)
 	if err == nil {
 		err = a.publish(objects)
 	}
@@ -77,7 +87,7 @@ func (a *agent) cycle(ctx context.Context) error {
 }
 
 func (a *agent) publish(objects map[string]render.Object) error {
-	files, err := render.Files(a.o.Config.Files, objects)
+	files, err := render.Files(a.cfg.Files, objects, a.limits)
 	if err != nil {
 		return err
 	}
@@ -89,7 +99,7 @@ func (a *agent) publish(objects map[string]render.Object) error {
 		if a.metrics != nil {
 			a.metrics.snapshots.Inc()
 		}
-		a.log.Info("files written", "files", len(files), "dir", a.o.Config.Dir)
+		a.log.Info("files written", "files", len(files), "dir", a.cfg.Dir)
 	} else {
 		a.log.Debug("files unchanged")
 	}
@@ -102,7 +112,7 @@ var errSiblingFailed = errors.New("another object failed")
 // fetchAll gets every distinct object once, concurrently. The first failure
 // stops further attempts (the cycle fails anyway) but lets requests in flight
 // finish, so every object that fails at once is reported together.
-func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) {
+func (a *agent) fetchAll(ctx context.Context, retry bool) (map[string]render.Object, error) {
 	stopCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if a.kv != nil {
@@ -126,7 +136,7 @@ func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) 
 				return
 			}
 			defer func() { <-sem }()
-			obj, err := a.fetchOne(ctx, stopCtx, f)
+			obj, err := a.fetchOne(ctx, stopCtx, f, retry)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -151,9 +161,9 @@ func (a *agent) fetchAll(ctx context.Context) (map[string]render.Object, error) 
 	return objects, nil
 }
 
-// fetchOne gets one object, retrying transient failures until ctx ends or
-// stopCtx says the cycle has failed.
-func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch) (render.Object, error) {
+// fetchOne gets one object; with retry it retries transient failures until
+// ctx ends or stopCtx says the cycle has failed.
+func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch, retry bool) (render.Object, error) {
 	deadline, hasDeadline := ctx.Deadline()
 	fe := &FetchError{Ref: f.ref, Kind: string(f.kind), Files: f.files}
 	for attempt := 1; ; attempt++ {
@@ -186,7 +196,7 @@ func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch) (render.Object,
 		a.metrics.fetch(result, elapsed)
 		a.log.Warn("fetch", append(attrs, "result", result, "status", fail.Status, "code", fail.Code, "error", failureText(fail))...)
 		fe.Failure, fe.Attempts = fail, attempt
-		if !fail.Retryable {
+		if !fail.Retryable || !retry {
 			return obj, fe
 		}
 		wait := max(backoff(attempt), fail.RetryAfter)
@@ -208,18 +218,19 @@ func (a *agent) ended(ctx context.Context, fe *FetchError, attempts int) error {
 	}
 	fe.GaveUp = true
 	if attempts == 0 {
-		fe.Failure = keyvault.Failure{Message: "no answer before the deadline"}
+		host := strings.TrimSuffix(strings.TrimPrefix(fe.Ref.Vault, "https://"), "/")
+		fe.Failure = keyvault.Failure{Class: keyvault.ClassTimeout, Host: host, Message: "no answer from " + host + " before the deadline", Retryable: true}
 		fe.Attempts = 1
 	}
 	return fe
 }
 
-// backoff is the wait after the n-th failed attempt, drawn from [d/2, d].
+// backoff is the wait after the n-th failed attempt: the floor plus full
+// jitter over an exponential window, floor + U[0, min(cap, base·2^(n-1))].
 func backoff(n int) time.Duration {
 	d := backoffBase
-	for i := 1; i < n && d < backoffMax; i++ {
+	for i := 1; i < n && d < backoffCap; i++ {
 		d *= 2
 	}
-	d = min(d, backoffMax)
-	return d/2 + rand.N(d/2+1)
+	return backoffFloor + rand.N(min(d, backoffCap)+1)
 }

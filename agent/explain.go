@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/keyvault"
 )
 
 // maxTermination is kubelet's limit for one container's termination message.
@@ -13,14 +16,14 @@ const maxTermination = 4096
 // explain turns a Run error into the text for kubectl describe pod: per failed
 // object what happened (object, vault, HTTP status and code, client id) and
 // what to fix.
-func (o Options) explain(err error) string {
+func (p *pod) explain(err error) string {
 	var b strings.Builder
 	fetchErrs := fetchErrors(err)
 	if len(fetchErrs) == 0 {
 		fmt.Fprintf(&b, "kvinject agent: %v", err)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), o.Identity.ClientID)
+	fmt.Fprintf(&b, "kvinject agent: could not fetch %d object(s) as client %s", len(fetchErrs), p.id.ClientID)
 	// One sign-in failure fails every object the same way: say it once.
 	signIn := map[string][]string{}
 	for _, fe := range fetchErrs {
@@ -40,10 +43,10 @@ func (o Options) explain(err error) string {
 			fmt.Fprintf(&b, "\n- %s %s (file %s) in vault %s: %s",
 				fe.Kind, objectName(fe.Ref), strings.Join(fe.Files, ", "), fe.Ref.Vault, failureText(fe.Failure))
 			if fe.GaveUp {
-				fmt.Fprintf(&b, " (gave up after %d attempt(s) within the %s deadline)", fe.Attempts, o.Deadline)
+				fmt.Fprintf(&b, " (gave up after %d attempt(s) within the %s deadline)", fe.Attempts, p.deadline)
 			}
 		}
-		fmt.Fprintf(&b, "\n  Fix: %s", o.fix(fe))
+		fmt.Fprintf(&b, "\n  Fix: %s", p.fix(fe))
 	}
 	return b.String()
 }
@@ -63,27 +66,30 @@ func fetchErrors(err error) (out []*FetchError) {
 	return out
 }
 
-func (o Options) subject() string {
+func (p *pod) subject() string {
 	ns, sa := "<namespace>", "<service account>"
-	if o.Config != nil && o.Config.Namespace != "" {
-		ns = o.Config.Namespace
+	if p.cfg != nil && p.cfg.Namespace != "" {
+		ns = p.cfg.Namespace
 	}
-	if o.Config != nil && o.Config.ServiceAccount != "" {
-		sa = o.Config.ServiceAccount
+	if p.cfg != nil && p.cfg.ServiceAccount != "" {
+		sa = p.cfg.ServiceAccount
 	}
 	return "system:serviceaccount:" + ns + ":" + sa
 }
 
-func (o Options) fix(fe *FetchError) string {
+func (p *pod) fix(fe *FetchError) string {
 	f := fe.Failure
-	id, tenant := o.Identity.ClientID, o.Identity.TenantID
+	id, tenant := p.id.ClientID, p.id.TenantID
+	if fix := p.classFix(f, fe.Ref.Vault); fix != "" {
+		return fix
+	}
 	if f.Retryable && f.Status != 0 {
 		return "the service kept failing or throttling until the deadline; this is usually temporary, and the agent tries again when the container restarts"
 	}
 	if f.SignIn {
 		switch f.Code {
 		case "AADSTS70021", "AADSTS700213", "AADSTS7002137", "AADSTS7002138", "AADSTS700211", "AADSTS700212":
-			return fmt.Sprintf("add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = %s, audience = api://AzureADTokenExchange", id, o.subject())
+			return fmt.Sprintf("add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = %s, audience = api://AzureADTokenExchange", id, p.subject())
 		case "AADSTS700016":
 			return fmt.Sprintf("no application %s in tenant %s: check the client id (kvinject.io/client-id, or the ServiceAccount's azure.workload.identity/client-id) and the tenant id", id, tenant)
 		case "AADSTS90002", "AADSTS900023":
@@ -92,9 +98,12 @@ func (o Options) fix(fe *FetchError) string {
 			return "the service account token was rejected as expired or not yet valid: check the node's clock and the projected token"
 		}
 		if f.Status == 0 {
-			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", o.Identity.TokenFile)
+			return fmt.Sprintf("check that the token file %s exists (the projected service account token) and that the authority host is reachable from the pod", p.id.TokenFile)
 		}
-		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, o.subject())
+		if f.Code == "" && !f.Retryable {
+			return fmt.Sprintf("the authority host %s answered HTTP %d, not as Entra ID does: check the cloud (kvinject.io/cloud) or the webhook's --authority-host", p.authority(), f.Status)
+		}
+		return fmt.Sprintf("check the identity: client id %s, tenant %s, and its federated credential for %s", id, tenant, p.subject())
 	}
 	collection := "secret"
 	role := "Key Vault Secrets User"
@@ -126,6 +135,42 @@ func (o Options) fix(fe *FetchError) string {
 		return "the vault rejected the request: check the object name and version in the pod's kvinject.io annotations"
 	}
 	return "see the agent's logs"
+}
+
+// authority is the sign-in authority the agent used.
+func (p *pod) authority() string {
+	if p.cfg == nil {
+		return "<authority>"
+	}
+	if h := p.cfg.Cloud.AuthorityHost; h != "" {
+		return h
+	}
+	if c, ok := config.KnownCloud(p.cfg.Cloud.Name); ok {
+		return c.AuthorityHost
+	}
+	return "<authority>"
+}
+
+// classFix is the advice for a failure without a response (or a refused
+// tenant), or "".
+func (p *pod) classFix(f keyvault.Failure, vault string) string {
+	switch f.Class {
+	case keyvault.ClassTLSUntrusted:
+		return fmt.Sprintf("if a TLS-inspecting proxy or a private CA signs the certificate of %s, put that CA certificate (PEM) in a ConfigMap in the pod's namespace and name it with the kvinject.io/ca-configmap annotation (or the webhook's --ca-configmap): kvinject mounts it into the agent only and points SSL_CERT_DIR at it. Otherwise the pod is not reaching %s directly: check the proxy settings (HTTPS_PROXY, NO_PROXY)", f.Host, f.Host)
+	case keyvault.ClassTLSMismatch:
+		return fmt.Sprintf("the pod reached a server that is not %s (a proxy, a private endpoint with another certificate, or DNS pointing elsewhere): check DNS for %s and the proxy settings (HTTPS_PROXY, NO_PROXY)", f.Host, f.Host)
+	case keyvault.ClassTLSInvalid:
+		return fmt.Sprintf("the certificate of %s is expired, not yet valid or unusable: check the node's clock, and whether a proxy presents its own certificate", f.Host)
+	case keyvault.ClassDNS:
+		return fmt.Sprintf("%s does not resolve from the pod: check the vault name (kvinject.io/vault or the object URL) and the cloud (kvinject.io/cloud); for a private endpoint, the private DNS zone linked to the cluster's network", f.Host)
+	case keyvault.ClassRefused:
+		return fmt.Sprintf("nothing accepts connections at %s: check the proxy settings (HTTPS_PROXY) and, for a private endpoint, its address", f.Host)
+	case keyvault.ClassTimeout:
+		return fmt.Sprintf("no answer from %s: egress from the pod is probably blocked (NetworkPolicy, firewall, network security group) or needs a proxy (HTTPS_PROXY)", f.Host)
+	case keyvault.ClassTenantMismatch:
+		return fmt.Sprintf("vault %s belongs to tenant %s, the identity signs in to tenant %s: set kvinject.io/tenant-id (or the ServiceAccount's azure.workload.identity/tenant-id) to %s, or use a vault of tenant %s", vault, f.Tenant, p.id.TenantID, f.Tenant, p.id.TenantID)
+	}
+	return ""
 }
 
 // writeTermination writes the explanation of err where kubelet reads the

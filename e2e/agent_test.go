@@ -315,7 +315,7 @@ func (s *stack) run(t *testing.T, ns string, pod *corev1.Pod) *podrunner.Pod {
 	}
 	injectedAgent(t, created)
 	p, err := podrunner.Start(t.Context(), podrunner.Options{
-		Kube: s.c.Kube, Commands: map[string]string{injector.Binary: bin}, CAFile: s.caFile,
+		Kube: s.c.Kube, Commands: map[string]string{injector.AgentBinary: bin}, CAFile: s.caFile,
 	}, ns, pod.Name)
 	if p != nil {
 		t.Cleanup(func() {

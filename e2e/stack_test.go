@@ -222,7 +222,7 @@ func (s *stack) waitInjecting(ctx context.Context) error {
 	return nil
 }
 
-// binary builds the kvinject binary once, for podrunner.
+// binary builds the kvinject-agent binary once, for podrunner.
 func (s *stack) binary(t *testing.T) string {
 	t.Helper()
 	s.binOnce.Do(func() {
@@ -233,7 +233,9 @@ func (s *stack) binary(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		s.bin, s.binErr = podrunner.Build(ctx, dir)
+		var bins podrunner.Binaries
+		bins, s.binErr = podrunner.Build(ctx, dir)
+		s.bin = bins.Agent
 	})
 	if s.binErr != nil {
 		t.Fatalf("build kvinject: %v", s.binErr)

@@ -124,14 +124,14 @@ func TestWebhookInjects(t *testing.T) {
 		t.Errorf("containers %v, want the pod's own, unchanged", names)
 	}
 	// A native sidecar: app containers start after its startup probe passed.
-	if agent.Image != agentImage || !slices.Equal(agent.Command, []string{"/kvinject"}) || !slices.Equal(agent.Args, []string{"agent", "sidecar"}) {
-		t.Errorf("agent runs %s %v %v, want %s /kvinject agent sidecar", agent.Image, agent.Command, agent.Args, agentImage)
+	if agent.Image != agentImage || !slices.Equal(agent.Command, []string{"/kvinject-agent"}) || !slices.Equal(agent.Args, []string{"sidecar"}) {
+		t.Errorf("agent runs %s %v %v, want %s /kvinject-agent sidecar", agent.Image, agent.Command, agent.Args, agentImage)
 	}
 	if agent.RestartPolicy == nil || *agent.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("agent restartPolicy %v, want Always (native sidecar)", agent.RestartPolicy)
 	}
-	if p := agent.StartupProbe; p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, []string{"/kvinject", "agent", "probe"}) {
-		t.Errorf("agent startupProbe %+v, want exec /kvinject agent probe", p)
+	if p := agent.StartupProbe; p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, []string{"/kvinject-agent", "probe"}) {
+		t.Errorf("agent startupProbe %+v, want exec /kvinject-agent probe", p)
 	}
 	env := map[string]string{}
 	for _, e := range agent.Env {

@@ -64,8 +64,10 @@ const (
 	AgentUID = 65532
 	AgentGID = 65532
 
-	// Binary is the kvinject binary in the image.
+	// Binary is the kvinject binary in the image (the webhook).
 	Binary = "/kvinject"
+	// AgentBinary is the agent's binary in the same image (cmd/kvinject-agent).
+	AgentBinary = "/kvinject-agent"
 )
 
 // Annotations of the Azure workload-identity webhook that kvinject respects.
@@ -204,7 +206,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		always := corev1.ContainerRestartPolicyAlways
 		c.RestartPolicy = &always
 		c.StartupProbe = &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{Binary, "agent", "probe"}}},
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentBinary, "probe"}}},
 			// The first fetch may retry for minutes (Retry-After, a federated
 			// credential still propagating); kubelet should wait, not restart.
 			PeriodSeconds:    1,
@@ -279,8 +281,8 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 		Name:            name,
 		Image:           d.Image,
 		ImagePullPolicy: d.ImagePullPolicy,
-		Command:         []string{Binary},
-		Args:            []string{"agent", mode},
+		Command:         []string{AgentBinary},
+		Args:            []string{mode},
 		Env: []corev1.EnvVar{
 			{Name: config.EnvVar, Value: cfgJSON},
 			{Name: "AZURE_CLIENT_ID", Value: s.clientID},

@@ -107,13 +107,13 @@ func TestModes(t *testing.T) {
 		wantMetric bool
 	}{
 		{name: "once", wantInit: []string{AgentContainer, "migrate"}, wantMain: []string{"app", "proxy"},
-			agentArgs: []string{"agent", "init"}},
+			agentArgs: []string{"init"}},
 		{name: "native", ann: map[string]string{AnnotationRefresh: "2m"},
 			wantInit: []string{AgentContainer, "migrate"}, wantMain: []string{"app", "proxy"},
-			agentArgs: []string{"agent", "sidecar"}, native: true, wantMetric: true},
+			agentArgs: []string{"sidecar"}, native: true, wantMetric: true},
 		{name: "classic", ann: map[string]string{AnnotationRefresh: "2m", AnnotationSidecar: SidecarClassic},
 			wantInit: []string{InitContainer, "migrate"}, wantMain: []string{"app", "proxy", AgentContainer},
-			agentArgs: []string{"agent", "sidecar"}, wantMetric: true},
+			agentArgs: []string{"sidecar"}, wantMetric: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, _ := mustInject(t, testPod(tc.ann), nil, testDefaults())
@@ -124,7 +124,7 @@ func TestModes(t *testing.T) {
 				t.Errorf("containers = %v, want %v", got, tc.wantMain)
 			}
 			agent := container(t, slices.Concat(out.Spec.InitContainers, out.Spec.Containers), AgentContainer)
-			if !slices.Equal(agent.Command, []string{"/kvinject"}) || !slices.Equal(agent.Args, tc.agentArgs) {
+			if !slices.Equal(agent.Command, []string{"/kvinject-agent"}) || !slices.Equal(agent.Args, tc.agentArgs) {
 				t.Errorf("agent runs %v %v, want [/kvinject] %v", agent.Command, agent.Args, tc.agentArgs)
 			}
 			isNative := agent.RestartPolicy != nil && *agent.RestartPolicy == corev1.ContainerRestartPolicyAlways
@@ -132,15 +132,15 @@ func TestModes(t *testing.T) {
 				t.Errorf("native sidecar = %v, want %v", isNative, tc.native)
 			}
 			if tc.native {
-				if agent.StartupProbe == nil || !slices.Equal(agent.StartupProbe.Exec.Command, []string{"/kvinject", "agent", "probe"}) {
-					t.Errorf("native sidecar startup probe = %+v, want exec /kvinject agent probe", agent.StartupProbe)
+				if agent.StartupProbe == nil || !slices.Equal(agent.StartupProbe.Exec.Command, []string{"/kvinject-agent", "probe"}) {
+					t.Errorf("native sidecar startup probe = %+v, want exec /kvinject-agent probe", agent.StartupProbe)
 				}
 			} else if agent.StartupProbe != nil {
 				t.Errorf("startup probe on a non-native agent: %+v", agent.StartupProbe)
 			}
 			if tc.name == "classic" {
 				init := container(t, out.Spec.InitContainers, InitContainer)
-				if !slices.Equal(init.Args, []string{"agent", "init"}) {
+				if !slices.Equal(init.Args, []string{"init"}) {
 					t.Errorf("classic init args = %v", init.Args)
 				}
 			}

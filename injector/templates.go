@@ -19,8 +19,10 @@ func parseFuncs() template.FuncMap {
 	return fm
 }
 
-// checkTemplates parses every template file and checks that the files it
-// names by a literal string exist and are objects, not other templates.
+// checkTemplates parses every template file, denies what the agent could
+// never render safely (config.TemplateProblems: anything but straight
+// pipelines over literal file names) and checks that the files it names
+// exist and are objects of the right kind, not other templates.
 func (p *parser) checkTemplates(files []config.File) {
 	kinds := map[string]config.Kind{}
 	for _, f := range files {
@@ -37,6 +39,10 @@ func (p *parser) checkTemplates(files []config.File) {
 		if err != nil {
 			p.problems.add(key, "template does not parse: %v", err)
 			continue
+		}
+		for _, tp := range config.TemplateProblems(t) {
+			loc, _ := t.ErrorContext(tp.Node)
+			p.problems.add(key, "%s: %s", loc, tp.Message)
 		}
 		config.TemplateObjectRefs(t, func(_ *parse.CommandNode, fn, ref string) {
 			kind, isObject := kinds[ref]

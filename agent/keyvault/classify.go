@@ -34,9 +34,20 @@ type Failure struct {
 	Retryable bool
 	// RetryAfter is the server's Retry-After, if any.
 	RetryAfter time.Duration
+	// Class is one of the Class* constants for a failure without a
+	// response, or empty; Host is the host it concerns.
+	Class, Host string
+	// Tenant is the tenant a vault's challenge named (ClassTenantMismatch).
+	Tenant string
 }
 
 var aadstsRE = regexp.MustCompile(`AADSTS\d+`)
+
+// otherTenantRE matches azidentity's refusal to sign in to the tenant a
+// vault's challenge named, when that is not the credential's tenant: the
+// vault belongs to another tenant, or the tenant id is wrong. azidentity
+// gives it as text only.
+var otherTenantRE = regexp.MustCompile(`isn't configured to acquire tokens for tenant "([^"]+)"`)
 
 // maxMessage keeps server messages short enough for a termination message.
 const maxMessage = 300
@@ -47,12 +58,21 @@ func Classify(err error) Failure {
 		authErr *azidentity.AuthenticationFailedError
 		respErr *azcore.ResponseError
 	)
+	var nf *NetFailure
+	// Not an AuthenticationFailedError: azidentity refuses before asking.
+	if m := otherTenantRE.FindStringSubmatch(err.Error()); m != nil {
+		return Failure{SignIn: true, Class: ClassTenantMismatch, Tenant: m[1],
+			Message: "the vault's challenge names tenant " + m[1] + ", not the identity's"}
+	}
 	switch {
 	case errors.As(err, &authErr):
 		f := Failure{SignIn: true}
 		if authErr.RawResponse == nil {
 			f.Message = oneLine(authErr.Error())
 			f.Retryable = true
+			if errors.As(err, &nf) {
+				f.Class, f.Host, f.Retryable, f.Message = nf.Class, nf.Host, nf.Retryable, oneLine(nf.Detail)
+			}
 			return f
 		}
 		f.Status = authErr.RawResponse.StatusCode
@@ -96,6 +116,8 @@ func Classify(err error) Failure {
 		return f
 	case errors.Is(err, context.Canceled):
 		return Failure{Message: "canceled"}
+	case errors.As(err, &nf):
+		return Failure{Class: nf.Class, Host: nf.Host, Message: oneLine(nf.Detail), Retryable: nf.Retryable}
 	}
 	// No response: the network, a timeout, TLS. Retry these; the deadline
 	// bounds them.

@@ -51,7 +51,11 @@ func (r *rememberingCredential) GetToken(ctx context.Context, opts policy.TokenR
 		return azcore.AccessToken{}, &azidentity.AuthenticationFailedError{RawResponse: &resp}
 	}
 	delete(r.failed, key)
-	tok, err := r.cred.GetToken(ctx, opts)
+	rec := &netRecord{}
+	tok, err := r.cred.GetToken(context.WithValue(ctx, netRecordKey{}, rec), opts)
+	if nf := rec.get(); err != nil && nf != nil {
+		err = &signInError{err: err, net: nf}
+	}
 	var authErr *azidentity.AuthenticationFailedError
 	if errors.As(err, &authErr) && authErr.RawResponse != nil && !retryableStatus(authErr.RawResponse.StatusCode) {
 		if body, perr := runtime.Payload(authErr.RawResponse); perr == nil {

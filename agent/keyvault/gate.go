@@ -3,6 +3,7 @@ package keyvault
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,8 +55,9 @@ func (g *challengeGate) enter(ctx context.Context) (first bool, err error) {
 // transport.
 type gateKey struct{}
 
-// gateTransport is the process's transport with the one hook the gates need:
-// it opens the gate of a request sent to the gate's vault with a token.
+// gateTransport is the process's transport with the one hook the gates need
+// (it opens the gate of a request sent to the gate's vault with a token),
+// and the classification of network failures (netFailure).
 type gateTransport struct{ base *http.Transport }
 
 func (t gateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -63,7 +65,27 @@ func (t gateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Header.Get("Authorization") != "" && strings.EqualFold(req.URL.Host, g.host) {
 		g.open()
 	}
-	return t.base.RoundTrip(req)
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		// Classified here, where the host is known, for Classify: as the
+		// error itself (vault requests), and in the sign-in's record
+		// (azidentity keeps only the text of its transport's errors).
+		err = ClassifyTransportError(canonicalHost(req.URL), err)
+		if nf, ok := err.(*NetFailure); ok {
+			if rec, ok := req.Context().Value(netRecordKey{}).(*netRecord); ok {
+				rec.note(nf)
+			}
+		}
+	}
+	return resp, err
+}
+
+// canonicalHost is u's host with its port, as the transport dials it.
+func canonicalHost(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return u.Host + ":443"
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the base.

@@ -25,7 +25,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/kvinject/kvinject/agent/config"
-	"github.com/kvinject/kvinject/agent/render"
 )
 
 // MaxConcurrent bounds the requests one agent has in flight: enough for the
@@ -74,6 +73,22 @@ func (r Ref) String() string {
 		s += "/" + r.Version
 	}
 	return s
+}
+
+// Object is what one Get read. Value holds a secret: it goes to package
+// render and nowhere else (no log, no error).
+type Object struct {
+	// Value and ContentType of a secret, or of a certificate's backing secret.
+	Value       string
+	ContentType string
+	// Key is the JSON web key of a KindKey object.
+	Key *JWK
+}
+
+// JWK is the public part of a Key Vault JSON web key.
+type JWK struct {
+	Kty, Crv   string
+	N, E, X, Y []byte
 }
 
 // Identity is the workload identity the agent signs in as.
@@ -250,7 +265,7 @@ func (c *Client) gate(r Ref) *challengeGate {
 // Get reads r once. version is the version Key Vault returned. Until the
 // vault's client has learned the vault's challenge, the first Get to it goes
 // alone (see challengeGate).
-func (c *Client) Get(ctx context.Context, r Ref) (obj render.Object, version string, err error) {
+func (c *Client) Get(ctx context.Context, r Ref) (obj Object, version string, err error) {
 	g := c.gate(r)
 	first, err := g.enter(ctx)
 	if err != nil {
@@ -294,7 +309,7 @@ func (c *Client) Get(ctx context.Context, r Ref) (obj render.Object, version str
 		if k == nil || k.Kty == nil {
 			return obj, "", errors.New("response has no key")
 		}
-		obj.Key = &render.JWK{Kty: string(*k.Kty), N: k.N, E: k.E, X: k.X, Y: k.Y}
+		obj.Key = &JWK{Kty: string(*k.Kty), N: k.N, E: k.E, X: k.X, Y: k.Y}
 		if k.Crv != nil {
 			obj.Key.Crv = string(*k.Crv)
 		}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/snapshot"
 )
 
@@ -22,20 +23,11 @@ import (
 // the owner and the group the app containers share, as the design specifies.
 const DefaultMode = 0o440
 
-// Object is what the agent fetched for one Key Vault object.
-type Object struct {
-	// Value and ContentType of a secret, or of a certificate's backing secret.
-	Value       string
-	ContentType string
-	// Key is the JSON web key of a KindKey object.
-	Key *JWK
-}
-
-// JWK is the public part of a Key Vault JSON web key.
-type JWK struct {
-	Kty, Crv   string
-	N, E, X, Y []byte
-}
+// Object and JWK are what package keyvault fetched for one object.
+type (
+	Object = keyvault.Object
+	JWK    = keyvault.JWK
+)
 
 // rendered is one object file and the parts templates can refer to.
 type rendered struct {
@@ -44,9 +36,10 @@ type rendered struct {
 	cert *Cert // KindCert
 }
 
-// Files renders every file of files. objects holds the fetched object of each
-// object file, by file name. The result is in the order of files.
-func Files(files []config.File, objects map[string]Object) ([]snapshot.File, error) {
+// Files renders every file of files within limits. objects holds the fetched
+// object of each object file, by file name. The result is in the order of
+// files.
+func Files(files []config.File, objects map[string]Object, limits Limits) ([]snapshot.File, error) {
 	byName := make(map[string]*rendered, len(files))
 	for _, f := range files {
 		if f.Object == nil {
@@ -63,15 +56,19 @@ func Files(files []config.File, objects map[string]Object) ([]snapshot.File, err
 		byName[f.Name] = r
 	}
 	out := make([]snapshot.File, 0, len(files))
+	b, total := newBudget(limits), 0
 	for _, f := range files {
 		data := []byte(nil)
 		if f.Object != nil {
 			data = byName[f.Name].data
 		} else {
 			var err error
-			if data, err = execTemplate(f, byName); err != nil {
+			if data, err = execTemplate(f, byName, b, limits.File); err != nil {
 				return nil, err
 			}
+		}
+		if total += len(data); total > limits.Total {
+			return nil, fmt.Errorf("file %s: the files come to more than %d bytes, the limit of one snapshot (half the volume, so that the old and the new snapshot both fit)", f.Name, limits.Total)
 		}
 		mode := f.Mode
 		if mode == 0 {

@@ -96,7 +96,7 @@ func keyFile(name string) config.File {
 
 func renderOne(t *testing.T, f config.File, obj Object) ([]byte, error) {
 	t.Helper()
-	out, err := Files([]config.File{f}, map[string]Object{f.Name: obj})
+	out, err := Files([]config.File{f}, map[string]Object{f.Name: obj}, DefaultLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +277,7 @@ func TestPublicKeyPEM(t *testing.T) {
 func TestZeroModeMeansDefault(t *testing.T) {
 	f := secretFile("s", "")
 	f.Mode = 0
-	out, err := Files([]config.File{f}, map[string]Object{"s": {Value: "v"}})
+	out, err := Files([]config.File{f}, map[string]Object{"s": {Value: "v"}}, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestFuncNamesMatchTheContract(t *testing.T) {
-	got := slices.Sorted(maps.Keys(funcs(nil)))
+	got := slices.Sorted(maps.Keys(funcs(nil, nil)))
 	want := slices.Sorted(slices.Values(config.TemplateFuncNames))
 	if !slices.Equal(got, want) {
 		t.Fatalf("template functions %v, config.TemplateFuncNames %v", got, want)
@@ -46,7 +46,7 @@ DB_PASSWORD={{ secret "password" | envQuote }}
 	if err := Check(files); err != nil {
 		t.Fatal(err)
 	}
-	out, err := Files(files, objects)
+	out, err := Files(files, objects, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +73,14 @@ func TestTemplateErrorsNameFileAndLine(t *testing.T) {
 		want       []string // substrings of the error
 		checked    bool     // Check finds it before any fetch
 	}{
-		{"unknown file", "a\n{{ secret \"nope\" }}", []string{"bad.tmpl:2", `no object file "nope"`, "password, tls"}, true},
-		{"wrong kind", "{{ if true }}\n\n{{ cert \"password\" }}{{ end }}", []string{"bad.tmpl:3", `"password" is a secret, cert needs a cert`}, true},
+		{"unknown file", "a\n{{ secret \"nope\" }}", []string{"bad.tmpl:2", `no object file`, "password, tls"}, true},
+		{"wrong kind", "x\n\n{{ cert \"password\" }}", []string{"bad.tmpl:3", `"password" is a secret, cert needs a cert`}, true},
 		{"unknown func", "x\n{{ secrets \"password\" }}", []string{"bad.tmpl:2", `"secrets" not defined`}, true},
 		{"syntax", "{{ secret \"password\" ", []string{"bad.tmpl:1"}, true},
-		{"dynamic ref", "x\n\n{{ \"nope\" | secret }}", []string{"bad.tmpl:3", `no object file "nope"`}, false},
-		{"field on nothing", "x\n{{ .password }}", []string{"bad.tmpl:2"}, false},
+		{"dynamic ref", "x\n\n{{ \"nope\" | secret }}", []string{"bad.tmpl:3", `secret takes exactly one file name in double quotes`}, true},
+		{"field on nothing", "x\n{{ .password }}", []string{"bad.tmpl:2", "templates see no data"}, true},
 		{"bad base64", "{{ secret \"password\" | base64decode }}", []string{"bad.tmpl:1", "not valid standard base64"}, false},
-		{"empty output", "{{ if false }}x{{ end }}", []string{"bad.tmpl", "empty file"}, false},
+		{"empty output", `{{ "" }}`, []string{"bad.tmpl", "empty file"}, false},
 	} {
 		files := append(slices.Clone(objFiles), tmplFile("bad.tmpl", tc.text))
 		checkErr := Check(files)
@@ -91,7 +91,7 @@ func TestTemplateErrorsNameFileAndLine(t *testing.T) {
 		out, err := Files(files, map[string]Object{
 			"password": {Value: "SECRET-VALUE-1"},
 			"tls":      {Value: pemCert(c.leaf), ContentType: ContentTypePEM},
-		})
+		}, DefaultLimits)
 		if err == nil {
 			t.Errorf("%s: rendered %q", tc.name, out[len(out)-1].Data)
 			continue

@@ -76,7 +76,7 @@ func TestExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent = j.Spec.Template.Spec.InitContainers[0]
-	if agent.Name != injector.AgentContainer || agent.RestartPolicy != nil || strings.Join(agent.Args, " ") != "agent init" {
+	if agent.Name != injector.AgentContainer || agent.RestartPolicy != nil || strings.Join(agent.Args, " ") != "init" {
 		t.Errorf("job: first init container %s %v is not a plain fetch-once init container", agent.Name, agent.Args)
 	}
 

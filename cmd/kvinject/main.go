@@ -1,5 +1,5 @@
-// Command kvinject is the single binary of kvinject: the admission webhook, the
-// in-pod agent and the offline injector.
+// Command kvinject is the admission webhook and the offline injector. The
+// in-pod agent is its own binary, cmd/kvinject-agent, in the same image.
 package main
 
 import (
@@ -17,7 +17,6 @@ const usage = `kvinject gets Azure Key Vault objects into Kubernetes pods.
 
 Usage:
   kvinject webhook [flags]        run the mutating admission webhook
-  kvinject agent init|sidecar|probe  run the in-pod agent (the webhook wires this in)
   kvinject inject -f FILE|-       show what the webhook would do to manifests, offline
   kvinject version                print the version
 `
@@ -33,8 +32,6 @@ func main() {
 	switch os.Args[1] {
 	case "webhook":
 		code = runWebhook(ctx, os.Args[2:])
-	case "agent":
-		code = runAgent(ctx, os.Args[2:])
 	case "inject":
 		code = runInject(ctx, os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "version", "--version":

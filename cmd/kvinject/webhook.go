@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/kvinject/kvinject/agent/codepages"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -37,12 +36,6 @@ func runWebhook(ctx context.Context, args []string) int {
 	opts.Logger.Info("starting kvinject webhook", "version", version, "port", opts.Port, "agentImage", opts.Defaults.Image)
 	done, err := webhook.Start(ctx, opts)
 	if err == nil {
-		// Start-up (every package's init, the cache sync) touched most of
-		// the executable; reviews use a small part of it. Hand the rest
-		// back: RSS after the load runs of make bench 40 -> 24 MiB.
-		if err := codepages.Release(); err != nil {
-			opts.Logger.Debug("release code pages", "error", err)
-		}
 		err = <-done
 	}
 	if err != nil {

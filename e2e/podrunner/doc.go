@@ -22,9 +22,9 @@
 //
 // Use (after the webhook injected pod ns/name):
 //
-//	bin, _ := podrunner.Build(ctx, t.TempDir())
+//	bins, _ := podrunner.Build(ctx, t.TempDir())
 //	p, err := podrunner.Start(ctx, podrunner.Options{Kube: c.Kube,
-//		Commands: map[string]string{"/kvinject": bin}, CAFile: caFile}, ns, name)
+//		Commands: map[string]string{"/kvinject-agent": bins.Agent}, CAFile: caFile}, ns, name)
 //	defer p.Stop(context.Background())
 //	if p.Phase() == corev1.PodFailed {
 //		msg := p.Failed().TerminationMessage() // what kubectl describe pod shows

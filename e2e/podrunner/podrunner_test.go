@@ -42,11 +42,11 @@ func setup(t *testing.T) *env {
 	c := cluster.StartT(t, cluster.Options{})
 	ctx := t.Context()
 	dir := t.TempDir()
-	bin, err := podrunner.Build(ctx, dir)
+	bins, err := podrunner.Build(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{c: c, binary: bin, caFile: filepath.Join(dir, "ca.pem")}
+	e := &env{c: c, binary: bins.Agent, caFile: filepath.Join(dir, "ca.pem")}
 	e.srv, err = fakeazure.Start(context.Background(), fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: e.caFile})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func (e *env) createInjected(t *testing.T, ns, sa string, ann map[string]string)
 func (e *env) start(t *testing.T, ns, name string) *podrunner.Pod {
 	t.Helper()
 	p, err := podrunner.Start(t.Context(), podrunner.Options{
-		Kube: e.c.Kube, Commands: map[string]string{"/kvinject": e.binary}, CAFile: e.caFile,
+		Kube: e.c.Kube, Commands: map[string]string{"/kvinject-agent": e.binary}, CAFile: e.caFile,
 	}, ns, name)
 	if err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ type initResult struct {
 	Rounds int `json:"rounds"`
 	// FloorMs is process start + Rounds × latency.
 	FloorMs float64 `json:"floorMs"`
-	// PeakRSSMiB is the largest peak RSS of the runs (rusage maxrss).
+	// PeakRSSMiB is the largest peak RSS of the runs (GNU time's; see timed).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
 	CPUMs      float64 `json:"cpuMsMedian"`
 }
@@ -64,11 +64,15 @@ type idleResult struct {
 }
 
 type agentResults struct {
-	// ProcessStartMs is the median wall time of `kvinject version`: the
+	// ProcessStartMs is the median wall time of `kvinject-agent version`: the
 	// cost of starting the binary at all.
 	ProcessStartMs float64      `json:"processStartMs"`
 	Init           []initResult `json:"init"`
 	Idle           idleResult   `json:"idle"`
+	Probe          probeResult  `json:"probe"`
+	Ten            tenResult    `json:"tenSidecars"`
+	Storm          stormResult  `json:"storm"`
+	Fleet          fleetResult  `json:"fleet"`
 }
 
 // emulator is Entra ID, an OIDC issuer and one vault with 100 secrets.
@@ -79,7 +83,7 @@ type emulator struct {
 	tokenFile string
 }
 
-func startEmulator(ctx context.Context, dir string) (*emulator, error) {
+func startEmulator(ctx context.Context, dir string, log *slog.Logger) (*emulator, error) {
 	ca, err := fakeazure.NewCA()
 	if err != nil {
 		return nil, err
@@ -92,7 +96,7 @@ func startEmulator(ctx context.Context, dir string) (*emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.srv, err = fakeazure.Start(ctx, fakeazure.Options{CA: ca}); err != nil {
+	if e.srv, err = fakeazure.Start(ctx, fakeazure.Options{CA: ca, Logger: log}); err != nil {
 		return nil, err
 	}
 	if e.vaultURL, err = e.srv.AddVault(benchVault); err != nil {
@@ -158,18 +162,31 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	e, err := startEmulator(ctx, dir)
+	e, err := startEmulator(ctx, dir, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer e.srv.Close()
 	res := &agentResults{}
 
+	if res.Probe, err = probeRSS(ctx, bins.agent, e, dir); err != nil {
+		return nil, err
+	}
+	if res.Ten, err = tenSidecars(ctx, bins.agent, e, dir, log); err != nil {
+		return nil, err
+	}
+	if res.Storm, err = storm(ctx, bins.fleet, e, dir, log); err != nil {
+		return nil, err
+	}
+	if res.Fleet, err = fleetPhase(ctx, bins.fleet, dir, o.fleetDuration, log); err != nil {
+		return nil, err
+	}
+
 	var starts []float64
 	for range 5 {
 		t := time.Now()
-		if out, err := exec.CommandContext(ctx, bins.kvinject, "version").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("kvinject version: %w: %s", err, out)
+		if out, err := exec.CommandContext(ctx, bins.agent, "version").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("kvinject-agent version: %w: %s", err, out)
 		}
 		starts = append(starts, ms(time.Since(t)))
 	}
@@ -183,12 +200,11 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			var cpus []float64
 			for rep := range o.reps {
 				e.srv.ResetCounts()
-				wall, ru, err := runInit(ctx, bins.kvinject, e, dir, n, rep)
+				wall, ru, _, err := runInit(ctx, bins.agent, e, dir, n, rep)
 				if err != nil {
 					return nil, err
 				}
 				ir.Runs = append(ir.Runs, wall)
-				ir.PeakRSSMiB = max(ir.PeakRSSMiB, mib(ru.Maxrss))
 				cpus = append(cpus, ms(time.Duration(ru.Utime.Nano()+ru.Stime.Nano())))
 			}
 			ir.CPUMs = median(cpus)
@@ -206,42 +222,55 @@ func benchAgent(ctx context.Context, o options, bins binaries, out string, log *
 			if ir.Gets != n {
 				return nil, fmt.Errorf("init with %d objects made %d GETs, want %d", n, ir.Gets, n)
 			}
+			if lat == 0 {
+				_, _, peak, err := runInit(ctx, bins.agent, e, dir, n, -1)
+				if err != nil {
+					return nil, err
+				}
+				ir.PeakRSSMiB = peak
+			}
 			res.Init = append(res.Init, ir)
 		}
 	}
 	e.srv.SetLatency(fakeazure.Target{}, 0)
 
-	if res.Idle, err = idleSidecar(ctx, bins.kvinject, e, dir, o.idle, log); err != nil {
+	if res.Idle, err = idleSidecar(ctx, bins.agent, e, dir, o.idle, log); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-// runInit runs `kvinject agent init` once, into a fresh directory, and
+// runInit runs `kvinject-agent init` once, into a fresh directory, and
 // returns its wall time in ms and its resource usage.
-func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep int) (float64, *syscall.Rusage, error) {
+func runInit(ctx context.Context, bin string, e *emulator, dir string, n, rep int) (float64, *syscall.Rusage, float64, error) {
 	files := filepath.Join(dir, fmt.Sprintf("init-%d-%d", n, rep))
 	if err := os.Mkdir(files, 0o755); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	defer os.RemoveAll(files)
 	env, err := e.env(files, n, 0, "")
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "agent", "init", "--log-level=warn")
+	// The wall time is of the agent alone; its peak RSS comes from one
+	// more run under GNU time (rep -1).
+	peak := files + ".peak"
+	cmd := exec.CommandContext(ctx, bin, "init", "--log-level=warn")
+	if rep < 0 {
+		cmd = timed(ctx, peak, bin, "init", "--log-level=warn")
+	}
 	cmd.Env = env
 	t := time.Now()
 	out, err := cmd.CombinedOutput()
 	wall := time.Since(t)
 	if err != nil {
-		return 0, nil, fmt.Errorf("agent init (%d objects): %w\n%s", n, err, out)
+		return 0, nil, 0, fmt.Errorf("agent init (%d objects): %w\n%s", n, err, out)
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if ru == nil {
 		ru = &syscall.Rusage{}
 	}
-	return ms(wall), ru, nil
+	return ms(wall), ru, timedPeak(peak), nil
 }
 
 // gcLine matches a gctrace line: "gc 3 @0.1s 1%: ... 4->4->1 MB, ...".
@@ -264,7 +293,7 @@ func idleSidecar(ctx context.Context, bin string, e *emulator, dir string, d tim
 	if err != nil {
 		return r, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "agent", "sidecar")
+	cmd := exec.CommandContext(ctx, bin, "sidecar")
 	// gctrace prints the live heap at every collection, the sidecar's
 	// FreeOSMemory after the first cycle included.
 	cmd.Env = append(env, "GODEBUG=gctrace=1")

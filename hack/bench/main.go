@@ -25,33 +25,36 @@ import (
 )
 
 type options struct {
-	out          string
-	reps         int
-	loadDuration time.Duration
-	rate         float64
-	conns        int
-	idle         time.Duration
-	review       string
-	vary         string
-	skipWebhook  bool
-	skipAgent    bool
-	skipGoBench  bool
-	report       string
-	ldflags      string
+	out           string
+	reps          int
+	loadDuration  time.Duration
+	rate          float64
+	conns         int
+	idle          time.Duration
+	fleetDuration time.Duration
+	review        string
+	vary          string
+	skipWebhook   bool
+	skipAgent     bool
+	skipGoBench   bool
+	report        string
+	ldflags       string
 }
 
 // results is everything one run measured; results.md is rendered from it.
 type results struct {
-	Started     time.Time       `json:"started"`
-	Machine     machine         `json:"machine"`
-	Command     string          `json:"command"`
-	Reps        int             `json:"reps"`
-	LoadBefore  float64         `json:"loadAvgBefore"`
-	LoadAfter   float64         `json:"loadAvgAfter"`
-	BinaryBytes int64           `json:"binaryBytes"`
-	GoBench     []goBench       `json:"goBenchmarks,omitempty"`
-	Webhook     *webhookResults `json:"webhook,omitempty"`
-	Agent       *agentResults   `json:"agent,omitempty"`
+	Started     time.Time `json:"started"`
+	Machine     machine   `json:"machine"`
+	Command     string    `json:"command"`
+	Reps        int       `json:"reps"`
+	LoadBefore  float64   `json:"loadAvgBefore"`
+	LoadAfter   float64   `json:"loadAvgAfter"`
+	BinaryBytes int64     `json:"binaryBytes"`
+	// AgentBinaryBytes is the size of kvinject-agent, built the same way.
+	AgentBinaryBytes int64           `json:"agentBinaryBytes"`
+	GoBench          []goBench       `json:"goBenchmarks,omitempty"`
+	Webhook          *webhookResults `json:"webhook,omitempty"`
+	Agent            *agentResults   `json:"agent,omitempty"`
 }
 
 func main() {
@@ -62,6 +65,7 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 200, "fixed rate (reviews/s) of the latency runs")
 	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections of the saturation runs")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long the idle sidecar is watched")
+	flag.DurationVar(&o.fleetDuration, "fleet-duration", 60*time.Second, "how long the 100-sidecar fleet runs")
 	flag.StringVar(&o.review, "review", "webhook/testdata/review-web.json", "AdmissionReview body sent to the webhook")
 	flag.StringVar(&o.vary, "vary", "7d9f8b6c5d", "string of the review (its pod-template-hash) that the distinct-pods runs replace by a counter, so no review repeats; \"\" skips those runs")
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
@@ -121,6 +125,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	r.BinaryBytes = fi.Size()
+	if fi, err = os.Stat(bins.agent); err != nil {
+		return err
+	}
+	r.AgentBinaryBytes = fi.Size()
 
 	if !o.skipGoBench {
 		log.Info("go benchmarks", "packages", goBenchPackages)
@@ -175,7 +183,7 @@ func command() string {
 }
 
 type binaries struct {
-	kvinject, loadgen, floor string
+	kvinject, agent, fleet, loadgen, floor string
 }
 
 // build compiles the shipped binary exactly as `make build` does, and the
@@ -183,11 +191,15 @@ type binaries struct {
 func build(ctx context.Context, dir, ldflags string) (binaries, error) {
 	b := binaries{
 		kvinject: filepath.Join(dir, "kvinject"),
+		agent:    filepath.Join(dir, "kvinject-agent"),
+		fleet:    filepath.Join(dir, "fleet"),
 		loadgen:  filepath.Join(dir, "loadgen"),
 		floor:    filepath.Join(dir, "floor"),
 	}
 	for _, t := range []struct{ out, pkg string }{
 		{b.kvinject, "./cmd/kvinject"},
+		{b.agent, "./cmd/kvinject-agent"},
+		{b.fleet, "./hack/bench/fleet"},
 		{b.loadgen, "./hack/loadgen"},
 		{b.floor, "./hack/bench/floor"},
 	} {

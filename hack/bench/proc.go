@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -150,4 +151,32 @@ func minMax(xs []float64) (float64, float64) {
 		lo, hi = min(lo, x), max(hi, x)
 	}
 	return lo, hi
+}
+
+// gnuTime is GNU time, which reports a child's peak RSS as its own: Go
+// starts children with vfork, so the kernel's maxrss of a child Go started
+// directly is at least the bench's own RSS at the time.
+const gnuTime = "/usr/bin/time"
+
+// timed returns the command that runs bin args under GNU time, writing the
+// peak RSS (KiB) to out, or bin args itself when GNU time is missing.
+func timed(ctx context.Context, out, bin string, args ...string) *exec.Cmd {
+	if _, err := os.Stat(gnuTime); err != nil {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	return exec.CommandContext(ctx, gnuTime, append([]string{"-f", "%M", "-o", out, bin}, args...)...)
+}
+
+// timedPeak reads what timed wrote: peak RSS in MiB, or 0.
+func timedPeak(out string) float64 {
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	kib, _ := strconv.ParseInt(fields[len(fields)-1], 10, 64)
+	return mib(kib)
 }

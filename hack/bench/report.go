@@ -85,7 +85,7 @@ func (r *results) markdown() string {
 		row("webhook RSS after the load runs (peak: start-up included), MiB", "≤ 30 MiB", rss(w.Webhook), rss(w.Floor), ratio(w.Webhook.RSSMiB, w.Floor.RSSMiB))
 	}
 	if a := r.Agent; a != nil {
-		row("process start (`kvinject version`), ms", "–", fmt.Sprintf("%.1f", a.ProcessStartMs), "–", "–")
+		row("process start (`kvinject-agent version`), ms", "–", fmt.Sprintf("%.1f", a.ProcessStartMs), "–", "–")
 		for _, ir := range a.Init {
 			lo, hi := minMax(ir.Runs)
 			m := median(ir.Runs)
@@ -103,9 +103,34 @@ func (r *results) markdown() string {
 		row(fmt.Sprintf("idle sidecar RSS (%d objects, 1 s samples over %.0f s), MiB", id.Objects, id.Seconds), "≤ 10 MiB",
 			fmt.Sprintf("%.1f [%.1f–%.1f]; anon %.1f, file %.1f; Go live heap %.0f MiB; peak %.1f", median(id.RSSMiB), lo, hi, id.AnonMiB, id.FileMiB, id.GoHeapMiB, id.PeakMiB), "–", "–")
 		row(fmt.Sprintf("idle sidecar CPU over %.0f s, ms", id.Seconds), "–", fmt.Sprintf("%.0f (%.3f %% of a core)", id.CPUMs, 100*id.CPUMs/1000/id.Seconds), "–", "–")
+		if len(a.Probe.RunsMs) > 0 {
+			row("startup probe (`kvinject-agent probe`, 10 runs): peak RSS MiB; median ms", "≤ 12 MiB", fmt.Sprintf("%.1f; %.1f", a.Probe.PeakRSSMiB, median(a.Probe.RunsMs)), "–", "–")
+		}
+		if t := a.Ten; len(t.RSSMiB) > 0 {
+			row("ten idle sidecars at once (4 objects each): RSS MiB, median [each]", "–", fmt.Sprintf("%.1f %s", median(t.RSSMiB), list(t.RSSMiB)), "–", "–")
+			row("ten idle sidecars at once: PSS MiB (shared pages divided), median [each]", "≤ 10 MiB", fmt.Sprintf("%.1f %s", median(t.PSSMiB), list(t.PSSMiB)), "–", "–")
+		}
+		if st := a.Storm; len(st.RecoveryMs) > 0 {
+			row(fmt.Sprintf("storm: %d agents × %d objects, %.0f s vault outage (503, no Retry-After): recovery after it, median / max, s", st.Agents, st.Objects, st.StormSeconds),
+				"≤ 3 / ≤ 10", fmt.Sprintf("%.2f / %.2f", median(st.RecoveryMs)/1000, st.RecoveryMs[len(st.RecoveryMs)-1]/1000), "–", "–")
+			row("storm: mean time between one agent's tries at one object, s", "≥ about 2", fmt.Sprintf("%.2f", st.MeanRetrySeconds), "–", "–")
+		}
+		if f := a.Fleet; len(f.PerSecond) > 0 {
+			row(fmt.Sprintf("fleet: %d sidecars × %d objects, %.0f s refresh, started at once, %.0f s: 1-s peak / mean GETs from the 2nd cycle", f.Agents, f.Objects, f.RefreshSeconds, f.Seconds),
+				"≤ 1.5", fmt.Sprintf("%.2f (GETs %d, tokens %d)", f.PeakOverMean, f.Gets, f.Tokens), "–", "–")
+		}
 	}
-	row("binary size (`-trimpath -ldflags='-s -w'`), MiB", "–", fmt.Sprintf("%.1f", float64(r.BinaryBytes)/(1<<20)), "–", "–")
+	row("kvinject binary size (`-trimpath -ldflags='-s -w'`), MiB", "–", fmt.Sprintf("%.1f", float64(r.BinaryBytes)/(1<<20)), "–", "–")
+	row("kvinject-agent binary size, MB (target ≤ 15)", "–", fmt.Sprintf("%.1f", float64(r.AgentBinaryBytes)/1e6), "–", "–")
 	return b.String()
+}
+
+func list(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 func ratio(a, b float64) string {

@@ -131,8 +131,7 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		res.Vary, res.Distinct = o.vary, &serverResults{}
 		servers = append(servers, server{name: "webhook, distinct pods", url: hookURL, expect: `"patchType":"JSONPatch"`, vary: o.vary, p: hookProc, r: res.Distinct})
 	}
-	// The webhook releases its start-up code pages right after it is ready
-	// (package codepages); read its idle memory once that is done.
+	// Read the webhook's idle memory a moment after it is ready.
 	time.Sleep(time.Second)
 	for _, s := range servers {
 		if s.vary != "" {

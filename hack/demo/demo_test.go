@@ -30,7 +30,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("prctl(PR_SET_CHILD_SUBREAPER): %v", errno)
 	}
 	dir := t.TempDir()
-	kvinject, err := podrunner.Build(t.Context(), dir)
+	bins, err := podrunner.Build(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build demo: %v\n%s", err, out)
 	}
 	command := func(ctx context.Context, assets string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, demoBin, "--assets", assets, "--kvinject", kvinject)
+		cmd := exec.CommandContext(ctx, demoBin, "--assets", assets, "--kvinject", bins.Kvinject)
 		cmd.Dir = "../.." // the repository root, as make runs it
 		return cmd
 	}
@@ -61,7 +61,7 @@ func TestDemo(t *testing.T) {
 			"+    name: kvinject-agent",
 			"decision=patched cached=false",
 			"decision=patched cached=true",
-			"startup probe `kvinject agent probe` passed",
+			"startup probe `kvinject-agent probe` passed",
 			`-r--r-----     28  db-password: "correct-horse-battery-staple"`,
 			"signing.pub: PEM: PUBLIC KEY",
 			"tls.pem: PEM: PRIVATE KEY, CERTIFICATE web-tls.kvinject.test, CERTIFICATE fakeazure Test Issuing CA 01, CERTIFICATE fakeazure Test Root CA",

@@ -4,7 +4,7 @@
 // MutatingWebhookConfiguration from manifests/, and the agent run the way a
 // kubelet would. `make demo` runs it; see the README.
 //
-//	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--assets DIR]
+//	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--kvinject-agent bin/kvinject-agent] [--assets DIR]
 //
 // It walks through six steps, each saying what it does and why, and stops
 // everything it started when it ends, on Ctrl-C too. With --keep it waits
@@ -31,6 +31,7 @@ type options struct {
 	assets     string
 	k8sVersion string
 	kvinject   string
+	agent      string
 	refresh    time.Duration
 }
 
@@ -39,7 +40,8 @@ func run() int {
 	flag.BoolVar(&o.keep, "keep", false, "after step 5, leave the control plane running and print a kubeconfig; Ctrl-C stops it")
 	flag.StringVar(&o.assets, "assets", "", "directory with kube-apiserver, etcd and kube-controller-manager (default: build or reuse them with hack/controlplane.sh)")
 	flag.StringVar(&o.k8sVersion, "k8s-version", envOr("K8S_VERSION", "1.37.2"), "Kubernetes release for hack/controlplane.sh")
-	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it into a temporary directory)")
+	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it and kvinject-agent into a temporary directory)")
+	flag.StringVar(&o.agent, "kvinject-agent", "", "built kvinject-agent binary (default: kvinject-agent beside --kvinject)")
 	flag.DurationVar(&o.refresh, "refresh", 5*time.Second, "refresh interval the demo applies instead of the example's 30s, so step 4 does not wait half a minute")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -80,18 +82,23 @@ func envOr(k, def string) string {
 // run is steps 1 to 5; shutdown is step 6.
 func (d *demo) run(ctx context.Context) error {
 	if d.o.kvinject == "" {
-		d.out.note("building kvinject (go build ./cmd/kvinject)")
-		bin, err := buildKvinject(ctx, d.tmp)
+		d.out.note("building kvinject and kvinject-agent (go build ./cmd/kvinject ./cmd/kvinject-agent)")
+		bins, err := buildKvinject(ctx, d.tmp)
 		if err != nil {
 			return err
 		}
-		d.o.kvinject = bin
+		d.o.kvinject, d.o.agent = bins.Kvinject, bins.Agent
 	}
-	if abs, err := filepath.Abs(d.o.kvinject); err == nil {
-		d.o.kvinject = abs
+	if d.o.agent == "" {
+		d.o.agent = filepath.Join(filepath.Dir(d.o.kvinject), "kvinject-agent")
 	}
-	if _, err := os.Stat(d.o.kvinject); err != nil {
-		return fmt.Errorf("--kvinject: %w (build it with make build)", err)
+	for flag, p := range map[string]*string{"--kvinject": &d.o.kvinject, "--kvinject-agent": &d.o.agent} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+		if _, err := os.Stat(*p); err != nil {
+			return fmt.Errorf("%s: %w (build it with make build)", flag, err)
+		}
 	}
 	steps := []func(context.Context) error{d.step1, d.step2, d.step3, d.step4, d.step5}
 	for _, s := range steps {

@@ -82,7 +82,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func buildKvinject(ctx context.Context, dir string) (string, error) {
+func buildKvinject(ctx context.Context, dir string) (podrunner.Binaries, error) {
 	return podrunner.Build(ctx, dir)
 }
 

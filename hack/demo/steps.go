@@ -24,6 +24,7 @@ import (
 	"github.com/kvinject/kvinject/e2e/cluster"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/e2e/podrunner"
+	"github.com/kvinject/kvinject/injector"
 )
 
 // The identity of the example's ServiceAccount (examples/deployment-all-kinds.yaml).
@@ -251,11 +252,11 @@ func (d *demo) replicaReviews(ctx context.Context, generateName string, n int) (
 
 func (d *demo) step3(ctx context.Context) error {
 	d.out.step(3, "Run the agent the way a kubelet would",
-		"There is no node here, so the demo plays kubelet for the pod: it asks the API server for the pod's service-account token (TokenRequest bound to the pod, audience and lifetime from the projected volume), lays the volumes out as directories, and runs the built kvinject binary with exactly the injected container's args and env. The agent signs in at Entra ID with that token, reads the vault and writes the files; the app container starts only once its startup probe passes.")
+		"There is no node here, so the demo plays kubelet for the pod: it asks the API server for the pod's service-account token (TokenRequest bound to the pod, audience and lifetime from the projected volume), lays the volumes out as directories, and runs the built kvinject-agent binary with exactly the injected container's args and env. The agent signs in at Entra ID with that token, reads the vault and writes the files; the app container starts only once its startup probe passes.")
 	t := time.Now()
 	p, err := podrunner.Start(ctx, podrunner.Options{
 		Kube:     d.cluster.Kube,
-		Commands: map[string]string{"/kvinject": d.o.kvinject},
+		Commands: map[string]string{injector.AgentBinary: d.o.agent},
 		CAFile:   d.caFile,
 		Dir:      filepath.Join(d.tmp, "pods", d.pod.Name),
 	}, namespace, d.pod.Name)
@@ -278,7 +279,7 @@ func (d *demo) step3(ctx context.Context) error {
 			}
 		}
 	}
-	d.out.say("%s (native sidecar): started, startup probe `kvinject agent probe` passed after %s", agentName, since(t))
+	d.out.say("%s (native sidecar): started, startup probe `kvinject-agent probe` passed after %s", agentName, since(t))
 	// Report it in the pod status as kubelet would, for kubectl get pods.
 	if err := p.UpdateStatus(ctx); err != nil {
 		return err
@@ -373,7 +374,7 @@ func (d *demo) step5(ctx context.Context) error {
 	}
 	p, err := podrunner.Start(ctx, podrunner.Options{
 		Kube:     d.cluster.Kube,
-		Commands: map[string]string{"/kvinject": d.o.kvinject},
+		Commands: map[string]string{injector.AgentBinary: d.o.agent},
 		CAFile:   d.caFile,
 		Dir:      filepath.Join(d.tmp, "pods", failingPod),
 	}, namespace, failingPod)

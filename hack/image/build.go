@@ -31,6 +31,8 @@ type spec struct {
 	// binaries maps "linux/amd64"-style platforms to the static kvinject
 	// binary for that platform.
 	binaries map[string][]byte
+	// agents maps the same platforms to the static kvinject-agent binaries.
+	agents   map[string][]byte
 	version  string
 	revision string
 	source   string
@@ -75,7 +77,10 @@ func buildIndex(s spec) (v1.ImageIndex, error) {
 		if err := checkBinary(s.binaries[p], plat); err != nil {
 			return nil, fmt.Errorf("binary for %s: %w", p, err)
 		}
-		img, err := buildImage(s, plat, s.binaries[p])
+		if err := checkBinary(s.agents[p], plat); err != nil {
+			return nil, fmt.Errorf("agent for %s: %w", p, err)
+		}
+		img, err := buildImage(s, plat, s.binaries[p], s.agents[p])
 		if err != nil {
 			return nil, fmt.Errorf("image for %s: %w", p, err)
 		}
@@ -94,9 +99,9 @@ func buildIndex(s spec) (v1.ImageIndex, error) {
 	}).(v1.ImageIndex), nil
 }
 
-func buildImage(s spec, plat *v1.Platform, binary []byte) (v1.Image, error) {
+func buildImage(s spec, plat *v1.Platform, binary, agent []byte) (v1.Image, error) {
 	var buf bytes.Buffer
-	if err := writeTar(tar.NewWriter(&buf), rootfs(binary), s.created); err != nil {
+	if err := writeTar(tar.NewWriter(&buf), rootfs(binary, agent), s.created); err != nil {
 		return nil, err
 	}
 	layerTar := buf.Bytes()

@@ -76,7 +76,11 @@ func buildTestImage(t *testing.T, out string, bins map[string][]byte) error {
 		if err := os.WriteFile(path, bins[p], 0o755); err != nil {
 			t.Fatal(err)
 		}
-		args = append(args, "-binary", p+"="+path)
+		agent := path + "-agent"
+		if err := os.WriteFile(agent, append(bins[p], " agent"...), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-binary", p+"="+path, "-agent", p+"="+agent)
 	}
 	return run(args, io.Discard)
 }
@@ -181,7 +185,7 @@ func TestImage(t *testing.T) {
 			}
 		}
 		slices.Sort(names)
-		want := []string{"etc/", "etc/group", "etc/passwd", "etc/ssl/", "etc/ssl/certs/", "etc/ssl/certs/ca-certificates.crt", "kvinject"}
+		want := []string{"etc/", "etc/group", "etc/passwd", "etc/ssl/", "etc/ssl/certs/", "etc/ssl/certs/ca-certificates.crt", "kvinject", "kvinject-agent"}
 		if !slices.Equal(names, want) {
 			t.Errorf("%s: layer holds %q\nwant exactly %q", p, names, want)
 		}
@@ -289,7 +293,7 @@ func TestCreatedIsRequired(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "")
 	bin := filepath.Join(t.TempDir(), "kvinject")
 	os.WriteFile(bin, fakeELF(t, elf.EM_X86_64, false, ""), 0o755)
-	err := run([]string{"-out", t.TempDir(), "-binary", "linux/amd64=" + bin}, io.Discard)
+	err := run([]string{"-out", t.TempDir(), "-binary", "linux/amd64=" + bin, "-agent", "linux/amd64=" + bin}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
 		t.Fatalf("err = %v, want one naming SOURCE_DATE_EPOCH", err)
 	}
@@ -302,7 +306,7 @@ func TestRootfsMatchesLayer(t *testing.T) {
 	elfBin := fakeELF(t, elf.EM_AARCH64, false, "x")
 	os.WriteFile(bin, elfBin, 0o700)
 	dir := t.TempDir()
-	if err := run([]string{"-rootfs", dir, "-binary", "linux/arm64=" + bin}, io.Discard); err != nil {
+	if err := run([]string{"-rootfs", dir, "-binary", "linux/arm64=" + bin, "-agent", "linux/arm64=" + bin}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -317,7 +321,7 @@ func TestRootfsMatchesLayer(t *testing.T) {
 	})
 	want := []string{
 		"etc drwxr-xr-x", "etc/group -rw-r--r--", "etc/passwd -rw-r--r--", "etc/ssl drwxr-xr-x",
-		"etc/ssl/certs drwxr-xr-x", "etc/ssl/certs/ca-certificates.crt -rw-r--r--", "kvinject -rwxr-xr-x",
+		"etc/ssl/certs drwxr-xr-x", "etc/ssl/certs/ca-certificates.crt -rw-r--r--", "kvinject -rwxr-xr-x", "kvinject-agent -rwxr-xr-x",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("rootfs:\n%q\nwant\n%q", got, want)
@@ -385,7 +389,7 @@ func readTar(t *testing.T, path string) map[string][]byte {
 // /kvinject is the binary) fails container creation with "not a directory".
 func TestAgentMountPointsFitTheImage(t *testing.T) {
 	files := map[string]bool{}
-	for _, e := range rootfs(nil) {
+	for _, e := range rootfs(nil, nil) {
 		files[e.path] = !e.dir
 	}
 	for _, mp := range []string{injector.AgentDir, injector.TokenDir} {

@@ -1,9 +1,11 @@
 // Command image builds the kvinject container image without a container
 // engine: one OCI index over linux/amd64 and linux/arm64 images, each a single
-// reproducible layer holding the static binary, a CA bundle and passwd/group
+// reproducible layer holding the two static binaries (/kvinject, the webhook,
+// and /kvinject-agent, the in-pod agent), a CA bundle and passwd/group
 // entries for the non-root user. `make image` runs it; see docs/install.md.
 //
-//	go run ./hack/image -binary linux/amd64=PATH -binary linux/arm64=PATH \
+//	go run ./hack/image -binary linux/amd64=PATH -agent linux/amd64=PATH \
+//	    -binary linux/arm64=PATH -agent linux/arm64=PATH \
 //	    -out _out -repo ghcr.io/kvinject/kvinject -version v0.1.0 \
 //	    -revision $(git rev-parse HEAD) -created $(git log -1 --format=%ct)
 //
@@ -52,8 +54,9 @@ func (b binaryFlags) Set(v string) error {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
-	bins := binaryFlags{}
+	bins, agents := binaryFlags{}, binaryFlags{}
 	fs.Var(bins, "binary", "PLATFORM=PATH of a static kvinject binary; repeat per platform")
+	fs.Var(agents, "agent", "PLATFORM=PATH of a static kvinject-agent binary; one per -binary platform")
 	out := fs.String("out", "_out", "directory for the OCI layout and the tarballs")
 	rootfsDir := fs.String("rootfs", "", "write the image's files into this directory instead of building an image (needs exactly one -binary)")
 	repo := fs.String("repo", "ghcr.io/kvinject/kvinject", "repository the tarballs are tagged with")
@@ -68,13 +71,28 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 
-	s := spec{binaries: map[string][]byte{}, version: *version, revision: *revision, source: *source}
+	s := spec{binaries: map[string][]byte{}, agents: map[string][]byte{}, version: *version, revision: *revision, source: *source}
 	for p, path := range bins {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("-binary %s: %w", p, err)
 		}
 		s.binaries[p] = b
+	}
+	for p, path := range agents {
+		if bins[p] == "" {
+			return fmt.Errorf("-agent %s: no -binary for that platform", p)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("-agent %s: %w", p, err)
+		}
+		s.agents[p] = b
+	}
+	for p := range bins {
+		if agents[p] == "" {
+			return fmt.Errorf("-binary %s: no -agent for that platform (the image holds both binaries)", p)
+		}
 	}
 
 	if *rootfsDir != "" {
@@ -89,7 +107,10 @@ func run(args []string, stdout io.Writer) error {
 		if err := checkBinary(s.binaries[ps[0]], plat); err != nil {
 			return fmt.Errorf("-binary %s: %w", ps[0], err)
 		}
-		return writeRootfs(*rootfsDir, rootfs(s.binaries[ps[0]]))
+		if err := checkBinary(s.agents[ps[0]], plat); err != nil {
+			return fmt.Errorf("-agent %s: %w", ps[0], err)
+		}
+		return writeRootfs(*rootfsDir, rootfs(s.binaries[ps[0]], s.agents[ps[0]]))
 	}
 
 	if *created == "" {

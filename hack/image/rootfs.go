@@ -16,6 +16,8 @@ import (
 const (
 	// binaryPath is where the injector and the manifests expect the binary.
 	binaryPath = "/kvinject"
+	// agentPath is where the injector runs the agent (injector.AgentBinary).
+	agentPath = "/kvinject-agent"
 	// caBundlePath is the first file Go's crypto/x509 reads on Linux, and
 	// what curl/openssl-based debug tools look at too.
 	caBundlePath = "/etc/ssl/certs/ca-certificates.crt"
@@ -46,7 +48,7 @@ const (
 // rootfs lists everything in the image, parents before children, sorted.
 // Nothing else goes in: no shell, no package manager, no /tmp (the agent
 // writes only to its in-memory volume and the root filesystem is read-only).
-func rootfs(binary []byte) []entry {
+func rootfs(binary, agent []byte) []entry {
 	return []entry{
 		{path: "/etc", mode: 0o755, dir: true},
 		{path: "/etc/group", mode: 0o644, data: []byte(group)},
@@ -55,6 +57,7 @@ func rootfs(binary []byte) []entry {
 		{path: "/etc/ssl/certs", mode: 0o755, dir: true},
 		{path: caBundlePath, mode: 0o644, data: caBundle()},
 		{path: binaryPath, mode: 0o755, data: binary},
+		{path: agentPath, mode: 0o755, data: agent},
 	}
 }
 

@@ -59,6 +59,7 @@ var layerFiles = []string{
 	"etc/ssl/certs/",
 	"etc/ssl/certs/ca-certificates.crt",
 	"kvinject",
+	"kvinject-agent",
 }
 
 // verify re-reads a written index the way a runtime would and checks every
@@ -140,6 +141,12 @@ func verifyImage(img v1.Image, plat *v1.Platform, s spec) error {
 	}
 	if err := checkBinary(files["kvinject"].data, plat); err != nil {
 		return fmt.Errorf("kvinject: %w", err)
+	}
+	if !bytes.Equal(files["kvinject-agent"].data, s.agents[plat.String()]) {
+		return errors.New("kvinject-agent differs from the agent binary given for this platform")
+	}
+	if err := checkBinary(files["kvinject-agent"].data, plat); err != nil {
+		return fmt.Errorf("kvinject-agent: %w", err)
 	}
 	if !strings.Contains(string(files["etc/passwd"].data), "nonroot:x:65532:65532:") ||
 		!strings.Contains(string(files["etc/group"].data), "nonroot:x:65532:") {

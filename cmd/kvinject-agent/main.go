@@ -1,3 +1,8 @@
+// Command kvinject-agent is the in-pod agent that the kvinject webhook
+// injects: it signs in with workload identity, fetches the pod's Key Vault
+// objects and writes them to the shared in-memory volume (package agent).
+// It is its own small binary, in the same image as the webhook, so that a
+// sidecar maps none of the webhook's Kubernetes client code.
 package main
 
 import (
@@ -7,16 +12,22 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/kvinject/kvinject/agent"
 	"github.com/kvinject/kvinject/agent/config"
 )
 
-const agentUsage = `Usage: kvinject agent init|sidecar|probe [flags]
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: kvinject-agent init|sidecar|probe|version [flags]
 
   init     fetch every object once, write the files, exit
   sidecar  fetch, write, then refresh every interval until SIGTERM
   probe    exit 0 once the first complete snapshot is written
+  version  print the version
 
 The configuration comes from $KVINJECT_CONFIG, the identity from
 AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and
@@ -25,42 +36,48 @@ AZURE_AUTHORITY_HOST; the kvinject webhook sets all of them.
 Flags:
 `
 
-func runAgent(ctx context.Context, args []string) int {
-	return agentMain(ctx, args, os.Getenv, os.Stderr)
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func agentMain(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, agentUsage)
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	mode := args[0]
-	if mode == "help" || mode == "-h" || mode == "--help" {
-		fmt.Fprint(stderr, agentUsage)
+	switch mode {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(stdout, "kvinject-agent", version)
 		return 0
 	}
-	fs := flag.NewFlagSet("kvinject agent "+mode, flag.ContinueOnError)
+	fs := flag.NewFlagSet("kvinject-agent "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	termLog := agent.DefaultTerminationLog
 	if v := getenv("KVINJECT_TERMINATION_LOG"); v != "" {
 		termLog = v
 	}
 	deadline := fs.Duration("deadline", agent.DefaultDeadline, "give up on the first fetch (retries included) after this long")
 	fs.StringVar(&termLog, "termination-log", termLog, "file for the failure reason that kubelet shows (env KVINJECT_TERMINATION_LOG)")
-	startJitter := fs.Duration("start-jitter", 0, "upper bound of a random delay before the first fetch; 0: sidecar refresh/10 up to 1s, init none; negative: none")
 	dir := fs.String("dir", "", "probe: the snapshot directory (default: dir from $KVINJECT_CONFIG)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "kvinject agent %s: unexpected arguments %q\n", mode, fs.Args())
+		fmt.Fprintf(stderr, "kvinject-agent %s: unexpected arguments %q\n", mode, fs.Args())
 		return 2
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "kvinject agent: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		fmt.Fprintf(stderr, "kvinject-agent: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -71,13 +88,13 @@ func agentMain(ctx context.Context, args []string, getenv func(string) string, s
 		if d == "" {
 			c, err := config.Load([]byte(getenv(config.EnvVar)))
 			if err != nil {
-				fmt.Fprintf(stderr, "kvinject agent probe: %v\n", err)
+				fmt.Fprintf(stderr, "kvinject-agent probe: %v\n", err)
 				return 1
 			}
 			d = c.Dir
 		}
 		if err := agent.Probe(d); err != nil {
-			fmt.Fprintf(stderr, "kvinject agent probe: not ready: %v\n", err)
+			fmt.Fprintf(stderr, "kvinject-agent probe: not ready: %v\n", err)
 			return 1
 		}
 		return 0
@@ -87,7 +104,6 @@ func agentMain(ctx context.Context, args []string, getenv func(string) string, s
 			Getenv:         getenv,
 			Deadline:       *deadline,
 			TerminationLog: termLog,
-			StartJitter:    *startJitter,
 			Logger:         log,
 		})
 		if err != nil {
@@ -95,7 +111,7 @@ func agentMain(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		return 0
 	}
-	fmt.Fprintf(stderr, "kvinject agent: unknown mode %q\n\n", mode)
+	fmt.Fprintf(stderr, "kvinject-agent: unknown mode %q\n\n", mode)
 	fs.Usage()
 	return 2
 }

@@ -1,6 +1,0 @@
-//go:build !linux
-
-package codepages
-
-// Release is a no-op off Linux.
-func Release() error { return nil }
