@@ -41,7 +41,7 @@ image:
 
 # A release: `make release VERSION=v0.1.0`. Builds the image stamped with
 # VERSION (make image), then hack/release writes into _out/release the SBOM
-# (CycloneDX, from the binary's Go module graph), the OCI layout with the SBOM
+# (CycloneDX, from both binaries' Go module graph), the OCI layout with the SBOM
 # attached to the image index, a kustomize overlay and a chart copy that pin
 # the image by tag and digest, install.yaml (the overlay rendered) and the
 # chart packaged as kvinject-<version>.tgz (helm push-able). Tag the
@@ -50,7 +50,7 @@ release:
 	@[[ "$(origin VERSION)" == "command line" ]] || { echo "make release needs VERSION=vX.Y.Z on the command line"; exit 2; }
 	$(MAKE) image VERSION=$(VERSION)
 	$(GO) run ./hack/release -version $(VERSION) -repo $(IMAGE) -created $(SOURCE_DATE_EPOCH) \
-	  -layout _out/kvinject-oci -binary _out/bin/linux-amd64/kvinject -out _out/release
+	  -layout _out/kvinject-oci -binary _out/bin/linux-amd64/kvinject -binary _out/bin/linux-amd64/kvinject-agent -out _out/release
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
 	$$assets/kubectl kustomize _out/release/kustomize >_out/release/install.yaml; \
 	$$tools/kvinject-helm lint _out/release/chart/kvinject; \

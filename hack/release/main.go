@@ -5,8 +5,9 @@
 //
 //  1. Read the image index digest from the OCI layout (-layout).
 //  2. Write an SBOM, CycloneDX 1.5 JSON, of the Go modules linked into the
-//     binary (-binary), read from the build information the Go toolchain
-//     embeds (what `go version -m` prints): sbom.cdx.json.
+//     image's binaries (-binary, once per binary: kvinject and
+//     kvinject-agent), read from the build information the Go toolchain
+//     embeds (what `go version -m` prints), each module once: sbom.cdx.json.
 //  3. Copy the layout to kvinject-oci/ and attach the SBOM to the index as
 //     an OCI 1.1 artifact: a manifest whose subject is the index and whose
 //     artifactType is CycloneDX, listed in the layout's index.json beside
@@ -31,6 +32,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,8 +60,9 @@ func main() {
 }
 
 type options struct {
-	version, repo, layoutDir, binary, chart, manifests, out string
-	created                                                 time.Time
+	version, repo, layoutDir, chart, manifests, out string
+	binaries                                        []string
+	created                                         time.Time
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -67,7 +71,10 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.version, "version", "", "release version, vMAJOR.MINOR.PATCH[-PRERELEASE] (required)")
 	fs.StringVar(&o.repo, "repo", "ghcr.io/kvinject/kvinject", "image repository")
 	fs.StringVar(&o.layoutDir, "layout", "_out/kvinject-oci", "OCI layout `make image` wrote")
-	fs.StringVar(&o.binary, "binary", "_out/bin/linux-amd64/kvinject", "a kvinject binary of the image, for the SBOM")
+	fs.Func("binary", "a binary of the image, for the SBOM (repeat for each: kvinject, kvinject-agent)", func(v string) error {
+		o.binaries = append(o.binaries, v)
+		return nil
+	})
 	fs.StringVar(&o.chart, "chart", "charts/kvinject", "the chart to pin")
 	fs.StringVar(&o.manifests, "manifests", "manifests", "the kustomize install to pin")
 	fs.StringVar(&o.out, "out", "_out/release", "output directory (replaced)")
@@ -77,6 +84,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if !semver.MatchString(o.version) {
 		return fmt.Errorf("-version %q: want vMAJOR.MINOR.PATCH, e.g. v0.1.0", o.version)
+	}
+	if len(o.binaries) == 0 {
+		return fmt.Errorf("-binary: name every binary of the image, e.g. -binary _out/bin/linux-amd64/kvinject -binary _out/bin/linux-amd64/kvinject-agent")
 	}
 	sec, err := strconv.ParseInt(*created, 10, 64)
 	if err != nil {
@@ -125,9 +135,9 @@ func release(o options) (*result, error) {
 	r.digest = indexDesc.Digest
 
 	// 2. The SBOM.
-	bi, err := buildinfo.ReadFile(o.binary)
+	bi, err := readBuildInfo(o.binaries)
 	if err != nil {
-		return nil, fmt.Errorf("-binary %s: %w", o.binary, err)
+		return nil, err
 	}
 	sbom, err := cycloneDX(bi, o, r.digest)
 	if err != nil {
@@ -165,6 +175,35 @@ func release(o options) (*result, error) {
 
 // cycloneDX describes the binary's main module and every module linked into
 // it, with Go module package URLs and the go.sum hashes.
+// readBuildInfo reads the build information of every binary and returns the
+// first one's with the modules of all of them, each path once (the binaries
+// come from one module graph, so a path has one version).
+func readBuildInfo(binaries []string) (*buildinfo.BuildInfo, error) {
+	var first *buildinfo.BuildInfo
+	seen := map[string]bool{}
+	for _, b := range binaries {
+		bi, err := buildinfo.ReadFile(b)
+		if err != nil {
+			return nil, fmt.Errorf("-binary %s: %w", b, err)
+		}
+		if first == nil {
+			first = bi
+			for _, d := range bi.Deps {
+				seen[d.Path] = true
+			}
+			continue
+		}
+		for _, d := range bi.Deps {
+			if !seen[d.Path] {
+				seen[d.Path] = true
+				first.Deps = append(first.Deps, d)
+			}
+		}
+	}
+	slices.SortFunc(first.Deps, func(a, b *debug.Module) int { return strings.Compare(a.Path, b.Path) })
+	return first, nil
+}
+
 func cycloneDX(bi *buildinfo.BuildInfo, o options, digest v1.Hash) ([]byte, error) {
 	type hash struct {
 		Alg     string `json:"alg"`

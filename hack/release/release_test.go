@@ -35,7 +35,7 @@ func testRelease(t *testing.T) (options, *result) {
 		t.Fatal(err)
 	}
 	o := options{
-		version: "v1.2.3", repo: "registry.example/kvinject", layoutDir: string(l), binary: os.Args[0],
+		version: "v1.2.3", repo: "registry.example/kvinject", layoutDir: string(l), binaries: []string{os.Args[0]},
 		chart: "../../charts/kvinject", manifests: "../../manifests", out: filepath.Join(dir, "release"),
 		created: time.Unix(1767225600, 0).UTC(),
 	}
@@ -66,7 +66,7 @@ func TestSBOMAttachedToIndex(t *testing.T) {
 	if err := json.Unmarshal(sbom, &doc); err != nil {
 		t.Fatal(err)
 	}
-	bi, err := buildinfo.ReadFile(o.binary)
+	bi, err := buildinfo.ReadFile(o.binaries[0])
 	if err != nil {
 		t.Fatal(err)
 	}
