@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -678,5 +679,76 @@ func TestSidecarOutageNeverRaisesTheRate(t *testing.T) {
 	// Healthy: 2 GETs per interval; allow the slot in progress.
 	if limit := 2 * (int(elapsed/interval) + 2); gets > limit {
 		t.Errorf("%d GETs in %s of outage, more than the healthy %d", gets, elapsed.Round(time.Millisecond), limit)
+	}
+}
+
+// scrape reads the sidecar's whole metrics page.
+func scrape(t *testing.T, h *harness) string {
+	t.Helper()
+	lines := h.logLines("serving metrics")
+	if len(lines) == 0 {
+		t.Fatal("no metrics listener logged")
+	}
+	resp, err := http.Get("http://" + lines[0]["addr"].(string) + "/metrics")
+	must(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	must(t, err)
+	return string(body)
+}
+
+// TestSidecarCertificateExpiry: a file holding a certificate, read as a cert
+// or through its backing secret, exports its leaf's NotAfter by file name,
+// follows a renewed certificate, and a plain secret exports none.
+func TestSidecarCertificateExpiry(t *testing.T) {
+	h := newHarness(t)
+	h.secret("password", "pw-Tt4")
+	first := h.cert("tls", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 10 * 24 * time.Hour})
+	c := h.config(200*time.Millisecond,
+		config.File{Name: "tls.pem", Mode: 0o440, Object: h.object(config.KindCert, "tls", "")},
+		secretFile(h, "tls-backing.pem", "tls", ""),
+		secretFile(h, "password", "password", ""))
+	stop := h.start(c)
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	for _, f := range []string{"tls.pem", "tls-backing.pem"} {
+		if got := metric(t, h, `kvinject_agent_certificate_expiration_timestamp_seconds{file="`+f+`"}`); got != float64(first.Leaf.NotAfter.Unix()) {
+			t.Errorf("%s: expiry %v, want the leaf's %d", f, got, first.Leaf.NotAfter.Unix())
+		}
+	}
+	if body := scrape(t, h); strings.Contains(body, `file="password"`) {
+		t.Errorf("a plain secret has an expiry:\n%s", body)
+	}
+
+	renewed := h.cert("tls", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 20 * 24 * time.Hour})
+	eventually(t, "the renewed certificate's expiry", 30*time.Second, func() bool {
+		return metric(t, h, `kvinject_agent_certificate_expiration_timestamp_seconds{file="tls.pem"}`) == float64(renewed.Leaf.NotAfter.Unix())
+	})
+	must(t, stop())
+}
+
+// TestConfigOfAnotherRelease: a config of a schema version this agent does
+// not read stops the agent before any request, and the termination message
+// names the version it got, the ones it supports and the fix.
+func TestConfigOfAnotherRelease(t *testing.T) {
+	h := newHarness(t)
+	h.secret("s", "value-Vv3")
+	c := h.config(0, secretFile(h, "s", "s", ""))
+	c.Version = config.Version + 1
+	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init accepted a config of another schema version")
+	}
+	msg := h.termination()
+	for _, want := range []string{
+		fmt.Sprintf("KVINJECT_CONFIG has schema version %d", config.Version+1),
+		fmt.Sprintf("this agent supports version %d", config.Version),
+		"Fix: run an agent image of the same release as the webhook",
+		"KVINJECT_AGENT_IMAGE",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 0 {
+		t.Errorf("%d GETs with a config the agent cannot read", n)
 	}
 }

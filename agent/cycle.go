@@ -87,7 +87,7 @@ func (a *agent) cycle(ctx context.Context, retry bool) error {
 }
 
 func (a *agent) publish(objects map[string]render.Object) error {
-	files, err := render.Files(a.cfg.Files, objects, a.limits)
+	files, notAfter, err := render.Files(a.cfg.Files, objects, a.limits)
 	if err != nil {
 		return err
 	}
@@ -95,10 +95,8 @@ func (a *agent) publish(objects map[string]render.Object) error {
 	if err != nil {
 		return fmt.Errorf("write files: %w", err)
 	}
+	a.metrics.published(a.cfg.Files, changed, notAfter)
 	if changed {
-		if a.metrics != nil {
-			a.metrics.snapshots.Inc()
-		}
 		a.log.Info("files written", "files", len(files), "dir", a.cfg.Dir)
 	} else {
 		a.log.Debug("files unchanged")

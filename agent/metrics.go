@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kvinject/kvinject/agent/config"
 )
 
 // metrics are the sidecar's Prometheus metrics. They live in their own
@@ -24,6 +26,9 @@ type metrics struct {
 	cycles      *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
 	snapshots   prometheus.Counter
+	// certExpiry is by file name: file names are in the pod's annotations
+	// already, and bounded by them.
+	certExpiry *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -50,8 +55,12 @@ func newMetrics() *metrics {
 			Name: "kvinject_agent_snapshots_written_total",
 			Help: "Snapshots published because some file changed.",
 		}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kvinject_agent_certificate_expiration_timestamp_seconds",
+			Help: "NotAfter of the leaf certificate in each published file that holds one, as Unix time.",
+		}, []string{"file"}),
 	}
-	m.reg.MustRegister(m.fetches, m.duration, m.cycles, m.lastSuccess, m.snapshots)
+	m.reg.MustRegister(m.fetches, m.duration, m.cycles, m.lastSuccess, m.snapshots, m.certExpiry)
 	for _, r := range []string{"success", "retryable_error", "error"} {
 		m.fetches.WithLabelValues(r)
 	}
@@ -79,6 +88,24 @@ func (m *metrics) cycle(err error) {
 	}
 	m.cycles.WithLabelValues("success").Inc()
 	m.lastSuccess.SetToCurrentTime()
+}
+
+// published records the files of a snapshot now on disk: the expiry of each
+// file's certificate, and none for a file that holds none.
+func (m *metrics) published(files []config.File, changed bool, notAfter map[string]time.Time) {
+	if m == nil {
+		return
+	}
+	if changed {
+		m.snapshots.Inc()
+	}
+	for _, f := range files {
+		if t, ok := notAfter[f.Name]; ok {
+			m.certExpiry.WithLabelValues(f.Name).Set(float64(t.Unix()))
+		} else {
+			m.certExpiry.DeleteLabelValues(f.Name)
+		}
+	}
 }
 
 // serve listens on addr and serves /metrics until stop is called.

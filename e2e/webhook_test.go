@@ -335,6 +335,7 @@ func TestWebhookDeployment(t *testing.T) {
 	tmpl := appPod("", "web", map[string]string{
 		"kvinject.io/secret-db-password": "db-password",
 		"kvinject.io/refresh":            "5m",
+		"kvinject.io/file-mode":          "0444", // draws a warning nobody sees
 	})
 	tmpl.Labels = labels
 	dep, err := s.c.Kube.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
@@ -368,6 +369,14 @@ func TestWebhookDeployment(t *testing.T) {
 		agent := injectedAgent(t, &p)
 		if agent.RestartPolicy == nil || *agent.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 			t.Errorf("pod %s: agent restartPolicy %v, want Always", p.Name, agent.RestartPolicy)
+		}
+		// The API server accepts the metrics port on a native sidecar, and
+		// the warning the ReplicaSet controller got stays on the pod.
+		if len(agent.Ports) != 1 || agent.Ports[0].Name != "kvinject-agent" || agent.Ports[0].ContainerPort != 9797 {
+			t.Errorf("pod %s: agent ports %+v, want kvinject-agent 9797", p.Name, agent.Ports)
+		}
+		if w := p.Annotations["kvinject.io/warnings"]; !strings.Contains(w, "kvinject.io/file-mode: mode 0444 gives other users access") {
+			t.Errorf("pod %s: kvinject.io/warnings %q, want the file-mode warning", p.Name, w)
 		}
 		if !slices.Equal(mounts(p.Spec.Containers[0]), []string{"kvinject-secrets:/mnt/secrets:ro"}) {
 			t.Errorf("pod %s: app mounts %v, want the secrets at /mnt/secrets, read-only", p.Name, mounts(p.Spec.Containers[0]))

@@ -25,7 +25,9 @@ const (
 	AnnotationMemoryRequest = Prefix + "memory-request"
 	AnnotationCPULimit      = Prefix + "cpu-limit"
 	AnnotationMemoryLimit   = Prefix + "memory-limit"
+	AnnotationMetrics       = Prefix + "metrics"
 	AnnotationStatus        = Prefix + "status"
+	AnnotationWarnings      = Prefix + "warnings"
 )
 
 // StatusInjected is the value of AnnotationStatus on an injected pod.
@@ -93,6 +95,9 @@ var Annotations = []Annotation{
 	{Name: "sidecar", Type: "`native` or `classic`", Default: "webhook `--sidecar` (`native`)",
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
+	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "`\"true\"` for a sidecar",
+		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port 9797, named `kvinject-agent` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
+		Example: `"false"`},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",
 		Help:    "Where app containers see the files (read-only).",
 		Example: "/etc/app/secrets"},
@@ -122,6 +127,9 @@ var Annotations = []Annotation{
 	{Name: "status", Type: "`injected`", Default: "–",
 		Help:    "Written by kvinject on an injected pod; a pod that has it is left alone, so injecting twice changes nothing. Do not set it yourself.",
 		Example: "injected"},
+	{Name: "warnings", Type: "text, one warning a line", Default: "–",
+		Help:    "Written by kvinject on an injected pod that drew admission warnings, so they are not lost for pods a controller creates: `kubectl get pod <pod> -o jsonpath='{.metadata.annotations.kvinject\\.io/warnings}'`. Any value you set is replaced.",
+		Example: "kvinject.io/refresh: 10s is shorter than 30s; many pods polling often can be throttled by Key Vault"},
 }
 
 // lookup finds the table entry for an annotation key with Prefix, and the

@@ -50,6 +50,11 @@ const (
 	SecretsVolume  = "kvinject-secrets"
 	TokenVolume    = "kvinject-token"
 
+	// MetricsPortName names the sidecar's metrics port (config.MetricsPort),
+	// which the Helm chart's PodMonitor scrapes. An IANA service name: at
+	// most 15 characters.
+	MetricsPortName = "kvinject-agent"
+
 	// AgentDir is where the agent mounts the secrets volume (config.Config.Dir).
 	AgentDir = "/var/run/kvinject/secrets"
 	// TokenDir holds the projected token, in the agent only. It differs from
@@ -114,7 +119,33 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 		return nil, warnings, err
 	}
 	mutate(out, s, d)
+	setWarnings(out, warnings)
 	return out, warnings, nil
+}
+
+// maxWarningsAnnotation bounds AnnotationWarnings, so that a pod with many
+// warnings stays under the API server's limit on all annotations (256 KiB).
+const maxWarningsAnnotation = 4096
+
+// setWarnings records an injected pod's warnings in AnnotationWarnings, one a
+// line, for pods whose creator never sees the admission response (a
+// ReplicaSet's). Warnings name annotations, objects and files, never a value.
+func setWarnings(pod *corev1.Pod, warnings []string) {
+	delete(pod.Annotations, AnnotationWarnings)
+	var b strings.Builder
+	for i, w := range warnings {
+		if b.Len()+len(w)+1 > maxWarningsAnnotation {
+			fmt.Fprintf(&b, "… and %d more: run kvinject inject on the manifest to see them all", len(warnings)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(w)
+	}
+	if b.Len() > 0 {
+		pod.Annotations[AnnotationWarnings] = b.String()
+	}
 }
 
 // ignoredWarnings tells a user who annotated a pod but did not opt in.
@@ -166,6 +197,7 @@ func (s *spec) targets(name string) bool {
 
 func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 	cfg := config.Config{
+		Version:        config.Version,
 		Dir:            AgentDir,
 		Refresh:        config.Duration(s.refresh),
 		Cloud:          s.cloud,
@@ -277,12 +309,19 @@ func setFileGroup(pod *corev1.Pod) {
 }
 
 func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Container {
+	var ports []corev1.ContainerPort
+	if mode == "sidecar" && s.metricsAddr != "" {
+		// Declared so that a PodMonitor finds it by name; a port without
+		// hostPort is allowed under the restricted Pod Security Standard.
+		ports = []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: config.MetricsPort, Protocol: corev1.ProtocolTCP}}
+	}
 	return corev1.Container{
 		Name:            name,
 		Image:           d.Image,
 		ImagePullPolicy: d.ImagePullPolicy,
 		Command:         []string{AgentBinary},
 		Args:            []string{mode},
+		Ports:           ports,
 		Env: []corev1.EnvVar{
 			{Name: config.EnvVar, Value: cfgJSON},
 			{Name: "AZURE_CLIENT_ID", Value: s.clientID},

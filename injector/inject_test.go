@@ -2,6 +2,7 @@ package injector
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 
@@ -341,18 +343,90 @@ func TestServiceAccountNamed(t *testing.T) {
 	}
 }
 
-func TestMetricsPortCollisions(t *testing.T) {
-	pod := testPod(map[string]string{AnnotationRefresh: "1m"})
-	pod.Spec.HostNetwork = true
-	out, warnings := mustInject(t, pod, nil, testDefaults())
-	if cfg := agentConfig(t, &out.Spec.InitContainers[0]); cfg.MetricsAddr != "" || len(warnings) != 1 {
-		t.Errorf("hostNetwork: metrics %q, warnings %v; want metrics off with a warning", cfg.MetricsAddr, warnings)
+// TestMetrics: a sidecar serves metrics on the port the chart's PodMonitor
+// scrapes by name, unless the pod turns them off or the port could collide;
+// an init-only agent has none.
+func TestMetrics(t *testing.T) {
+	if errs := validation.IsValidPortName(MetricsPortName); len(errs) > 0 {
+		t.Errorf("port name %q: %v", MetricsPortName, errs)
 	}
-	pod = testPod(map[string]string{AnnotationRefresh: "1m"})
-	pod.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 9797}}
-	out, warnings = mustInject(t, pod, nil, testDefaults())
-	if cfg := agentConfig(t, &out.Spec.InitContainers[0]); cfg.MetricsAddr != "" || !strings.Contains(strings.Join(warnings, ""), `container "proxy" uses port 9797`) {
-		t.Errorf("port taken: metrics %q, warnings %v", cfg.MetricsAddr, warnings)
+	refresh := map[string]string{AnnotationRefresh: "1m"}
+	for _, tc := range []struct {
+		name    string
+		ann     map[string]string
+		change  func(*corev1.Pod)
+		on      bool
+		warning string
+	}{
+		{name: "native sidecar", ann: refresh, on: true},
+		{name: "classic sidecar", ann: map[string]string{AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}, on: true},
+		{name: "explicitly on", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "true"}, on: true},
+		{name: "off", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "false"}},
+		{name: "init only"},
+		{name: "on without refresh", ann: map[string]string{AnnotationMetrics: "true"}, warning: "kvinject.io/metrics has no effect without kvinject.io/refresh"},
+		{name: "hostNetwork", ann: refresh, change: func(p *corev1.Pod) { p.Spec.HostNetwork = true }, warning: "a hostNetwork pod shares the node's network"},
+		{name: "hostNetwork, off", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "false"}, change: func(p *corev1.Pod) { p.Spec.HostNetwork = true }},
+		{name: "port taken", ann: refresh, change: func(p *corev1.Pod) { p.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 9797}} },
+			warning: `container "proxy" uses port 9797 or the port name kvinject-agent`},
+		{name: "port name taken", ann: refresh, change: func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Ports = []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: 8080}}
+		}, warning: `container "migrate" uses port 9797 or the port name kvinject-agent`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod(tc.ann)
+			if tc.change != nil {
+				tc.change(pod)
+			}
+			out, warnings := mustInject(t, pod, nil, testDefaults())
+			if tc.warning == "" && len(warnings) > 0 || tc.warning != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tc.warning)) {
+				t.Errorf("warnings %q, want %q", warnings, tc.warning)
+			}
+			var ports []corev1.ContainerPort
+			for _, c := range allContainers(out) {
+				if c.Name == AgentContainer || c.Name == InitContainer {
+					ports = append(ports, c.Ports...)
+					if c.Name == InitContainer && len(c.Ports) > 0 {
+						t.Errorf("the init agent declares %v", c.Ports)
+					}
+				}
+			}
+			agent := container(t, allContainers(out), AgentContainer)
+			cfg := agentConfig(t, agent)
+			want := []corev1.ContainerPort{{Name: "kvinject-agent", ContainerPort: 9797, Protocol: corev1.ProtocolTCP}}
+			if !tc.on {
+				want = nil
+			}
+			if !apiequality.Semantic.DeepEqual(ports, want) || (cfg.MetricsAddr == ":9797") != tc.on || (cfg.MetricsAddr == "") == tc.on {
+				t.Errorf("agent ports %v, metrics addr %q; want ports %v", ports, cfg.MetricsAddr, want)
+			}
+		})
+	}
+	_, _, err := Inject(testPod(map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "no"}), nil, testDefaults())
+	if err == nil || !strings.Contains(err.Error(), `kvinject.io/metrics: "no" is not "true" or "false"`) {
+		t.Errorf("metrics: no: error %v", err)
+	}
+}
+
+// TestWarningsAnnotation: an injected pod carries its warnings, one a line,
+// bounded in size; a value the pod brought is replaced.
+func TestWarningsAnnotation(t *testing.T) {
+	out, warnings := mustInject(t, testPod(map[string]string{AnnotationRefresh: "10s", AnnotationFileMode: "0444"}), nil, testDefaults())
+	if got := out.Annotations[AnnotationWarnings]; len(warnings) != 2 || got != warnings[0]+"\n"+warnings[1] {
+		t.Errorf("annotation %q, warnings %q", got, warnings)
+	}
+	out, warnings = mustInject(t, testPod(map[string]string{AnnotationWarnings: "forged"}), nil, testDefaults())
+	if got, ok := out.Annotations[AnnotationWarnings]; ok || len(warnings) > 0 {
+		t.Errorf("no warnings, yet the annotation is %q (warnings %q)", got, warnings)
+	}
+	var objects strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&objects, "- {objectName: tls%d, objectType: cert}\n", i)
+	}
+	out, warnings = mustInject(t, testPod(map[string]string{AnnotationObjects: objects.String()}), nil, testDefaults())
+	got := out.Annotations[AnnotationWarnings]
+	if len(warnings) != 300 || len(got) > maxWarningsAnnotation || !strings.HasPrefix(got, warnings[0]+"\n") ||
+		!strings.HasSuffix(got, "more: run kvinject inject on the manifest to see them all") {
+		t.Errorf("%d warnings in an annotation of %d bytes: ...%s", len(warnings), len(got), got[max(0, len(got)-200):])
 	}
 }
 

@@ -73,7 +73,7 @@ type spec struct {
 	tenantID   string
 	resources  corev1.ResourceRequirements
 	files      []config.File // sorted by Name
-	// metricsAddr is the sidecar's loopback metrics listener; "" disables it.
+	// metricsAddr is the sidecar's metrics listener; "" disables it.
 	metricsAddr string
 }
 
@@ -315,22 +315,36 @@ func (p *parser) parseSidecar(refresh time.Duration) string {
 	return v
 }
 
-// metricsAddr is config.DefaultMetricsAddr for a sidecar, unless that port
-// could collide: a hostNetwork pod shares the node's loopback with every other
-// such pod, and a container may declare the port itself.
+// metricsAddr is config.DefaultMetricsAddr for a sidecar, unless the pod
+// turns metrics off (AnnotationMetrics) or the port could collide: a
+// hostNetwork pod shares the node's network with every other such pod (and
+// would expose the port on the node), and a container may declare the port
+// or its name itself.
 func (p *parser) metricsAddr(refresh time.Duration) string {
+	switch v, set := p.ann[AnnotationMetrics]; v {
+	case "false":
+		return ""
+	case "true":
+		if refresh == 0 {
+			p.warn("%s has no effect without %s: an init container serves no metrics", AnnotationMetrics, AnnotationRefresh)
+		}
+	default:
+		if set {
+			p.problems.add(AnnotationMetrics, "%q is not \"true\" or \"false\"", v)
+			return ""
+		}
+	}
 	if refresh == 0 {
 		return ""
 	}
-	_, port, _ := strings.Cut(config.DefaultMetricsAddr, ":")
 	if p.pod.Spec.HostNetwork {
-		p.warn("agent metrics are off: a hostNetwork pod shares the node's loopback, where port %s may be taken", port)
+		p.warn("agent metrics are off: a hostNetwork pod shares the node's network, where port %d may be taken; set %s: \"false\" to say so", config.MetricsPort, AnnotationMetrics)
 		return ""
 	}
 	for _, c := range slices.Concat(p.pod.Spec.InitContainers, p.pod.Spec.Containers) {
 		for _, cp := range c.Ports {
-			if strconv.Itoa(int(cp.ContainerPort)) == port {
-				p.warn("agent metrics are off: container %q uses port %s", c.Name, port)
+			if cp.ContainerPort == config.MetricsPort || cp.Name == MetricsPortName {
+				p.warn("agent metrics are off: container %q uses port %d or the port name %s; set %s: \"false\" to say so", c.Name, config.MetricsPort, MetricsPortName, AnnotationMetrics)
 				return ""
 			}
 		}

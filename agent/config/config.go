@@ -10,17 +10,36 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // EnvVar is the environment variable that carries the JSON-encoded Config.
 const EnvVar = "KVINJECT_CONFIG"
 
-// DefaultMetricsAddr is where a sidecar agent serves Prometheus metrics. It
-// listens on loopback only: the pod shares its network namespace, and an
-// uncommon port avoids colliding with the application's own ports.
-const DefaultMetricsAddr = "127.0.0.1:9797"
+// Version is the schema version of Config that the injector writes and this
+// agent reads. An agent refuses a config of another version (Load), because
+// the agent image is resolved per node at pull time and may be of another
+// release than the webhook that wrote the config. Bump it when an agent of
+// the previous release would misread a config of the new one: a field whose
+// meaning changes, or one it must not ignore. An optional field that an older
+// agent may safely ignore needs no bump (encoding/json ignores unknown fields).
+const Version = 1
+
+// SupportedVersions are the schema versions Load accepts. A config without
+// a version is version 1, the schema before the field existed.
+var SupportedVersions = []int{1}
+
+// MetricsPort is the port of a sidecar agent's Prometheus metrics, on every
+// address of the pod (DefaultMetricsAddr) so that Prometheus can scrape the
+// pod IP: each pod has its own network namespace, so many pods on one node
+// do not collide. An uncommon port avoids the application's own ports.
+const MetricsPort = 9797
+
+// DefaultMetricsAddr is the listen address of a sidecar's metrics.
+const DefaultMetricsAddr = ":9797"
 
 // Kind is the kind of Key Vault object a file is rendered from.
 type Kind string
@@ -51,6 +70,8 @@ const (
 // Config is everything the agent needs to know besides its identity, which
 // comes from the standard AZURE_* environment variables of workload identity.
 type Config struct {
+	// Version is the schema version, Version when the injector writes it.
+	Version int `json:"version"`
 	// Dir is the directory the agent owns and writes snapshots into: the shared
 	// in-memory volume as mounted in the agent container.
 	Dir string `json:"dir"`
@@ -63,7 +84,8 @@ type Config struct {
 	// name the federated-credential subject system:serviceaccount:<ns>:<sa>.
 	Namespace      string `json:"namespace,omitempty"`
 	ServiceAccount string `json:"serviceAccount,omitempty"`
-	// MetricsAddr is the sidecar's loopback metrics listener; empty disables it.
+	// MetricsAddr is the sidecar's metrics listener (DefaultMetricsAddr);
+	// empty disables it.
 	MetricsAddr string `json:"metricsAddr,omitempty"`
 	// Files are written in one atomic snapshot per cycle. Order is the order of
 	// the annotations after sorting by file name, so the config is deterministic.
@@ -194,6 +216,12 @@ func Load(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", EnvVar, err)
 	}
+	if c.Version == 0 {
+		c.Version = 1
+	}
+	if !slices.Contains(SupportedVersions, c.Version) {
+		return nil, &VersionError{Got: c.Version}
+	}
 	if c.Dir == "" {
 		return nil, fmt.Errorf("%s: dir is empty", EnvVar)
 	}
@@ -203,4 +231,17 @@ func Load(data []byte) (*Config, error) {
 		}
 	}
 	return &c, nil
+}
+
+// VersionError is a config of a schema version this agent does not read.
+type VersionError struct{ Got int }
+
+func (e *VersionError) Error() string {
+	supported := make([]string, len(SupportedVersions))
+	for i, v := range SupportedVersions {
+		supported[i] = strconv.Itoa(v)
+	}
+	return fmt.Sprintf("%s has schema version %d, this agent supports version %s: the webhook that wrote it is of another kvinject release than this agent image.\n"+
+		"  Fix: run an agent image of the same release as the webhook: pin the webhook's --agent-image (KVINJECT_AGENT_IMAGE; the chart's image.tag or image.digest) to its own release by tag or digest instead of a moving tag such as latest, then recreate the pod",
+		EnvVar, e.Got, strings.Join(supported, ", "))
 }

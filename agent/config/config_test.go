@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -50,5 +51,29 @@ func TestTemplateObjectRefs(t *testing.T) {
 	want := []string{"cert:b", "chain:d", "key:c", "privateKey:e", "secret:a", "secret:f"}
 	if !slices.Equal(got, want) {
 		t.Errorf("refs = %v, want %v", got, want)
+	}
+}
+
+// TestVersion: Load reads the versions it supports (a config without one is
+// version 1, from before the field) and refuses any other, naming both.
+func TestVersion(t *testing.T) {
+	for in, want := range map[string]int{`{"dir":"/d"}`: 1, `{"version":1,"dir":"/d"}`: 1} {
+		c, err := Load([]byte(in))
+		if err != nil || c.Version != want {
+			t.Errorf("Load(%s) = %+v, %v; want version %d", in, c, err, want)
+		}
+	}
+	for _, v := range []string{"2", "-1", "99"} {
+		_, err := Load([]byte(`{"version":` + v + `,"dir":"/d","files":[{"name":"x"}]}`))
+		var ve *VersionError
+		if !errors.As(err, &ve) {
+			t.Errorf("version %s: error %v, want a *VersionError", v, err)
+			continue
+		}
+		for _, want := range []string{"schema version " + v + ",", "supports version 1:", "Fix: run an agent image of the same release as the webhook"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("version %s: %q lacks %q", v, err, want)
+			}
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/agent/keyvault"
@@ -34,12 +35,18 @@ type rendered struct {
 	file config.File
 	data []byte
 	cert *Cert // KindCert
+	// notAfter is the expiry of the leaf certificate the file holds: a
+	// cert file, or a secret file read from a certificate's backing secret.
+	notAfter time.Time
 }
 
 // Files renders every file of files within limits. objects holds the fetched
 // object of each object file, by file name. The result is in the order of
-// files.
-func Files(files []config.File, objects map[string]Object, limits Limits) ([]snapshot.File, error) {
+// files, with the NotAfter of the leaf certificate of each object file that
+// holds one (by file name): every cert file, and every secret file whose
+// secret is a certificate's backing secret (its content type says PEM or
+// PKCS#12, as Key Vault sets it).
+func Files(files []config.File, objects map[string]Object, limits Limits) ([]snapshot.File, map[string]time.Time, error) {
 	byName := make(map[string]*rendered, len(files))
 	for _, f := range files {
 		if f.Object == nil {
@@ -47,13 +54,19 @@ func Files(files []config.File, objects map[string]Object, limits Limits) ([]sna
 		}
 		obj, ok := objects[f.Name]
 		if !ok {
-			return nil, fmt.Errorf("file %s: %s %s was not fetched", f.Name, f.Object.Kind, f.Object.Name)
+			return nil, nil, fmt.Errorf("file %s: %s %s was not fetched", f.Name, f.Object.Kind, f.Object.Name)
 		}
 		r, err := renderObject(f, obj)
 		if err != nil {
-			return nil, fmt.Errorf("file %s: %s %s: %w", f.Name, f.Object.Kind, f.Object.Name, err)
+			return nil, nil, fmt.Errorf("file %s: %s %s: %w", f.Name, f.Object.Kind, f.Object.Name, err)
 		}
 		byName[f.Name] = r
+	}
+	notAfter := map[string]time.Time{}
+	for name, r := range byName {
+		if !r.notAfter.IsZero() {
+			notAfter[name] = r.notAfter
+		}
 	}
 	out := make([]snapshot.File, 0, len(files))
 	b, total := newBudget(limits), 0
@@ -64,11 +77,11 @@ func Files(files []config.File, objects map[string]Object, limits Limits) ([]sna
 		} else {
 			var err error
 			if data, err = execTemplate(f, byName, b, limits.File); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if total += len(data); total > limits.Total {
-			return nil, fmt.Errorf("file %s: the files come to more than %d bytes, the limit of one snapshot (half the volume, so that the old and the new snapshot both fit)", f.Name, limits.Total)
+			return nil, nil, fmt.Errorf("file %s: the files come to more than %d bytes, the limit of one snapshot (half the volume, so that the old and the new snapshot both fit)", f.Name, limits.Total)
 		}
 		mode := f.Mode
 		if mode == 0 {
@@ -76,7 +89,7 @@ func Files(files []config.File, objects map[string]Object, limits Limits) ([]sna
 		}
 		out = append(out, snapshot.File{Name: f.Name, Mode: os.FileMode(mode), Data: data})
 	}
-	return out, nil
+	return out, notAfter, nil
 }
 
 func renderObject(f config.File, obj Object) (*rendered, error) {
@@ -86,7 +99,15 @@ func renderObject(f config.File, obj Object) (*rendered, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &rendered{file: f, data: data}, nil
+		r := &rendered{file: f, data: data}
+		if ct := strings.ToLower(strings.TrimSpace(obj.ContentType)); ct == ContentTypePEM || ct == ContentTypePFX {
+			// The file is written as the secret holds it either way; one
+			// that does not parse as its content type says has no expiry.
+			if c, err := ParseCert(obj.Value, obj.ContentType); err == nil {
+				r.notAfter = c.Chain[0].NotAfter
+			}
+		}
+		return r, nil
 	case config.KindCert:
 		c, err := ParseCert(obj.Value, obj.ContentType)
 		if err != nil {
@@ -103,7 +124,7 @@ func renderObject(f config.File, obj Object) (*rendered, error) {
 		default:
 			return nil, fmt.Errorf("unknown format %q: use %q or %q", f.Format, config.FormatPEM, config.FormatPFX)
 		}
-		return &rendered{file: f, data: data, cert: c}, nil
+		return &rendered{file: f, data: data, cert: c, notAfter: c.Chain[0].NotAfter}, nil
 	case config.KindKey:
 		if obj.Key == nil {
 			return nil, errors.New("no key material in the response")

@@ -31,11 +31,17 @@ type chain struct {
 func newChain(t *testing.T) chain {
 	t.Helper()
 	mk := func(cn string, pub crypto.PublicKey, parent *x509.Certificate, signer crypto.Signer, ca bool) *x509.Certificate {
+		// The leaf expires first, so an expiry taken from the wrong
+		// certificate shows.
+		notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
+		if ca {
+			notAfter = notAfter.Add(48 * time.Hour)
+		}
 		tmpl := &x509.Certificate{
 			SerialNumber:          big.NewInt(time.Now().UnixNano()),
 			Subject:               pkix.Name{CommonName: cn},
 			NotBefore:             time.Now().Add(-time.Hour),
-			NotAfter:              time.Now().Add(time.Hour),
+			NotAfter:              notAfter,
 			IsCA:                  ca,
 			BasicConstraintsValid: true,
 			KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -96,7 +102,7 @@ func keyFile(name string) config.File {
 
 func renderOne(t *testing.T, f config.File, obj Object) ([]byte, error) {
 	t.Helper()
-	out, err := Files([]config.File{f}, map[string]Object{f.Name: obj}, DefaultLimits)
+	out, _, err := Files([]config.File{f}, map[string]Object{f.Name: obj}, DefaultLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -277,11 +283,50 @@ func TestPublicKeyPEM(t *testing.T) {
 func TestZeroModeMeansDefault(t *testing.T) {
 	f := secretFile("s", "")
 	f.Mode = 0
-	out, err := Files([]config.File{f}, map[string]Object{"s": {Value: "v"}}, DefaultLimits)
+	out, _, err := Files([]config.File{f}, map[string]Object{"s": {Value: "v"}}, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out[0].Mode != 0o440 {
 		t.Errorf("mode %v, want 0440", out[0].Mode)
+	}
+}
+
+// TestCertificateExpiry: every file that holds a certificate reports its
+// leaf's NotAfter, whether it was read as a cert (PEM or PFX output) or as
+// the certificate's backing secret (objectType secret); other files, and a
+// "certificate" secret that does not parse, report none.
+func TestCertificateExpiry(t *testing.T) {
+	c := newChain(t)
+	pfx, err := pkcs12.LegacyRC2.Encode(c.leafKey, c.leaf, []*x509.Certificate{c.inter, c.root}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemValue := pemCert(c.root) + pemCert(c.leaf) + pemKey(t, c.leafKey) + pemCert(c.inter)
+	files := []config.File{certFile("tls.pem", ""), certFile("tls.pfx", config.FormatPFX),
+		secretFile("backing.pem", ""), secretFile("backing.pfx", config.EncodingBase64),
+		secretFile("password", ""), secretFile("broken", "")}
+	_, notAfter, err := Files(files, map[string]Object{
+		"tls.pem":     {Value: pemValue, ContentType: ContentTypePEM},
+		"tls.pfx":     {Value: base64.StdEncoding.EncodeToString(pfx), ContentType: ContentTypePFX},
+		"backing.pem": {Value: pemValue, ContentType: ContentTypePEM},
+		"backing.pfx": {Value: base64.StdEncoding.EncodeToString(pfx), ContentType: ContentTypePFX},
+		"password":    {Value: "hunter2"},
+		"broken":      {Value: "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", ContentType: ContentTypePEM},
+	}, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]time.Time{}
+	for _, f := range []string{"tls.pem", "tls.pfx", "backing.pem", "backing.pfx"} {
+		want[f] = c.leaf.NotAfter
+	}
+	if len(notAfter) != len(want) {
+		t.Errorf("expiries for %v, want %v", notAfter, want)
+	}
+	for f, w := range want {
+		if got := notAfter[f]; !got.Equal(w) {
+			t.Errorf("%s: NotAfter %v, want the leaf's %v (root %v)", f, got, w, c.root.NotAfter)
+		}
 	}
 }

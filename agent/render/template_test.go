@@ -46,7 +46,7 @@ DB_PASSWORD={{ secret "password" | envQuote }}
 	if err := Check(files); err != nil {
 		t.Fatal(err)
 	}
-	out, err := Files(files, objects, DefaultLimits)
+	out, _, err := Files(files, objects, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestTemplateErrorsNameFileAndLine(t *testing.T) {
 			t.Errorf("%s: Check() = %v, want an error: %v", tc.name, checkErr, tc.checked)
 		}
 		c := newChain(t)
-		out, err := Files(files, map[string]Object{
+		out, _, err := Files(files, map[string]Object{
 			"password": {Value: "SECRET-VALUE-1"},
 			"tls":      {Value: pemCert(c.leaf), ContentType: ContentTypePEM},
 		}, DefaultLimits)
