@@ -168,6 +168,7 @@ func (h *harness) object(kind config.Kind, name, version string) *config.Object 
 
 func (h *harness) config(refresh time.Duration, files ...config.File) *config.Config {
 	return &config.Config{
+		Version: config.Version,
 		Dir:     h.dir,
 		Refresh: config.Duration(refresh),
 		Cloud: config.Cloud{

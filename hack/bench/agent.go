@@ -127,6 +127,7 @@ func secretName(i int) string { return fmt.Sprintf("secret-%03d", i) }
 // env is the agent container's environment as the injector writes it.
 func (e *emulator) env(dir string, n int, refresh time.Duration, metricsAddr string) ([]string, error) {
 	c := config.Config{
+		Version: config.Version,
 		Dir:     dir,
 		Refresh: config.Duration(refresh),
 		Cloud: config.Cloud{
