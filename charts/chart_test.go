@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -302,8 +303,9 @@ func TestMonitoring(t *testing.T) {
 		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == port }) {
 			t.Errorf("%s ServiceMonitor scrapes port %v, not a port of the Service", group, port)
 		}
-		if p := field(pm, "spec", "podMetricsEndpoints").([]any)[0].(map[string]any)["port"]; p != "kvinject-agent" {
-			t.Errorf("%s PodMonitor port %v", group, p)
+		// The PodMonitor scrapes the port the injector declares on a sidecar.
+		if p := field(pm, "spec", "podMetricsEndpoints").([]any)[0].(map[string]any)["port"]; p != sidecarMetricsPort(t) {
+			t.Errorf("%s PodMonitor port %v, the injector names the agent's metrics port %q", group, p, sidecarMetricsPort(t))
 		}
 	}
 	if get(objs, "ConfigMap", "kvinject-system/kvinject-dashboard") == nil {
@@ -521,4 +523,28 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		t.Fatalf("found no kvinject metrics in webhook/ and agent/: %v", names)
 	}
 	return names
+}
+
+// sidecarMetricsPort is the name of the metrics port of the agent the
+// injector adds to a refreshing pod.
+func sidecarMetricsPort(t *testing.T) string {
+	t.Helper()
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	pod.Name, pod.Namespace = "web", "shop"
+	pod.Annotations = map[string]string{"kvinject.io/inject": "true", "kvinject.io/refresh": "5m",
+		"kvinject.io/vault": "shop-kv", "kvinject.io/secret-db": "db",
+		"kvinject.io/client-id": "00000000-0000-0000-0000-000000000001", "kvinject.io/tenant-id": "contoso.onmicrosoft.com"}
+	out, _, err := injector.Inject(pod, nil, injector.Defaults{Image: "kvinject"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range slices.Concat(out.Spec.InitContainers, out.Spec.Containers) {
+		for _, p := range c.Ports {
+			if c.Name == injector.AgentContainer && p.ContainerPort == 9797 {
+				return p.Name
+			}
+		}
+	}
+	t.Fatal("the injected sidecar declares no metrics port")
+	return ""
 }

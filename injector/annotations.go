@@ -2,7 +2,10 @@ package injector
 
 import (
 	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/kvinject/kvinject/agent/config"
 )
 
 // Prefix is the prefix of every kvinject annotation.
@@ -96,7 +99,7 @@ var Annotations = []Annotation{
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
 	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "`\"true\"` for a sidecar",
-		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port 9797, named `kvinject-agent` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
+		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port " + strconv.Itoa(config.MetricsPort) + ", named `" + MetricsPortName + "` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
 		Example: `"false"`},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",
 		Help:    "Where app containers see the files (read-only).",
