@@ -699,27 +699,39 @@ func scrape(t *testing.T, h *harness) string {
 
 // TestSidecarCertificateExpiry: a file holding a certificate, read as a cert
 // or through its backing secret, exports its leaf's NotAfter by file name,
-// follows a renewed certificate, and a plain secret exports none.
+// follows a renewed certificate, and a plain secret exports none. The page
+// names files only: no object, no vault, no value.
 func TestSidecarCertificateExpiry(t *testing.T) {
 	h := newHarness(t)
-	h.secret("password", "pw-Tt4")
-	first := h.cert("tls", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 10 * 24 * time.Hour})
+	h.secret("db-password", "pw-Tt4")
+	first := h.cert("web-cert", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 10 * 24 * time.Hour})
 	c := h.config(200*time.Millisecond,
-		config.File{Name: "tls.pem", Mode: 0o440, Object: h.object(config.KindCert, "tls", "")},
-		secretFile(h, "tls-backing.pem", "tls", ""),
-		secretFile(h, "password", "password", ""))
+		config.File{Name: "tls.pem", Mode: 0o440, Object: h.object(config.KindCert, "web-cert", "")},
+		secretFile(h, "backing.pem", "web-cert", ""),
+		secretFile(h, "password", "db-password", ""))
 	stop := h.start(c)
 	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
-	for _, f := range []string{"tls.pem", "tls-backing.pem"} {
+	for _, f := range []string{"tls.pem", "backing.pem"} {
 		if got := metric(t, h, `kvinject_agent_certificate_expiration_timestamp_seconds{file="`+f+`"}`); got != float64(first.Leaf.NotAfter.Unix()) {
 			t.Errorf("%s: expiry %v, want the leaf's %d", f, got, first.Leaf.NotAfter.Unix())
 		}
 	}
-	if body := scrape(t, h); strings.Contains(body, `file="password"`) {
+	body := scrape(t, h)
+	if strings.Contains(body, `file="password"`) {
 		t.Errorf("a plain secret has an expiry:\n%s", body)
 	}
+	for _, name := range []string{"web-cert", "db-password", strings.TrimPrefix(strings.TrimSuffix(h.vaultURL, "/"), "https://")} {
+		if strings.Contains(body, name) {
+			t.Errorf("the metrics name %q:\n%s", name, body)
+		}
+	}
+	h.mu.Lock()
+	for _, leak := range leaks(h.served, map[string]string{"metrics": body}) {
+		t.Error(leak)
+	}
+	h.mu.Unlock()
 
-	renewed := h.cert("tls", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 20 * 24 * time.Hour})
+	renewed := h.cert("web-cert", fakeazure.CertificateOptions{ContentType: fakeazure.ContentTypePEM, Validity: 20 * 24 * time.Hour})
 	eventually(t, "the renewed certificate's expiry", 30*time.Second, func() bool {
 		return metric(t, h, `kvinject_agent_certificate_expiration_timestamp_seconds{file="tls.pem"}`) == float64(renewed.Leaf.NotAfter.Unix())
 	})

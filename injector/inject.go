@@ -134,8 +134,10 @@ func setWarnings(pod *corev1.Pod, warnings []string) {
 	delete(pod.Annotations, AnnotationWarnings)
 	var b strings.Builder
 	for i, w := range warnings {
-		if b.Len()+len(w)+1 > maxWarningsAnnotation {
-			fmt.Fprintf(&b, "… and %d more: run kvinject inject on the manifest to see them all", len(warnings)-i)
+		// Whole warnings only, leaving room for the line that says how
+		// many were left out.
+		if b.Len()+1+len(w) > maxWarningsAnnotation-100 {
+			fmt.Fprintf(&b, "\n… and %d more: run kvinject inject on the manifest to see them all", len(warnings)-i)
 			break
 		}
 		if i > 0 {
