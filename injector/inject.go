@@ -40,6 +40,9 @@ type Defaults struct {
 	Resources corev1.ResourceRequirements
 	// VolumeSizeLimit bounds the in-memory volume.
 	VolumeSizeLimit resource.Quantity
+	// CAConfigMap names a ConfigMap (in each pod's namespace) of extra CA
+	// certificates for the agent; "" for none.
+	CAConfigMap string
 }
 
 // Names kvinject adds to a pod. They are fixed so that reinvocation and
@@ -49,6 +52,7 @@ const (
 	InitContainer  = "kvinject-init" // classic mode only
 	SecretsVolume  = "kvinject-secrets"
 	TokenVolume    = "kvinject-token"
+	CAVolume       = "kvinject-ca" // only with a CA ConfigMap
 
 	// AgentDir is where the agent mounts the secrets volume (config.Config.Dir).
 	AgentDir = "/var/run/kvinject/secrets"
@@ -59,6 +63,12 @@ const (
 	TokenPath      = "azure-identity-token"
 	TokenAudience  = "api://AzureADTokenExchange"
 	TokenExpirySec = 3600
+	// CADir holds the CA ConfigMap's files, in the agent only. The agent's
+	// SSL_CERT_DIR names it: Go's crypto/x509 then loads every PEM file there
+	// in addition to the image's bundle. It reads the ConfigMap volume's
+	// "<key> -> ..data/<key>" links (they point into a subdirectory) and skips
+	// the "..data" link and the timestamped directory behind it.
+	CADir = "/var/run/kvinject/ca"
 
 	// AgentUID and AgentGID are the agent's user and group (distroless nonroot).
 	AgentUID = 65532
@@ -134,7 +144,7 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 		ps.add("spec.os.name", "kvinject's agent runs on Linux only, the pod asks for %s; remove %s", pod.Spec.OS.Name, AnnotationInject)
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == SecretsVolume || v.Name == TokenVolume {
+		if v.Name == SecretsVolume || v.Name == TokenVolume || v.Name == CAVolume {
 			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
 		}
 	}
@@ -227,6 +237,10 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 					Audience: TokenAudience, ExpirationSeconds: &expiry, Path: TokenPath}}}}}},
 	)
+	if s.caConfigMap != "" {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: s.caConfigMap}}}})
+	}
 
 	setFileGroup(pod)
 	// A projected service-account token is valid only in a pod that names its
@@ -275,7 +289,7 @@ func setFileGroup(pod *corev1.Pod) {
 }
 
 func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Container {
-	return corev1.Container{
+	c := corev1.Container{
 		Name:            name,
 		Image:           d.Image,
 		ImagePullPolicy: d.ImagePullPolicy,
@@ -303,6 +317,11 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
+	if s.caConfigMap != "" {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "SSL_CERT_DIR", Value: CADir})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CAVolume, MountPath: CADir, ReadOnly: true})
+	}
+	return c
 }
 
 func ptrTo[T any](v T) *T { return &v }
