@@ -22,16 +22,17 @@ build:
 # times and the created label come from the commit, not from the clock.
 IMAGE ?= ghcr.io/kvinject/kvinject
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_OUT ?= _out
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 image:
 	for p in $(IMAGE_PLATFORMS); do \
 	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -buildvcs=false \
-	    -ldflags '$(LDFLAGS)' -o _out/bin/$${p/\//-}/kvinject ./cmd/kvinject; \
+	    -ldflags '$(LDFLAGS)' -o $(IMAGE_OUT)/bin/$${p/\//-}/kvinject ./cmd/kvinject; \
 	done
-	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
-	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
+	$(GO) run ./hack/image -out $(IMAGE_OUT) -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
+	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=$(IMAGE_OUT)/bin/$(subst /,-,$(p))/kvinject)
 
 vet:
 	$(GO) vet ./...

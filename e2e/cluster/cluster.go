@@ -65,6 +65,11 @@ type Options struct {
 	// configurations with their client config rewritten to a local server
 	// (see envtest.WebhookInstallOptions.LocalServingHost/Port/CertDir).
 	Webhooks envtest.WebhookInstallOptions
+	// Node adds a real node (needs ControllerManager): kube-scheduler,
+	// containerd, runc, a bridge CNI and a kubelet named NodeName, with the
+	// ServiceAccount admission plugin on. Only inside the namespaces Isolate
+	// makes (see InNode); its binaries come from hack/node.sh.
+	Node bool
 	// StartTimeout bounds the start of each process; default 90s (2 shared
 	// cores can make a cold kube-apiserver slow).
 	StartTimeout time.Duration
@@ -97,7 +102,8 @@ type Cluster struct {
 	// Dir holds this cluster's scratch files (kubeconfig, logs); removed by Stop.
 	Dir string
 
-	kcm *controllerManager
+	kcm  *controllerManager
+	node *node
 }
 
 // Assets returns the directory named by KUBEBUILDER_ASSETS after checking that
@@ -218,6 +224,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	args := api.Configure()
 	args.Set("service-account-issuer", c.Issuer)
 	args.Set("service-account-jwks-uri", c.Issuer+"openid/v1/jwks")
+	if opts.Node {
+		if !opts.ControllerManager {
+			return nil, errors.New("a node needs the controller manager (Options.ControllerManager)")
+		}
+		if err := nodeAPIServerArgs(api, dir); err != nil {
+			return nil, err
+		}
+	}
 
 	// Keep kube-apiserver's output for the error below; with
 	// KUBEBUILDER_ATTACH_CONTROL_PLANE_OUTPUT=true envtest sends it to the terminal.
@@ -256,7 +270,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	if opts.ControllerManager {
-		if c.kcm, err = startControllerManager(ctx, c, assets, opts.StartTimeout); err != nil {
+		if c.kcm, err = startControllerManager(ctx, c, assets, opts.Node, opts.StartTimeout); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Node {
+		if c.node, err = startNode(ctx, c, opts.StartTimeout); err != nil {
 			return nil, err
 		}
 	}
@@ -267,6 +286,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 // to call on a partly started cluster and more than once.
 func (c *Cluster) Stop() error {
 	var errs []error
+	if c.node != nil {
+		errs = append(errs, c.node.stop(context.Background()))
+		c.node = nil
+	}
 	if c.kcm != nil {
 		errs = append(errs, c.kcm.stop())
 		c.kcm = nil
@@ -291,6 +314,27 @@ func (c *Cluster) ControllerManagerLog() string {
 		return ""
 	}
 	return c.kcm.output()
+}
+
+// HasNode reports whether the cluster has a node (Options.Node).
+func (c *Cluster) HasNode() bool { return c.node != nil }
+
+// ImportImage imports a docker archive (BuildImage, hack/image) into the
+// node's containerd.
+func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
+	if c.node == nil {
+		return errors.New("the cluster has no node")
+	}
+	return c.node.ImportImage(ctx, tarball)
+}
+
+// NodeLog returns the end of a node daemon's log ("kubelet", "containerd",
+// "kube-scheduler"), for failure messages.
+func (c *Cluster) NodeLog(daemon string) string {
+	if c.node == nil {
+		return ""
+	}
+	return tail(filepath.Join(c.node.dir, daemon+".log"))
 }
 
 // CreateNamespace creates a namespace with a generated name starting with
