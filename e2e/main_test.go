@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kvinject/kvinject/e2e/cluster"
 )
@@ -22,6 +23,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// With a node (root, KVINJECT_NODE_ASSETS), everything runs inside
+	// namespaces of the run's own: see cluster.Isolate.
+	if code, done := cluster.Isolate(); done {
+		os.Exit(code)
+	}
 	os.Exit(run(m))
 }
 
@@ -31,7 +37,7 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, CertManagerCRDs: true})
+	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, CertManagerCRDs: true, Node: cluster.InNode()})
 	cancel()
 	if err != nil {
 		sharedErr = fmt.Errorf("start control plane: %w", err)
@@ -66,6 +72,15 @@ func testNamespace(t *testing.T, c *cluster.Cluster, labels map[string]string) s
 	ns, err := c.CreateNamespace(t.Context(), "e2e", labels)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The ServiceAccount admission plugin (on with a node) admits no pod
+	// before the namespace's default ServiceAccount exists.
+	err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := c.Kube.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s has no default ServiceAccount: %v", ns.Name, err)
 	}
 	t.Cleanup(func() {
 		// Namespace deletion is asynchronous; the cluster dies with the package anyway.

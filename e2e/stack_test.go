@@ -104,7 +104,12 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 	}
 	s := &stack{c: c, caFile: filepath.Join(dir, "azure-ca.pem")}
 	// The emulator lives as long as the test binary.
-	s.srv, err = fakeazure.Start(context.Background(), fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: s.caFile})
+	opts := fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: s.caFile}
+	if c.HasNode() {
+		// Pods reach the test process on their bridge's address.
+		opts.Host = net.ParseIP(cluster.BridgeIP)
+	}
+	s.srv, err = fakeazure.Start(context.Background(), opts)
 	if err != nil {
 		return nil, fmt.Errorf("start Azure emulator: %w", err)
 	}

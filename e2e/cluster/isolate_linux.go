@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -20,7 +21,8 @@ import (
 // Isolate gives a test binary (or the demo) that shape, in three roles named
 // by roleEnv:
 //
-//  1. outer (unset): on the host. Cleans what killed earlier runs left that
+//  1. outer (unset): on the host. Downloads the modules the tests read at
+//     run time (cert-manager's CRDs), cleans what killed earlier runs left that
 //     namespaces do not take away (cgroups, kernel sysctls the kubelet changed,
 //     scratch dirs), then runs this same binary as the init of new namespaces
 //     (util-linux unshare), waits, and cleans the same things for this run.
@@ -79,6 +81,10 @@ func Isolate() (code int, done bool) {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "isolate: %v\n", err)
 		return 1, true
+	}
+	// Downloads first: nothing inside reaches the module proxy.
+	if _, err := CertManagerCRDDir(context.Background()); err != nil {
+		fmt.Fprintf(os.Stderr, "isolate: %v\n", err)
 	}
 	cleanLeftovers()
 	run := strconv.Itoa(os.Getpid())
