@@ -24,7 +24,9 @@ var (
 
 func TestMain(m *testing.M) {
 	// With a node (root, KVINJECT_NODE_ASSETS), everything runs inside
-	// namespaces of the run's own: see cluster.Isolate.
+	// namespaces of the run's own: see cluster.Isolate. The tests of the API
+	// side share one cluster without a node; those on the node (node_test.go)
+	// share another, with its own emulator and webhook.
 	if code, done := cluster.Isolate(); done {
 		os.Exit(code)
 	}
@@ -37,7 +39,7 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, CertManagerCRDs: true, Node: cluster.InNode()})
+	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, CertManagerCRDs: true})
 	cancel()
 	if err != nil {
 		sharedErr = fmt.Errorf("start control plane: %w", err)
@@ -45,7 +47,8 @@ func run(m *testing.M) int {
 	}
 	shared = c
 	defer func() {
-		stopStack()
+		stopNode()
+		stopStack(sharedStack)
 		if err := c.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stop control plane: %v\n", err)
 		}

@@ -41,31 +41,50 @@ const (
 )
 
 var (
-	nodeImagesOnce sync.Once
-	nodeImagesErr  error
+	nodeOnce    sync.Once
+	nodeCluster *cluster.Cluster
+	nodeStack   *stack
+	nodeErr     error
 )
 
-// testNode returns the stack with the node's images imported, or skips the
-// test when there is no node (fails it with KVINJECT_REQUIRE_E2E=1).
+// testNode returns the stack on the node's cluster, starting it (and
+// importing the images) on first use, or skips the test when no node can run
+// here (fails it with KVINJECT_REQUIRE_E2E=1).
 func testNode(t *testing.T) *stack {
 	t.Helper()
-	s := testStack(t)
-	if !s.c.HasNode() {
+	if !cluster.InNode() {
 		_, err := cluster.NodeAssets()
 		if cluster.Required() {
 			t.Fatalf("e2e required (%s=1) but there is no node: run as root with %s=$(hack/node.sh) (%v)", cluster.RequireEnv, cluster.NodeAssetsEnv, err)
 		}
 		t.Skipf("no node: run as root with %s=$(hack/node.sh) (%v)", cluster.NodeAssetsEnv, err)
 	}
-	nodeImagesOnce.Do(func() {
+	testCluster(t) // the control plane's binaries are there
+	nodeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nodeImagesErr = importNodeImages(ctx, s.c)
+		if nodeCluster, nodeErr = cluster.Start(ctx, cluster.Options{ControllerManager: true, Node: true}); nodeErr != nil {
+			return
+		}
+		if nodeErr = importNodeImages(ctx, nodeCluster); nodeErr != nil {
+			return
+		}
+		nodeStack, nodeErr = newStack(ctx, nodeCluster)
 	})
-	if nodeImagesErr != nil {
-		t.Fatalf("images for the node: %v", nodeImagesErr)
+	if nodeErr != nil {
+		t.Fatalf("start the node's cluster: %v", nodeErr)
 	}
-	return s
+	return nodeStack
+}
+
+// stopNode stops the node's stack and cluster, if they started.
+func stopNode() {
+	stopStack(nodeStack)
+	if nodeCluster != nil {
+		if err := nodeCluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop the node's cluster: %v\n", err)
+		}
+	}
 }
 
 // importNodeImages builds the agent image with `make image` (this platform

@@ -440,12 +440,12 @@ func runKubectl(ctx context.Context, stdin []byte, args ...string) (stdout, stde
 // stopStack stops the webhook, if it was started, before the control plane
 // goes: its ServiceAccount watch would otherwise hold kube-apiserver's
 // shutdown until envtest's stop timeout.
-func stopStack() {
-	if sharedStack == nil {
+func stopStack(s *stack) {
+	if s == nil {
 		return
 	}
-	if err := sharedStack.hook.stop(); err != nil {
+	if err := s.hook.stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop webhook: %v\n", err)
 	}
-	sharedStack.srv.Close()
+	s.srv.Close()
 }

@@ -224,6 +224,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	args := api.Configure()
 	args.Set("service-account-issuer", c.Issuer)
 	args.Set("service-account-jwks-uri", c.Issuer+"openid/v1/jwks")
+	if InNode() {
+		// With no default route (the run's namespaces have none)
+		// kube-apiserver needs an address to advertise: the pod bridge's.
+		// Nothing reconciles the kubernetes Service's endpoints to it (it
+		// serves on 127.0.0.1 only).
+		args.Set("advertise-address", BridgeIP)
+		args.Set("endpoint-reconciler-type", "none")
+	}
 	if opts.Node {
 		if !opts.ControllerManager {
 			return nil, errors.New("a node needs the controller manager (Options.ControllerManager)")

@@ -98,11 +98,6 @@ func nodeAPIServerArgs(api *envtest.APIServer, dir string) error {
 		return err
 	}
 	args := api.Configure()
-	// With no default route (the run's namespace has none) kube-apiserver
-	// needs an address to advertise: the pod bridge's. Nothing reconciles
-	// the kubernetes Service's endpoints to it (it serves on 127.0.0.1).
-	args.Set("advertise-address", BridgeIP)
-	args.Set("endpoint-reconciler-type", "none")
 	args.Set("disable-admission-plugins", "")
 	args.Set("kubelet-preferred-address-types", "InternalIP")
 	args.Set("kubelet-certificate-authority", ca.caFile)
