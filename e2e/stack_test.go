@@ -26,7 +26,6 @@ import (
 
 	"github.com/kvinject/kvinject/e2e/cluster"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
-	"github.com/kvinject/kvinject/e2e/podrunner"
 	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/webhook"
 )
@@ -66,13 +65,9 @@ type stack struct {
 	c        *cluster.Cluster
 	srv      *fakeazure.Server
 	vaultURL string
-	caFile   string // the emulator's CA, the agents' SSL_CERT_FILE
+	caFile   string // the emulator's CA, the agents' extra CA (kvinject.io/ca-configmap)
 	defaults injector.Defaults
 	hook     *localWebhook
-
-	binOnce sync.Once
-	bin     string
-	binErr  error
 }
 
 var (
@@ -225,25 +220,6 @@ func (s *stack) waitInjecting(ctx context.Context) error {
 		return fmt.Errorf("webhook not called for an annotated pod: %w (last: %v)", err, last)
 	}
 	return nil
-}
-
-// binary builds the kvinject binary once, for podrunner.
-func (s *stack) binary(t *testing.T) string {
-	t.Helper()
-	s.binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kvinject-e2e-bin-")
-		if err != nil {
-			s.binErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		s.bin, s.binErr = podrunner.Build(ctx, dir)
-	})
-	if s.binErr != nil {
-		t.Fatalf("build kvinject: %v", s.binErr)
-	}
-	return s.bin
 }
 
 // localWebhook is the kvinject webhook served in-process on loopback; it
