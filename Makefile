@@ -39,23 +39,29 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Packages whose tests need the control plane: they run in e2e, not unit.
-E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
+E2E_PKGS := ./e2e ./e2e/cluster ./hack/demo
 
 # Unit tests: everything but E2E_PKGS. The manifests tests render with the
 # kubectl that hack/controlplane.sh builds, so the machine needs none.
 unit:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
+	PATH=$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/cluster$$' -e '/hack/demo$$')
 
 # kube-apiserver, kube-controller-manager and etcd for K8S_VERSION, built from the
-# Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds).
+# Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds), and
+# the node: kubelet and kube-scheduler the same way, containerd, runc and the
+# CNI plugins from Debian when missing (hack/node.sh).
 controlplane:
 	hack/controlplane.sh $(K8S_VERSION) >/dev/null
+	hack/node.sh $(K8S_VERSION) >/dev/null
 
-# End-to-end tests on that control plane; they fail (not skip) without it.
+# End-to-end tests on that control plane and a real node (as root: the node
+# runs in namespaces the run creates, see e2e/cluster); they fail (not skip)
+# without them. One package at a time: each starts its own clusters.
 e2e:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); node=$$(hack/node.sh $(K8S_VERSION)); \
+	PATH=$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node KVINJECT_REQUIRE_E2E=1 \
+	  $(GO) test -count=1 -p 1 -timeout=20m $(E2E_PKGS)
 
 # The whole product live on loopback (hack/demo): control plane (built on the
 # first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control

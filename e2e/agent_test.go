@@ -204,4 +204,3 @@ func checkLines(t *testing.T, msg string, want []string) {
 		t.Errorf("termination message:\n%s\nwant the lines:\n%s", msg, w.String())
 	}
 }
-

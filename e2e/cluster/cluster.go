@@ -70,6 +70,9 @@ type Options struct {
 	// ServiceAccount admission plugin on. Only inside the namespaces Isolate
 	// makes (see InNode); its binaries come from hack/node.sh.
 	Node bool
+	// NodeUntainted registers the node without NodeTaint, so every pod may
+	// run there (the demo); tests leave it tainted.
+	NodeUntainted bool
 	// StartTimeout bounds the start of each process; default 90s (2 shared
 	// cores can make a cold kube-apiserver slow).
 	StartTimeout time.Duration
@@ -283,7 +286,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}
 	if opts.Node {
-		if c.node, err = startNode(ctx, c, opts.StartTimeout); err != nil {
+		if c.node, err = startNode(ctx, c, !opts.NodeUntainted, opts.StartTimeout); err != nil {
 			return nil, err
 		}
 	}

@@ -39,6 +39,9 @@ const (
 	runEnv = "KVINJECT_NODE_RUN"
 	// runPrefix starts the name of each run's scratch dir and cgroup root.
 	runPrefix = "kvinject-node-"
+	// nsenterFile, in the run's directory, holds the PID that
+	// `nsenter --target` needs to enter the run's namespaces.
+	nsenterFile = "nsenter-pid"
 	// Bridge is the pods' bridge inside the run's network namespace and
 	// BridgeIP its address: the one pods reach the test process on (the
 	// emulator listens there). 198.18.0.0/15 is the benchmarking range
@@ -53,11 +56,25 @@ const (
 // the mount namespace (the empty directory itself is left on the host).
 var hardcoded = []string{"/var/lib/kubelet", "/run/containerd", "/var/lib/cni"}
 
+// Outside reports whether this process runs on the machine, not (as init or
+// test) inside namespaces Isolate made: the place for downloads and builds.
+func Outside() bool { return os.Getenv(roleEnv) == "" }
+
 // InNode reports whether this process is the test inside a node's namespaces.
 func InNode() bool { return os.Getenv(roleEnv) == "test" }
 
 // NodeRunDir is this run's scratch directory (containerd, kubelet, logs).
 func NodeRunDir() string { return filepath.Join(os.TempDir(), runPrefix+os.Getenv(runEnv)) }
+
+// EnterCommand is the command line that runs a command (kubectl, say)
+// inside this run's network and mount namespaces from a shell on the machine.
+func EnterCommand() string {
+	b, err := os.ReadFile(filepath.Join(NodeRunDir(), nsenterFile))
+	if err != nil {
+		return ""
+	}
+	return "nsenter --target " + strings.TrimSpace(string(b)) + " --net --mount --"
+}
 
 // nodeCgroupRoot is the kubelet's cgroupRoot for this run.
 func nodeCgroupRoot() string { return "/" + runPrefix + os.Getenv(runEnv) }
@@ -92,9 +109,30 @@ func Isolate() (code int, done bool) {
 		"--mount-proc", "--propagation", "private", "--", self}, os.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), roleEnv+"=init", runEnv+"="+run)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// Ctrl-C reaches the whole foreground group; the child handles it.
-	signal.Ignore(syscall.SIGINT)
-	err = cmd.Run()
+	// unshare does not pass signals on: hand SIGINT and SIGTERM to the
+	// namespaces' init (unshare's child), which hands them to the test.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "isolate: run in new namespaces (unshare from util-linux): %v\n", err)
+		return 1, true
+	}
+	// How to reach the run's namespaces from the machine (nsenter --target):
+	// unshare itself is in the new network and mount namespaces.
+	_ = os.MkdirAll(filepath.Join(os.TempDir(), runPrefix+run), 0o755)
+	_ = os.WriteFile(filepath.Join(os.TempDir(), runPrefix+run, nsenterFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	go func() {
+		for sig := range sigs {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, sig.(syscall.Signal))
+				}
+			}
+		}
+	}()
+	err = cmd.Wait()
 	cleanRun(run)
 	var exit *exec.ExitError
 	switch {

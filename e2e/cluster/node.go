@@ -1,3 +1,5 @@
+//go:build linux
+
 package cluster
 
 import (
@@ -108,7 +110,7 @@ func nodeAPIServerArgs(api *envtest.APIServer, dir string) error {
 
 // startNode starts kube-scheduler, containerd and the kubelet and waits for
 // the node to be Ready.
-func startNode(ctx context.Context, c *Cluster, timeout time.Duration) (_ *node, err error) {
+func startNode(ctx context.Context, c *Cluster, taint bool, timeout time.Duration) (_ *node, err error) {
 	assets, err := NodeAssets()
 	if err != nil {
 		return nil, err
@@ -172,7 +174,7 @@ func startNode(ctx context.Context, c *Cluster, timeout time.Duration) (_ *node,
 	if err != nil {
 		return nil, err
 	}
-	if err := n.writeKubeletConfig(); err != nil {
+	if err := n.writeKubeletConfig(taint); err != nil {
 		return nil, err
 	}
 	if err := makeCgroupRoot(nodeCgroupRoot()); err != nil {
@@ -282,7 +284,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	return nil
 }
 
-func (n *node) writeKubeletConfig() error {
+func (n *node) writeKubeletConfig(taint bool) error {
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -316,9 +318,11 @@ evictionHard: {memory.available: 100Mi, nodefs.available: "1%%", imagefs.availab
 syncFrequency: 5s
 fileCheckFrequency: 1h
 staticPodPath: ""
-registerWithTaints: [{key: %s, value: "true", effect: NoSchedule}]
 `, port, filepath.Join(pki, "kubelet.crt"), filepath.Join(pki, "kubelet.key"), filepath.Join(pki, "ca.crt"),
-		n.socket, nodeCgroupRoot(), filepath.Join(n.dir, "resolv.conf"), filepath.Join(n.dir, "pod-logs"), NodeTaint)
+		n.socket, nodeCgroupRoot(), filepath.Join(n.dir, "resolv.conf"), filepath.Join(n.dir, "pod-logs"))
+	if taint {
+		cfg += fmt.Sprintf("registerWithTaints: [{key: %s, value: \"true\", effect: NoSchedule}]\n", NodeTaint)
+	}
 	if err := os.WriteFile(filepath.Join(n.dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
 		return err
 	}
