@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -95,26 +93,15 @@ func importNodeImages(ctx context.Context, c *cluster.Cluster) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	repo, version, _ := strings.Cut(agentImage, ":")
-	goarch, err := exec.CommandContext(ctx, "go", "env", "GOARCH").Output()
+	agent, err := cluster.BuildAgentImage(ctx, "..", dir, agentImage)
 	if err != nil {
 		return err
-	}
-	make := exec.CommandContext(ctx, "make", "-C", "..", "image", "IMAGE="+repo, "VERSION="+version,
-		"IMAGE_PLATFORMS=linux/"+strings.TrimSpace(string(goarch)), "IMAGE_OUT="+dir)
-	make.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly")
-	if out, err := make.CombinedOutput(); err != nil {
-		return fmt.Errorf("make image: %w\n%s", err, out)
-	}
-	tars, _ := filepath.Glob(filepath.Join(dir, "kvinject-linux-*.tar"))
-	if len(tars) != 1 {
-		return fmt.Errorf("make image wrote %v, want one docker archive", tars)
 	}
 	app, err := cluster.BuildImage(ctx, dir, testAppImage, "github.com/kvinject/kvinject/e2e/testapp", appUID)
 	if err != nil {
 		return err
 	}
-	for _, tar := range []string{tars[0], app} {
+	for _, tar := range []string{agent, app} {
 		if err := c.ImportImage(ctx, tar); err != nil {
 			return err
 		}

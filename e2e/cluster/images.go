@@ -83,3 +83,21 @@ func goarch() string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// BuildAgentImage builds kvinject's image with `make image` in the
+// repository at root, for this machine's platform only, tagged ref
+// (repository:version), and returns the docker archive's path in dir.
+func BuildAgentImage(ctx context.Context, root, dir, ref string) (string, error) {
+	repo, version, ok := strings.Cut(ref, ":")
+	if !ok {
+		return "", fmt.Errorf("image reference %q has no tag", ref)
+	}
+	arch := goarch()
+	cmd := exec.CommandContext(ctx, "make", "-C", root, "image", "IMAGE="+repo, "VERSION="+version,
+		"IMAGE_PLATFORMS=linux/"+arch, "IMAGE_OUT="+dir)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("make image: %w\n%s", err, out)
+	}
+	return filepath.Join(dir, "kvinject-linux-"+arch+".tar"), nil
+}

@@ -77,13 +77,11 @@ func prepare(ctx context.Context, o options, out *printer, tmp string) error {
 
 	images := filepath.Join(tmp, "images")
 	out.note("building the agent image (make image IMAGE_PLATFORMS=linux/%s VERSION=demo) and the app image (e2e/testapp)", runtime.GOARCH)
-	repo, version, _ := strings.Cut(agentImage, ":")
-	make := exec.CommandContext(ctx, "make", "image", "IMAGE="+repo, "VERSION="+version,
-		"IMAGE_PLATFORMS=linux/"+runtime.GOARCH, "IMAGE_OUT="+images)
-	if b, err := make.CombinedOutput(); err != nil {
-		return fmt.Errorf("make image: %w\n%s", err, b)
+	agent, err := cluster.BuildAgentImage(ctx, ".", images, agentImage)
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(filepath.Join(images, "kvinject-linux-"+runtime.GOARCH+".tar"), filepath.Join(images, agentTar)); err != nil {
+	if err := os.Rename(agent, filepath.Join(images, agentTar)); err != nil {
 		return err
 	}
 	if _, err := cluster.BuildImage(ctx, images, appImage, testAppPkg, testAppUser); err != nil {
