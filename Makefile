@@ -63,9 +63,10 @@ e2e:
 	PATH=$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node KVINJECT_REQUIRE_E2E=1 \
 	  $(GO) test -count=1 -p 1 -timeout=20m $(E2E_PKGS)
 
-# The whole product live on loopback (hack/demo): control plane (built on the
-# first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control
-# plane running with a kubeconfig until Ctrl-C.
+# The whole product live on a real node (hack/demo, as root), in namespaces of
+# its own: control plane and node (built on the first run), webhook, Key Vault
+# emulator, the example's pods. KEEP=1 leaves it running until Ctrl-C and
+# prints KUBECONFIG and how to reach it.
 demo: build
 	$(GO) run ./hack/demo --kvinject $(BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
 
@@ -74,7 +75,9 @@ test: vet unit e2e
 # Benchmarks (docs/performance.md), bounded to a few minutes: Go benchmarks of
 # the review path, the real webhook under load on loopback beside a bare HTTPS
 # floor server, agent init against the round-trip floor, the idle sidecar,
-# the binary size. Results in _out/bench/results.{md,json}.
+# the binary size; on a real node (as root, in namespaces of the run's own):
+# pod create → app Running plain and injected, the agents' working set.
+# Results in _out/bench/results.{md,json}.
 bench:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	KUBEBUILDER_ASSETS=$$assets $(GO) run ./hack/bench -out _out/bench
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); node=$$(hack/node.sh $(K8S_VERSION)); \
+	KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node $(GO) run ./hack/bench -out _out/bench

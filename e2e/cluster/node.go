@@ -8,13 +8,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -594,3 +597,48 @@ func (p *process) stop() error {
 }
 
 func (p *process) output() string { return tail(p.logPath) }
+
+// KubeletGet fetches a path from the kubelet's HTTPS API directly, as
+// metrics-server does (/metrics/resource, /stats/summary): kube-apiserver
+// does not proxy to a node whose address is loopback. It authenticates with
+// the API server's kubelet client certificate and verifies the kubelet's.
+func (c *Cluster) KubeletGet(ctx context.Context, path string) ([]byte, error) {
+	if c.node == nil {
+		return nil, errors.New("the cluster has no node")
+	}
+	no, err := c.Kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	pki := filepath.Join(c.node.dir, "kubelet-pki")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pki, "apiserver-kubelet-client.crt"), filepath.Join(pki, "apiserver-kubelet-client.key"))
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(pki, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	url := fmt.Sprintf("https://%s/%s", net.JoinHostPort(NodeName, strconv.Itoa(int(no.Status.DaemonEndpoints.KubeletEndpoint.Port))), strings.TrimPrefix(path, "/"))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("kubelet %s: %s: %s", path, resp.Status, b)
+	}
+	return b, nil
+}

@@ -104,8 +104,23 @@ func (r *results) markdown() string {
 			fmt.Sprintf("%.1f [%.1f–%.1f]; anon %.1f, file %.1f; Go live heap %.0f MiB; peak %.1f", median(id.RSSMiB), lo, hi, id.AnonMiB, id.FileMiB, id.GoHeapMiB, id.PeakMiB), "–", "–")
 		row(fmt.Sprintf("idle sidecar CPU over %.0f s, ms", id.Seconds), "–", fmt.Sprintf("%.0f (%.3f %% of a core)", id.CPUMs, 100*id.CPUMs/1000/id.Seconds), "–", "–")
 	}
+	if n := r.Node; n != nil {
+		span := func(xs []float64) string {
+			lo, hi := minMax(xs)
+			return fmt.Sprintf("%.0f [%.0f–%.0f]", median(xs), lo, hi)
+		}
+		row(fmt.Sprintf("real node (kubelet %s): pod create → app Running, plain pod, ms (%d runs)", n.K8sVersion, len(n.PlainStartMs)), "–", span(n.PlainStartMs), "–", "–")
+		row(fmt.Sprintf("real node: pod create → app Running, injected init-mode pod, ms (%d runs)", len(n.InjectedStartMs)), "–", span(n.InjectedStartMs),
+			fmt.Sprintf("%.0f plain + %.0f the agent's fetch", median(n.PlainStartMs), median(n.AgentFetchMs)), ratio(median(n.InjectedStartMs), median(n.PlainStartMs)+median(n.AgentFetchMs)))
+		row(fmt.Sprintf("real node: agent container working set (kubelet /metrics/resource, as kubectl top), %d sidecar pods, MiB", len(n.SidecarWorkingSetMiB)), "–", span1(n.SidecarWorkingSetMiB), "–", "–")
+	}
 	row("binary size (`-trimpath -ldflags='-s -w'`), MiB", "–", fmt.Sprintf("%.1f", float64(r.BinaryBytes)/(1<<20)), "–", "–")
 	return b.String()
+}
+
+func span1(xs []float64) string {
+	lo, hi := minMax(xs)
+	return fmt.Sprintf("%.1f [%.1f–%.1f]", median(xs), lo, hi)
 }
 
 func ratio(a, b float64) string {
