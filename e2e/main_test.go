@@ -1,5 +1,7 @@
 // Package e2e holds the end-to-end tests: a real kube-apiserver, etcd and
-// kube-controller-manager on loopback (see e2e/cluster). Run with `make e2e`.
+// kube-controller-manager for the API side, and a second cluster with a real
+// node (kubelet, containerd, runc) for the pods (see e2e/cluster). Run with
+// `make e2e` (as root).
 package e2e
 
 import (

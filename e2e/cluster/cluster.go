@@ -1,7 +1,10 @@
-// Package cluster runs a real Kubernetes control plane on loopback for the
-// end-to-end tests: etcd and kube-apiserver through controller-runtime's envtest,
-// optionally kube-controller-manager, with the service-account issuer set up so
-// that a token consumer (the Azure emulator) can verify pod tokens against it.
+// Package cluster runs a real Kubernetes cluster on this machine for the
+// end-to-end tests, the demo and the benchmarks: etcd and kube-apiserver
+// through controller-runtime's envtest, optionally kube-controller-manager,
+// and optionally a real node (Options.Node: kube-scheduler, containerd, runc,
+// a bridge CNI, a kubelet; see node.go and Isolate), with the service-account
+// issuer set up so that a token consumer (the Azure emulator) can verify pod
+// tokens against it.
 //
 // The binaries come from hack/controlplane.sh:
 //
@@ -15,7 +18,8 @@
 //	fakeazure.Start(ctx, fakeazure.Options{IssuerClient: c.IssuerHTTPClient})
 //	srv.AddFederatedCredential(clientID, c.Issuer, "system:serviceaccount:<ns>:<sa>")
 //
-// There are no nodes and no kubelet: pods are admitted and stay Pending.
+// Without Options.Node there is no node: pods are admitted and stay Pending.
+// With it, pods that tolerate NodeTaint run on the kubelet.
 package cluster
 
 import (
@@ -56,7 +60,7 @@ const (
 type Options struct {
 	// ControllerManager starts kube-controller-manager, so Deployments get
 	// ReplicaSets and Pods, namespaces get a default ServiceAccount and the
-	// kube-root-ca.crt ConfigMap. There are no nodes: pods stay Pending.
+	// kube-root-ca.crt ConfigMap. Without Node, pods stay Pending.
 	ControllerManager bool
 	// CertManagerCRDs installs the CRDs of the pinned cert-manager release
 	// (CertManagerVersion), so manifests with Certificates and Issuers apply.
