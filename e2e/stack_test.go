@@ -68,6 +68,7 @@ type stack struct {
 	caFile   string // the emulator's CA, the agents' extra CA (kvinject.io/ca-configmap)
 	defaults injector.Defaults
 	hook     *localWebhook
+	dir      string // the emulator's CA, the webhook's certificate; removed by stopStack
 }
 
 var (
@@ -97,7 +98,7 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stack{c: c, caFile: filepath.Join(dir, "azure-ca.pem")}
+	s := &stack{c: c, dir: dir, caFile: filepath.Join(dir, "azure-ca.pem")}
 	// The emulator lives as long as the test binary.
 	opts := fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: s.caFile}
 	if c.HasNode() {
@@ -424,4 +425,5 @@ func stopStack(s *stack) {
 		fmt.Fprintf(os.Stderr, "stop webhook: %v\n", err)
 	}
 	s.srv.Close()
+	os.RemoveAll(s.dir)
 }
