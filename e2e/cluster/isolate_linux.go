@@ -109,6 +109,9 @@ func Isolate() (code int, done bool) {
 		"--mount-proc", "--propagation", "private", "--", self}, os.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), roleEnv+"=init", runEnv+"="+run)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// If this process dies, unshare dies, and with --kill-child the
+	// namespaces' init and so everything in them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// unshare does not pass signals on: hand SIGINT and SIGTERM to the
 	// namespaces' init (unshare's child), which hands them to the test.
 	sigs := make(chan os.Signal, 1)
