@@ -9,8 +9,8 @@
 #    throw-away module hack/controlplane.sh generates for the same release (so
 #    they share its module download and build cache) under its lock, into
 #    ~/.cache/kvinject/node/v<version>.
-# 2. containerd, runc and the CNI plugins (bridge, host-local, loopback) come
-#    from Debian: `apt-get install` when one is missing (root only; the e2e
+# 2. containerd, runc, the CNI plugins (bridge, host-local, loopback), ip and
+#    unshare come from Debian: `apt-get install` when one is missing (root only; the e2e
 #    harness needs root anyway). Debian bookworm ships containerd 1.6, which the
 #    kubelet drives through CRI v1 (see ../../shared notes: it pairs).
 # Idempotent: a complete build leaves a stamp file; later runs only check it.
@@ -30,8 +30,9 @@ STAMP="$OUT/.stamp"
 BINARIES=(kubelet kube-scheduler)
 GO="${GO:-go}"
 # Debian package => a file it installs that the node needs.
+# (ip and unshare set up the run's namespaces: e2e/cluster.Isolate.)
 PACKAGES=(containerd:/usr/bin/containerd runc:/usr/sbin/runc
-	containernetworking-plugins:/usr/lib/cni/bridge)
+	containernetworking-plugins:/usr/lib/cni/bridge iproute2:/usr/sbin/ip util-linux:/usr/bin/unshare)
 
 log() { echo "node: $*" >&2; }
 
