@@ -34,6 +34,14 @@ func TestNodeRunsARestrictedPod(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{ControllerManager: true, Node: true})
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
+	// The kubelet is of the control plane's release (K8S_VERSION).
+	no, err := c.Kube.CoreV1().Nodes().Get(ctx, cluster.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := no.Status.NodeInfo.KubeletVersion; v != "v"+c.Version.String() {
+		t.Errorf("kubelet %s, control plane v%s", v, c.Version)
+	}
 	img, err := cluster.BuildImage(ctx, t.TempDir(), "kvinject.local/testapp:1", "github.com/kvinject/kvinject/e2e/testapp", 1000)
 	if err != nil {
 		t.Fatal(err)
