@@ -26,6 +26,7 @@ build:
 # times and the created label come from the commit, not from the clock.
 IMAGE ?= ghcr.io/kvinject/kvinject
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_OUT ?= _out
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
@@ -33,11 +34,11 @@ image:
 	for p in $(IMAGE_PLATFORMS); do \
 	  for c in kvinject kvinject-agent; do \
 	    CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -buildvcs=false \
-	      -ldflags '$(LDFLAGS)' -o _out/bin/$${p/\//-}/$$c ./cmd/$$c; \
+	      -ldflags '$(LDFLAGS)' -o $(IMAGE_OUT)/bin/$${p/\//-}/$$c ./cmd/$$c; \
 	  done; \
 	done
-	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
-	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject -agent $(p)=_out/bin/$(subst /,-,$(p))/kvinject-agent)
+	$(GO) run ./hack/image -out $(IMAGE_OUT) -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
+	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=$(IMAGE_OUT)/bin/$(subst /,-,$(p))/kvinject -agent $(p)=$(IMAGE_OUT)/bin/$(subst /,-,$(p))/kvinject-agent)
 
 # A release: `make release VERSION=v0.1.0`. Builds the image stamped with
 # VERSION (make image), then hack/release writes into _out/release the SBOM
@@ -61,7 +62,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Packages whose tests need the control plane: they run in e2e, not unit.
-E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo ./charts/e2e
+E2E_PKGS := ./e2e ./e2e/cluster ./hack/demo ./charts/e2e
 
 # Unit tests: everything but E2E_PKGS. The manifests tests render with the
 # kubectl that hack/controlplane.sh builds, the chart tests (charts/) with
@@ -69,27 +70,34 @@ E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo ./charts/e2e
 # pinned tool modules (hack/tools/*), so the machine needs none of them.
 unit:
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
-	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$' -e '/charts/e2e$$')
+	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/cluster$$' -e '/hack/demo$$' -e '/charts/e2e$$')
 
 # Helm's chart tools and promtool (fresh: minutes; cached: seconds).
 tools:
 	hack/tools.sh >/dev/null
 
 # kube-apiserver, kube-controller-manager and etcd for K8S_VERSION, built from the
-# Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds).
+# Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds), and
+# the node: kubelet and kube-scheduler the same way, containerd, runc and the
+# CNI plugins from Debian when missing (hack/node.sh).
 controlplane:
 	hack/controlplane.sh $(K8S_VERSION) >/dev/null
+	hack/node.sh $(K8S_VERSION) >/dev/null
 
-# End-to-end tests on that control plane; they fail (not skip) without it.
+# End-to-end tests on that control plane and a real node (as root: the node
+# runs in namespaces the run creates, see e2e/cluster); they fail (not skip)
+# without them. One package at a time: each starts its own clusters.
 e2e:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
-	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); node=$$(hack/node.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node KVINJECT_REQUIRE_E2E=1 \
+	  $(GO) test -count=1 -p 1 -timeout=25m $(E2E_PKGS)
 
-# The whole product live on loopback (hack/demo): control plane (built on the
-# first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control
-# plane running with a kubeconfig until Ctrl-C.
+# The whole product live on a real node (hack/demo, as root), in namespaces of
+# its own: control plane and node (built on the first run), webhook, Key Vault
+# emulator, the example's pods. KEEP=1 leaves it running until Ctrl-C and
+# prints KUBECONFIG and how to reach it.
 demo: build
-	$(GO) run ./hack/demo --kvinject $(BIN) --kvinject-agent $(AGENT_BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
+	$(GO) run ./hack/demo --kvinject $(BIN) --k8s-version $(K8S_VERSION) $(if $(KEEP),--keep)
 
 test: vet unit e2e
 
@@ -97,7 +105,9 @@ test: vet unit e2e
 # the review path, the real webhook under load on loopback beside a bare HTTPS
 # floor server, agent init against the round-trip floor, the startup probe,
 # the idle sidecar and ten at once, a 50-agent storm, a 100-sidecar fleet, the
-# binary sizes. Results in _out/bench/results.{md,json}.
+# binary sizes; on a real node (as root, in namespaces of the run's own):
+# pod create → app Running plain and injected, the agents' working set.
+# Results in _out/bench/results.{md,json}.
 bench:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	KUBEBUILDER_ASSETS=$$assets $(GO) run ./hack/bench -out _out/bench
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); node=$$(hack/node.sh $(K8S_VERSION)); \
+	KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node $(GO) run ./hack/bench -out _out/bench

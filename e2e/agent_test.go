@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -13,30 +12,24 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kvinject/kvinject/e2e/fakeazure"
-	"github.com/kvinject/kvinject/e2e/podrunner"
 	"github.com/kvinject/kvinject/injector"
 )
 
-// The agent run as a kubelet would run it (e2e/podrunner): the pod is
-// created through the API server and injected by the webhook, read back,
-// given a TokenRequest token bound to it, and its agent container runs the
-// built kvinject binary with exactly its command, args and env. The emulated
-// Entra ID verifies that token against the API server's own issuer (OIDC
-// discovery and JWKS); no test issuer is involved.
+// The agent on the real node (see node_test.go): the pod is created through
+// the API server and injected by the webhook, and the kubelet runs it as
+// admitted; the projected token is the kubelet's, and the emulated Entra ID
+// verifies it against the API server's own issuer (OIDC discovery and JWKS).
 
 // Files appear as the app container sees them, with the values the vault
 // holds and the modes asked for: a secret, a certificate with its key and
 // chain, a key's public half, a template over them.
 func TestAgentFiles(t *testing.T) {
 	t.Parallel()
-	s := testStack(t)
-	ns := testNamespace(t, s.c, nil)
+	s := testNode(t)
 	const clientID = "00000000-0000-0000-0000-0000000a9e01"
-	s.trust(t, ns, "web", clientID)
+	ns := nodeNamespace(t, s, "web", clientID)
 
 	s.setSecret(t, "files-db-password", "correct horse battery staple")
 	s.grant(t, clientID, fakeazure.RoleSecretsUser, "files-db-password")
@@ -51,34 +44,27 @@ func TestAgentFiles(t *testing.T) {
 	}
 	s.grant(t, clientID, fakeazure.RoleReader, "files-signing")
 
-	p := s.run(t, ns, appPod("web", "web", map[string]string{
+	pod := runPod(t, s, ns, "web", nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password": "files-db-password",
 		"kvinject.io/cert-tls.pem":       "files-tls",
 		"kvinject.io/key-signing.pub":    "files-signing",
 		"kvinject.io/template-app.env":   `DB_PASSWORD={{ secret "db-password" | envQuote }}`,
 		"kvinject.io/objects":            "- {objectName: files-db-password, objectType: secret, objectAlias: db-password.copy, filePermission: \"0640\"}",
 	}))
-	if p.Phase() != corev1.PodRunning {
-		t.Fatalf("pod phase %s, want Running (the init agent completed)\n%s", p.Phase(), agentReport(p))
+	if agent := initStatus(pod, injector.AgentContainer); agent == nil || agent.State.Terminated == nil || agent.State.Terminated.ExitCode != 0 {
+		t.Fatalf("the init agent did not complete: %+v", agent)
 	}
-	if agent := p.Container(injector.AgentContainer); !agent.Init || agent.Sidecar || agent.ExitCode() != 0 {
-		t.Fatalf("agent init=%v sidecar=%v exit=%d, want an init container that exited 0", agent.Init, agent.Sidecar, agent.ExitCode())
-	}
-
+	r := waitReport(t, s, ns, pod.Name, time.Minute, func(appReport) bool { return true })
 	read := func(name string, mode os.FileMode) []byte {
 		t.Helper()
-		path, err := p.HostPath("app", "/mnt/secrets/"+name)
-		if err != nil {
-			t.Fatal(err)
+		f, ok := r.Files[name]
+		if !ok {
+			t.Fatalf("app container reads /mnt/secrets/%s: %v", name, r.ReadErrors[name])
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("app container reads /mnt/secrets/%s: %v", name, err)
+		if f.Mode != fmt.Sprintf("%04o", mode) {
+			t.Errorf("/mnt/secrets/%s: mode %s, want %04o", name, f.Mode, mode)
 		}
-		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != mode {
-			t.Errorf("/mnt/secrets/%s: mode %v (%v), want %v", name, fi.Mode().Perm(), err, mode)
-		}
-		return b
+		return []byte(f.Content)
 	}
 
 	if got := read("db-password", 0o440); string(got) != "correct horse battery staple" {
@@ -140,137 +126,29 @@ func TestAgentFiles(t *testing.T) {
 	}
 }
 
-// A refreshing agent (a native sidecar) brings a new secret version into the
-// file within one interval: the first fetch that starts after the rotation
-// writes it.
-func TestAgentRotation(t *testing.T) {
-	t.Parallel()
-	s := testStack(t)
-	ns := testNamespace(t, s.c, nil)
-	const clientID = "00000000-0000-0000-0000-0000000a9e02"
-	const interval = 2 * time.Second
-	s.trust(t, ns, "web", clientID)
-	s.setSecret(t, "rotation-api-key", "first")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "rotation-api-key")
-
-	p := s.run(t, ns, appPod("web", "web", map[string]string{
-		"kvinject.io/secret-api-key": "rotation-api-key",
-		"kvinject.io/refresh":        interval.String(),
-	}))
-	agent := p.Container(injector.AgentContainer)
-	if p.Phase() != corev1.PodRunning || !agent.Sidecar || !agent.Ready() {
-		t.Fatalf("pod phase %s, agent sidecar=%v ready=%v; want Running with a started sidecar\n%s", p.Phase(), agent.Sidecar, agent.Ready(), agentReport(p))
-	}
-	path, err := p.HostPath("app", "/mnt/secrets/api-key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "first" {
-		t.Fatalf("api-key before the rotation: %q, %v; want first", b, err)
-	}
-
-	gets := func() int { return s.srv.Count(fakeazure.EndpointGetSecret, clientID) }
-	before := gets()
-	rotated := time.Now()
-	s.setSecret(t, "rotation-api-key", "second")
-	// The deadline only keeps a broken agent from hanging the test; the
-	// assertion is on the agent's own cycles below.
-	err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 10*interval+30*time.Second, true, func(context.Context) (bool, error) {
-		if agent.Exited() {
-			return false, fmt.Errorf("agent exited")
-		}
-		b, _ := os.ReadFile(path)
-		return string(b) == "second", nil
-	})
-	if err != nil {
-		t.Fatalf("rotation did not reach api-key: %v\n%s", err, agentReport(p))
-	}
-	// At most two GETs since the rotation: one that may have been in flight
-	// with the old value, and the one that brought the new one. Any more
-	// means a whole interval passed with the new version in the vault but
-	// not in the file.
-	if n := gets() - before; n > 2 {
-		t.Errorf("the new version took %d GETs of the secret to arrive, want at most 2 (within one %v interval)", n, interval)
-	}
-	t.Logf("rotation reached the file %v after the vault changed (interval %v)", time.Since(rotated).Round(time.Millisecond), interval)
-}
-
-// An identity the vault does not authorize: the init agent fails, and the
-// termination message, where `kubectl describe pod` shows it, says which
-// client was refused which object in which vault, and what to grant.
-func TestAgentForbidden(t *testing.T) {
-	t.Parallel()
-	s := testStack(t)
-	ctx := t.Context()
-	ns := testNamespace(t, s.c, nil)
-	const clientID = "00000000-0000-0000-0000-0000000a9e03"
-	s.trust(t, ns, "billing", clientID)
-	s.setSecret(t, "forbidden-payments-key", "x")
-
-	p := s.run(t, ns, appPod("billing", "billing", map[string]string{
-		"kvinject.io/secret-payments-key": "forbidden-payments-key",
-	}))
-	failed := p.Failed()
-	if p.Phase() != corev1.PodFailed || failed == nil || failed.Name != injector.AgentContainer || failed.ExitCode() == 0 {
-		t.Fatalf("pod phase %s, failed container %v; want Failed by %s with a non-zero exit\n%s", p.Phase(), failed, injector.AgentContainer, agentReport(p))
-	}
-	msg := failed.TerminationMessage()
-	want := []string{
-		"kvinject agent: could not fetch 1 object(s) as client " + clientID,
-		"- secret forbidden-payments-key (file payments-key) in vault " + s.vaultURL + ": HTTP 403 ForbiddenByRbac: Caller is not authorized to perform action on resource.…",
-		fmt.Sprintf(`  Fix: grant client %s read access to secrets on vault %s: the "Key Vault Secrets User" role on the vault (Azure RBAC), or the 'get' secret permission in an access policy`, clientID, s.vaultURL),
-	}
-	checkLines(t, msg, want)
-
-	if err := p.UpdateStatus(ctx); err != nil {
-		t.Fatal(err)
-	}
-	out, _, err := kubectl(ctx, s.c, nil, "describe", "pod", "-n", ns, "billing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range want {
-		w = strings.TrimSuffix(strings.TrimSpace(w), "…")
-		if !strings.Contains(string(out), w) {
-			t.Errorf("kubectl describe pod does not show %q:\n%s", w, out)
-		}
-	}
-}
-
 // A pod of another ServiceAccount cannot read the first one's secrets, even
 // when it names the first one's client id: Entra ID finds no federated
 // credential for its token's subject (AADSTS70021), and the termination
 // message says so and what the federated credential would have to be.
 func TestAgentOtherServiceAccount(t *testing.T) {
 	t.Parallel()
-	s := testStack(t)
-	ns := testNamespace(t, s.c, nil)
+	s := testNode(t)
 	const clientID = "00000000-0000-0000-0000-0000000a9e04"
-	s.trust(t, ns, "checkout", clientID)
+	ns := nodeNamespace(t, s, "checkout", clientID)
 	createServiceAccount(t, s, ns, "intruder", "")
 	s.setSecret(t, "sa-db-password", "checkout only")
 	s.grant(t, clientID, fakeazure.RoleSecretsUser, "sa-db-password")
 	ann := map[string]string{"kvinject.io/secret-db-password": "sa-db-password"}
 
-	owner := s.run(t, ns, appPod("checkout", "checkout", ann))
-	if owner.Phase() != corev1.PodRunning {
-		t.Fatalf("checkout pod phase %s, want Running\n%s", owner.Phase(), agentReport(owner))
-	}
-	path, err := owner.HostPath("app", "/mnt/secrets/db-password")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "checkout only" {
-		t.Fatalf("checkout pod: db-password %q, %v; want the vault's value", b, err)
-	}
+	owner := runPod(t, s, ns, "checkout", nodePodSpec("checkout", ann))
+	waitReport(t, s, ns, owner.Name, time.Minute, func(r appReport) bool { return r.Files["db-password"].Content == "checkout only" })
 	gets := s.srv.Count(fakeazure.EndpointGetSecret, clientID)
 
 	ann["kvinject.io/client-id"] = clientID
-	intruder := s.run(t, ns, appPod("intruder", "intruder", ann))
-	if intruder.Phase() != corev1.PodFailed || intruder.Failed() == nil {
-		t.Fatalf("intruder pod phase %s, want Failed\n%s", intruder.Phase(), agentReport(intruder))
-	}
-	checkLines(t, intruder.Failed().TerminationMessage(), []string{
+	tmpl := nodePodSpec("intruder", ann)
+	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	intruder := failedPod(t, s, ns, "intruder", tmpl)
+	checkLines(t, intruder.State.Terminated.Message, []string{
 		"kvinject agent: could not fetch 1 object(s) as client " + clientID,
 		"- secret sa-db-password: sign-in failed: HTTP 400 AADSTS70021: …",
 		fmt.Sprintf("  Fix: add a federated identity credential to the app registration or managed identity %s: issuer = this cluster's service account issuer URL, subject = system:serviceaccount:%s:intruder, audience = api://AzureADTokenExchange", clientID, ns),
@@ -304,32 +182,6 @@ func (s *stack) grant(t *testing.T, clientID string, role fakeazure.Role, object
 	}
 }
 
-// run creates pod in ns through the API server (the webhook injects it) and
-// runs it with podrunner until its init containers are done or one failed.
-func (s *stack) run(t *testing.T, ns string, pod *corev1.Pod) *podrunner.Pod {
-	t.Helper()
-	bin := s.binary(t)
-	created, err := s.c.Kube.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	injectedAgent(t, created)
-	p, err := podrunner.Start(t.Context(), podrunner.Options{
-		Kube: s.c.Kube, Commands: map[string]string{injector.AgentBinary: bin}, CAFile: s.caFile,
-	}, ns, pod.Name)
-	if p != nil {
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_ = p.Stop(ctx)
-		})
-	}
-	if err != nil {
-		t.Fatalf("run pod %s/%s: %v", ns, pod.Name, err)
-	}
-	return p
-}
-
 // checkLines checks that msg consists of the want lines, in order, where a
 // line ending in "…" only has to start with the rest (it goes on with the
 // service's own wording).
@@ -351,13 +203,4 @@ func checkLines(t *testing.T, msg string, want []string) {
 		}
 		t.Errorf("termination message:\n%s\nwant the lines:\n%s", msg, w.String())
 	}
-}
-
-// agentReport is the agent's state and logs, for failure messages.
-func agentReport(p *podrunner.Pod) string {
-	a := p.Container(injector.AgentContainer)
-	if a == nil {
-		return "agent not started"
-	}
-	return fmt.Sprintf("agent exit=%d exited=%v termination message:\n%s\nlogs:\n%s", a.ExitCode(), a.Exited(), a.TerminationMessage(), a.Logs())
 }

@@ -1,5 +1,7 @@
 // Package e2e holds the end-to-end tests: a real kube-apiserver, etcd and
-// kube-controller-manager on loopback (see e2e/cluster). Run with `make e2e`.
+// kube-controller-manager for the API side, and a second cluster with a real
+// node (kubelet, containerd, runc) for the pods (see e2e/cluster). Run with
+// `make e2e` (as root).
 package e2e
 
 import (
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kvinject/kvinject/e2e/cluster"
 )
@@ -22,6 +25,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// With a node (root, KVINJECT_NODE_ASSETS), everything runs inside
+	// namespaces of the run's own: see cluster.Isolate. The tests of the API
+	// side share one cluster without a node; those on the node (node_test.go)
+	// share another, with its own emulator and webhook.
+	if code, done := cluster.Isolate(); done {
+		os.Exit(code)
+	}
 	os.Exit(run(m))
 }
 
@@ -39,7 +49,8 @@ func run(m *testing.M) int {
 	}
 	shared = c
 	defer func() {
-		stopStack()
+		stopNode()
+		stopStack(sharedStack)
 		if err := c.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stop control plane: %v\n", err)
 		}
@@ -66,6 +77,15 @@ func testNamespace(t *testing.T, c *cluster.Cluster, labels map[string]string) s
 	ns, err := c.CreateNamespace(t.Context(), "e2e", labels)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The ServiceAccount admission plugin (on with a node) admits no pod
+	// before the namespace's default ServiceAccount exists.
+	err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := c.Kube.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s has no default ServiceAccount: %v", ns.Name, err)
 	}
 	t.Cleanup(func() {
 		// Namespace deletion is asynchronous; the cluster dies with the package anyway.

@@ -26,7 +26,6 @@ import (
 
 	"github.com/kvinject/kvinject/e2e/cluster"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
-	"github.com/kvinject/kvinject/e2e/podrunner"
 	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/webhook"
 )
@@ -66,13 +65,10 @@ type stack struct {
 	c        *cluster.Cluster
 	srv      *fakeazure.Server
 	vaultURL string
-	caFile   string // the emulator's CA, the agents' SSL_CERT_FILE
+	caFile   string // the emulator's CA, the agents' extra CA (kvinject.io/ca-configmap)
 	defaults injector.Defaults
 	hook     *localWebhook
-
-	binOnce sync.Once
-	bin     string
-	binErr  error
+	dir      string // the emulator's CA, the webhook's certificate; removed by stopStack
 }
 
 var (
@@ -102,9 +98,14 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stack{c: c, caFile: filepath.Join(dir, "azure-ca.pem")}
+	s := &stack{c: c, dir: dir, caFile: filepath.Join(dir, "azure-ca.pem")}
 	// The emulator lives as long as the test binary.
-	s.srv, err = fakeazure.Start(context.Background(), fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: s.caFile})
+	opts := fakeazure.Options{IssuerClient: c.IssuerHTTPClient, CAFile: s.caFile}
+	if c.HasNode() {
+		// Pods reach the test process on their bridge's address.
+		opts.Host = net.ParseIP(cluster.BridgeIP)
+	}
+	s.srv, err = fakeazure.Start(context.Background(), opts)
 	if err != nil {
 		return nil, fmt.Errorf("start Azure emulator: %w", err)
 	}
@@ -220,27 +221,6 @@ func (s *stack) waitInjecting(ctx context.Context) error {
 		return fmt.Errorf("webhook not called for an annotated pod: %w (last: %v)", err, last)
 	}
 	return nil
-}
-
-// binary builds the kvinject-agent binary once, for podrunner.
-func (s *stack) binary(t *testing.T) string {
-	t.Helper()
-	s.binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kvinject-e2e-bin-")
-		if err != nil {
-			s.binErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		var bins podrunner.Binaries
-		bins, s.binErr = podrunner.Build(ctx, dir)
-		s.bin = bins.Agent
-	})
-	if s.binErr != nil {
-		t.Fatalf("build kvinject: %v", s.binErr)
-	}
-	return s.bin
 }
 
 // localWebhook is the kvinject webhook served in-process on loopback; it
@@ -437,12 +417,13 @@ func runKubectl(ctx context.Context, stdin []byte, args ...string) (stdout, stde
 // stopStack stops the webhook, if it was started, before the control plane
 // goes: its ServiceAccount watch would otherwise hold kube-apiserver's
 // shutdown until envtest's stop timeout.
-func stopStack() {
-	if sharedStack == nil {
+func stopStack(s *stack) {
+	if s == nil {
 		return
 	}
-	if err := sharedStack.hook.stop(); err != nil {
+	if err := s.hook.stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop webhook: %v\n", err)
 	}
-	sharedStack.srv.Close()
+	s.srv.Close()
+	os.RemoveAll(s.dir)
 }

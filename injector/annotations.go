@@ -23,6 +23,7 @@ const (
 	AnnotationClientID      = Prefix + "client-id"
 	AnnotationTenantID      = Prefix + "tenant-id"
 	AnnotationCloud         = Prefix + "cloud"
+	AnnotationCAConfigMap   = Prefix + "ca-configmap"
 	AnnotationFileMode      = Prefix + "file-mode"
 	AnnotationCPURequest    = Prefix + "cpu-request"
 	AnnotationMemoryRequest = Prefix + "memory-request"
@@ -116,6 +117,9 @@ var Annotations = []Annotation{
 	{Name: "cloud", Type: "cloud name", Default: "webhook `--cloud` (`AzurePublicCloud`)",
 		Help:    "One of " + cloudList() + "; sets the sign-in authority and the vault DNS suffix.",
 		Example: "AzureUSGovernmentCloud"},
+	{Name: "ca-configmap", Type: "ConfigMap name", Default: "webhook `--ca-configmap` (none)",
+		Help:    "A ConfigMap in the pod's namespace whose PEM certificates the agent trusts besides its image's CA bundle (a TLS-inspecting proxy, a private cloud). Mounted read-only into the agent only; the pod waits until it exists.",
+		Example: "corp-root-ca"},
 	{Name: "file-mode", Type: "octal mode", Default: "webhook `--file-mode` (`0440`)",
 		Help:    "Permission bits of every file unless an object sets `filePermission`. App containers read the files through their group (see *File ownership* in docs/annotations.md).",
 		Example: `"0440"`},

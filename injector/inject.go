@@ -40,6 +40,9 @@ type Defaults struct {
 	Resources corev1.ResourceRequirements
 	// VolumeSizeLimit bounds the in-memory volume.
 	VolumeSizeLimit resource.Quantity
+	// CAConfigMap names a ConfigMap (in each pod's namespace) of extra CA
+	// certificates for the agent; "" for none.
+	CAConfigMap string
 }
 
 // Names kvinject adds to a pod. They are fixed so that reinvocation and
@@ -49,6 +52,7 @@ const (
 	InitContainer  = "kvinject-init" // classic mode only
 	SecretsVolume  = "kvinject-secrets"
 	TokenVolume    = "kvinject-token"
+	CAVolume       = "kvinject-ca" // only with a CA ConfigMap
 
 	// MetricsPortName names the sidecar's metrics port (config.MetricsPort),
 	// which the Helm chart's PodMonitor scrapes. An IANA service name: at
@@ -64,6 +68,12 @@ const (
 	TokenPath      = "azure-identity-token"
 	TokenAudience  = "api://AzureADTokenExchange"
 	TokenExpirySec = 3600
+	// CADir holds the CA ConfigMap's files, in the agent only. The agent's
+	// SSL_CERT_DIR names it: Go's crypto/x509 then loads every PEM file there
+	// in addition to the image's bundle. It reads the ConfigMap volume's
+	// "<key> -> ..data/<key>" links (they point into a subdirectory) and skips
+	// the "..data" link and the timestamped directory behind it.
+	CADir = "/var/run/kvinject/ca"
 
 	// AgentUID and AgentGID are the agent's user and group (distroless nonroot).
 	AgentUID = 65532
@@ -169,7 +179,7 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 		ps.add("spec.os.name", "kvinject's agent runs on Linux only, the pod asks for %s; remove %s", pod.Spec.OS.Name, AnnotationInject)
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == SecretsVolume || v.Name == TokenVolume {
+		if v.Name == SecretsVolume || v.Name == TokenVolume || v.Name == CAVolume {
 			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
 		}
 	}
@@ -263,6 +273,10 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 					Audience: TokenAudience, ExpirationSeconds: &expiry, Path: TokenPath}}}}}},
 	)
+	if s.caConfigMap != "" {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: s.caConfigMap}}}})
+	}
 
 	setFileGroup(pod)
 	// A projected service-account token is valid only in a pod that names its
@@ -317,7 +331,7 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 		// hostPort is allowed under the restricted Pod Security Standard.
 		ports = []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: config.MetricsPort, Protocol: corev1.ProtocolTCP}}
 	}
-	return corev1.Container{
+	c := corev1.Container{
 		Name:            name,
 		Image:           d.Image,
 		ImagePullPolicy: d.ImagePullPolicy,
@@ -346,6 +360,11 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
+	if s.caConfigMap != "" {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "SSL_CERT_DIR", Value: CADir})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CAVolume, MountPath: CADir, ReadOnly: true})
+	}
+	return c
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kvinject/kvinject/agent/config"
 )
@@ -75,6 +76,8 @@ type spec struct {
 	files      []config.File // sorted by Name
 	// metricsAddr is the sidecar's metrics listener; "" disables it.
 	metricsAddr string
+	// caConfigMap is the ConfigMap of extra CA certificates; "" for none.
+	caConfigMap string
 }
 
 // Name rules are small functions rather than regular expressions: counted
@@ -197,6 +200,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	p.fileMode = p.parseFileMode()
 	s.resources = p.parseResources()
 	s.metricsAddr = p.metricsAddr(s.refresh)
+	s.caConfigMap = p.parseCAConfigMap()
 
 	for _, k := range keys {
 		a, file, ok := lookup(k)
@@ -433,6 +437,22 @@ func (p *parser) parseIdentity() (clientID, tenantID string) {
 	tenantID = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
 		isTenant, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
 	return clientID, tenantID
+}
+
+func (p *parser) parseCAConfigMap() string {
+	v, field := p.ann[AnnotationCAConfigMap], AnnotationCAConfigMap
+	if _, ok := p.ann[AnnotationCAConfigMap]; !ok {
+		v, field = p.d.CAConfigMap, "defaults: CA ConfigMap"
+	}
+	if v == "" {
+		return ""
+	}
+	// Kubernetes' own rule for ConfigMap names (already linked in: the API types use it).
+	if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+		p.problems.add(field, "%q is not a ConfigMap name (%s); e.g. corp-root-ca", v, strings.Join(errs, "; "))
+		return ""
+	}
+	return v
 }
 
 func (p *parser) parseFileMode() os.FileMode {

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
@@ -41,6 +42,7 @@ type DefaultsFlags struct {
 	cpuRequest, memoryRequest      string
 	cpuLimit, memoryLimit          string
 	volumeSizeLimit                string
+	caConfigMap                    string
 }
 
 // BindDefaultsFlags defines the injector's flags on fs.
@@ -66,6 +68,7 @@ func BindDefaultsFlags(fs *flag.FlagSet) *DefaultsFlags {
 	fs.StringVar(&f.cpuLimit, "agent-cpu-limit", quantity(res.Limits, corev1.ResourceCPU), "agent CPU limit; empty for none")
 	fs.StringVar(&f.memoryLimit, "agent-memory-limit", quantity(res.Limits, corev1.ResourceMemory), "agent memory limit; empty for none")
 	fs.StringVar(&f.volumeSizeLimit, "volume-size-limit", injector.DefaultVolumeSizeLimit, "size limit of the in-memory secrets volume")
+	fs.StringVar(&f.caConfigMap, "ca-configmap", "", "default ConfigMap (in each pod's namespace) of extra PEM CA certificates the agent trusts besides its image's bundle; empty for none")
 	return f
 }
 
@@ -92,6 +95,7 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 		Refresh:         config.Duration(f.refresh),
 		Sidecar:         f.sidecar,
 		MountPath:       f.mountPath,
+		CAConfigMap:     f.caConfigMap,
 	}
 	if d.Image == "" {
 		bad("agent-image", "is required: the agent runs from the webhook's own image, e.g. ghcr.io/kvinject/kvinject:v1.0.0")
@@ -166,6 +170,9 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 			*r.list = corev1.ResourceList{}
 		}
 		(*r.list)[r.name] = q
+	}
+	if errs := validation.IsDNS1123Subdomain(f.caConfigMap); f.caConfigMap != "" && len(errs) > 0 {
+		bad("ca-configmap", "%q is not a ConfigMap name (%s); e.g. corp-root-ca", f.caConfigMap, strings.Join(errs, "; "))
 	}
 	if q, err := resource.ParseQuantity(f.volumeSizeLimit); err != nil || q.Sign() <= 0 {
 		bad("volume-size-limit", "%q is not a positive quantity like 16Mi", f.volumeSizeLimit)

@@ -78,6 +78,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	t.Setenv("KVINJECT_CLOUD", "Custom")
 	t.Setenv("KVINJECT_AUTHORITY_HOST", "https://127.0.0.1:8443")
 	t.Setenv("KVINJECT_VAULT_SUFFIX", "vault.localhost")
+	t.Setenv("KVINJECT_CA_CONFIGMAP", "corp-root-ca")
 	t.Setenv("KVINJECT_DISABLE_INSTANCE_DISCOVERY", "true")
 	t.Setenv("KVINJECT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION", "true")
 	t.Setenv("KVINJECT_AGENT_MEMORY_LIMIT", "")
@@ -95,7 +96,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	if d.Image != "from-env:1" || d.Vault != "flag-vault" || d.ClientID != "cid" || d.TenantID != "tid" ||
 		d.Refresh != config.Duration(5*time.Minute) || d.Cloud != wantCloud || d.Sidecar != "classic" ||
 		d.MountPath != "/secrets" || d.FileMode != 0o400 || d.ImagePullPolicy != corev1.PullIfNotPresent ||
-		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 {
+		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" {
 		t.Errorf("defaults %+v", d)
 	}
 	if q := d.Resources.Requests[corev1.ResourceCPU]; q.String() != "5m" {
@@ -111,7 +112,8 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 
 func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 	_, err := parseFlags(t, "--cloud", "Mars", "--authority-host", "https://x/", "--sidecar", "both",
-		"--file-mode", "999", "--agent-memory-limit", "lots", "--tls-min-version", "1.1", "--mount-path", "rel")
+		"--file-mode", "999", "--agent-memory-limit", "lots", "--tls-min-version", "1.1", "--mount-path", "rel",
+		"--ca-configmap", "Corp_CA")
 	if err == nil {
 		t.Fatal("bad flags accepted")
 	}
@@ -124,6 +126,7 @@ func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 		`--agent-memory-limit (KVINJECT_AGENT_MEMORY_LIMIT): "lots"`,
 		`--tls-min-version (KVINJECT_TLS_MIN_VERSION): "1.1"`,
 		`--mount-path (KVINJECT_MOUNT_PATH): "rel"`,
+		`--ca-configmap (KVINJECT_CA_CONFIGMAP): "Corp_CA" is not a ConfigMap name`,
 	} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not say %q:\n%v", s, err)

@@ -1,7 +1,10 @@
-// Package cluster runs a real Kubernetes control plane on loopback for the
-// end-to-end tests: etcd and kube-apiserver through controller-runtime's envtest,
-// optionally kube-controller-manager, with the service-account issuer set up so
-// that a token consumer (the Azure emulator) can verify pod tokens against it.
+// Package cluster runs a real Kubernetes cluster on this machine for the
+// end-to-end tests, the demo and the benchmarks: etcd and kube-apiserver
+// through controller-runtime's envtest, optionally kube-controller-manager,
+// and optionally a real node (Options.Node: kube-scheduler, containerd, runc,
+// a bridge CNI, a kubelet; see node.go and Isolate), with the service-account
+// issuer set up so that a token consumer (the Azure emulator) can verify pod
+// tokens against it.
 //
 // The binaries come from hack/controlplane.sh:
 //
@@ -15,7 +18,8 @@
 //	fakeazure.Start(ctx, fakeazure.Options{IssuerClient: c.IssuerHTTPClient})
 //	srv.AddFederatedCredential(clientID, c.Issuer, "system:serviceaccount:<ns>:<sa>")
 //
-// There are no nodes and no kubelet: pods are admitted and stay Pending.
+// Without Options.Node there is no node: pods are admitted and stay Pending.
+// With it, pods that tolerate NodeTaint run on the kubelet.
 package cluster
 
 import (
@@ -56,7 +60,7 @@ const (
 type Options struct {
 	// ControllerManager starts kube-controller-manager, so Deployments get
 	// ReplicaSets and Pods, namespaces get a default ServiceAccount and the
-	// kube-root-ca.crt ConfigMap. There are no nodes: pods stay Pending.
+	// kube-root-ca.crt ConfigMap. Without Node, pods stay Pending.
 	ControllerManager bool
 	// CertManagerCRDs installs the CRDs of the pinned cert-manager release
 	// (CertManagerVersion), so manifests with Certificates and Issuers apply.
@@ -65,6 +69,14 @@ type Options struct {
 	// configurations with their client config rewritten to a local server
 	// (see envtest.WebhookInstallOptions.LocalServingHost/Port/CertDir).
 	Webhooks envtest.WebhookInstallOptions
+	// Node adds a real node (needs ControllerManager): kube-scheduler,
+	// containerd, runc, a bridge CNI and a kubelet named NodeName, with the
+	// ServiceAccount admission plugin on. Only inside the namespaces Isolate
+	// makes (see InNode); its binaries come from hack/node.sh.
+	Node bool
+	// NodeUntainted registers the node without NodeTaint, so every pod may
+	// run there (the demo); tests leave it tainted.
+	NodeUntainted bool
 	// StartTimeout bounds the start of each process; default 90s (2 shared
 	// cores can make a cold kube-apiserver slow).
 	StartTimeout time.Duration
@@ -97,7 +109,8 @@ type Cluster struct {
 	// Dir holds this cluster's scratch files (kubeconfig, logs); removed by Stop.
 	Dir string
 
-	kcm *controllerManager
+	kcm  *controllerManager
+	node *node
 }
 
 // Assets returns the directory named by KUBEBUILDER_ASSETS after checking that
@@ -218,6 +231,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	args := api.Configure()
 	args.Set("service-account-issuer", c.Issuer)
 	args.Set("service-account-jwks-uri", c.Issuer+"openid/v1/jwks")
+	if InNode() {
+		// With no default route (the run's namespaces have none)
+		// kube-apiserver needs an address to advertise: the pod bridge's.
+		// Nothing reconciles the kubernetes Service's endpoints to it (it
+		// serves on 127.0.0.1 only).
+		args.Set("advertise-address", BridgeIP)
+		args.Set("endpoint-reconciler-type", "none")
+	}
+	if opts.Node {
+		if !opts.ControllerManager {
+			return nil, errors.New("a node needs the controller manager (Options.ControllerManager)")
+		}
+		if err := nodeAPIServerArgs(api, dir); err != nil {
+			return nil, err
+		}
+	}
 
 	// Keep kube-apiserver's output for the error below; with
 	// KUBEBUILDER_ATTACH_CONTROL_PLANE_OUTPUT=true envtest sends it to the terminal.
@@ -256,7 +285,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	if opts.ControllerManager {
-		if c.kcm, err = startControllerManager(ctx, c, assets, opts.StartTimeout); err != nil {
+		if c.kcm, err = startControllerManager(ctx, c, assets, opts.Node, opts.StartTimeout); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Node {
+		if c.node, err = startNode(ctx, c, !opts.NodeUntainted, opts.StartTimeout); err != nil {
 			return nil, err
 		}
 	}
@@ -267,6 +301,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 // to call on a partly started cluster and more than once.
 func (c *Cluster) Stop() error {
 	var errs []error
+	if c.node != nil {
+		errs = append(errs, c.node.stop(context.Background()))
+		c.node = nil
+	}
 	if c.kcm != nil {
 		errs = append(errs, c.kcm.stop())
 		c.kcm = nil
@@ -291,6 +329,27 @@ func (c *Cluster) ControllerManagerLog() string {
 		return ""
 	}
 	return c.kcm.output()
+}
+
+// HasNode reports whether the cluster has a node (Options.Node).
+func (c *Cluster) HasNode() bool { return c.node != nil }
+
+// ImportImage imports a docker archive (BuildImage, hack/image) into the
+// node's containerd.
+func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
+	if c.node == nil {
+		return errors.New("the cluster has no node")
+	}
+	return c.node.ImportImage(ctx, tarball)
+}
+
+// NodeLog returns the end of a node daemon's log ("kubelet", "containerd",
+// "kube-scheduler"), for failure messages.
+func (c *Cluster) NodeLog(daemon string) string {
+	if c.node == nil {
+		return ""
+	}
+	return tail(filepath.Join(c.node.dir, daemon+".log"))
 }
 
 // CreateNamespace creates a namespace with a generated name starting with

@@ -31,6 +31,15 @@ var controllers = strings.Join([]string{
 	"-certificatesigningrequest-signing-controller",
 }, ",")
 
+// controllerList is controllers, with a node also the node lifecycle
+// controllers: they take the not-ready taint off the node once it is Ready.
+func controllerList(withNode bool) string {
+	if !withNode {
+		return controllers
+	}
+	return strings.NewReplacer(",-node-lifecycle-controller", "", ",-taint-eviction-controller", "").Replace(controllers)
+}
+
 // controllerManager is a kube-controller-manager process in its own process group.
 type controllerManager struct {
 	cmd     *exec.Cmd
@@ -39,7 +48,7 @@ type controllerManager struct {
 	waitErr error
 }
 
-func startControllerManager(ctx context.Context, c *Cluster, assets string, timeout time.Duration) (*controllerManager, error) {
+func startControllerManager(ctx context.Context, c *Cluster, assets string, withNode bool, timeout time.Duration) (*controllerManager, error) {
 	user, err := c.Env.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("provision kube-controller-manager user: %w", err)
@@ -66,7 +75,7 @@ func startControllerManager(ctx context.Context, c *Cluster, assets string, time
 
 	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
 		"--kubeconfig="+kubeconfigPath,
-		"--controllers="+controllers,
+		"--controllers="+controllerList(withNode),
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
 		"--root-ca-file="+caPath,

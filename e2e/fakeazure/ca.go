@@ -99,39 +99,53 @@ func (c *CA) Client() *http.Client {
 // servingTLS returns the TLS config for a loopback listener. All listeners
 // share one leaf for 127.0.0.1, ::1 and localhost, and offer HTTP/2.
 func (c *CA) servingTLS() (*tls.Config, error) {
-	c.once.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			c.err = fmt.Errorf("generate serving key: %w", err)
-			return
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: randomSerial(),
-			Subject:      pkix.Name{CommonName: "127.0.0.1"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().AddDate(1, 0, 0),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-			DNSNames:     []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
-		if err != nil {
-			c.err = fmt.Errorf("create serving certificate: %w", err)
-			return
-		}
-		c.serving = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	})
+	c.once.Do(func() { c.serving, c.err = c.leaf() })
 	if c.err != nil {
 		return nil, c.err
 	}
+	return tlsConfig(*c.serving), nil
+}
+
+// leafTLS is servingTLS with a leaf that also names extra addresses.
+func (c *CA) leafTLS(extra ...net.IP) (*tls.Config, error) {
+	l, err := c.leaf(extra...)
+	if err != nil {
+		return nil, err
+	}
+	return tlsConfig(*l), nil
+}
+
+// leaf issues a serving certificate for 127.0.0.1, ::1, localhost and extra.
+func (c *CA) leaf(extra ...net.IP) (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate serving key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extra...),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
+	if err != nil {
+		return nil, fmt.Errorf("create serving certificate: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+func tlsConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{*c.serving},
+		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 		// Key Vault and Entra ID negotiate HTTP/2, so concurrent requests
 		// of one client share a connection, as they do against Azure.
 		NextProtos: []string{"h2", "http/1.1"},
-	}, nil
+	}
 }
 
 // WriteServingCert writes the loopback serving certificate (127.0.0.1, ::1,
@@ -174,7 +188,7 @@ func NewServingCertDir(dir string) (caPEM []byte, err error) {
 }
 
 // serving returns ca, or a new CA when it is nil, with its loopback serving config.
-func serving(ca *CA) (*CA, *tls.Config, error) {
+func serving(ca *CA, host net.IP) (*CA, *tls.Config, error) {
 	if ca == nil {
 		var err error
 		if ca, err = NewCA(); err != nil {
@@ -184,6 +198,12 @@ func serving(ca *CA) (*CA, *tls.Config, error) {
 	cfg, err := ca.servingTLS()
 	if err != nil {
 		return nil, nil, fmt.Errorf("fakeazure: %w", err)
+	}
+	if host != nil && !host.IsLoopback() {
+		// A leaf of its own that names host too; the shared one stays as is.
+		if cfg, err = ca.leafTLS(host); err != nil {
+			return nil, nil, fmt.Errorf("fakeazure: %w", err)
+		}
 	}
 	return ca, cfg, nil
 }

@@ -56,7 +56,7 @@ func NewIssuer(ctx context.Context, opts IssuerOptions) (*Issuer, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	ca, tlsCfg, err := serving(opts.CA)
+	ca, tlsCfg, err := serving(opts.CA, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -45,8 +45,15 @@ type Options struct {
 	// whatever the client.
 	IssuerClient *http.Client
 	// EntraAddr is the listen address of the Entra ID endpoint.
-	// Default "127.0.0.1:0".
+	// Default "<Host>:0".
 	EntraAddr string
+	// Host is the address the Entra ID endpoint and AddVault's vaults listen
+	// on, and the serving certificate names besides loopback. Default
+	// 127.0.0.1. Anything else must be an address of an interface of this
+	// network namespace: the e2e node's pod bridge (cluster.BridgeIP), inside
+	// a namespace the test run made with no link to the machine's network, so
+	// pods can reach the emulator.
+	Host net.IP
 	// AccessTokenTTL is the lifetime of issued access tokens. Default 1h
 	// (expires_in 3599, like Entra). MSAL treats a token as expired 5 minutes
 	// before its end and azcore refreshes at most every 30 s, so a TTL of 5
@@ -106,8 +113,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if !tenantRE.MatchString(opts.TenantID) {
 		return nil, fmt.Errorf("fakeazure: Options.TenantID %q: use letters, digits, '.' and '-' only (a GUID)", opts.TenantID)
 	}
+	if opts.Host == nil {
+		opts.Host = net.IPv4(127, 0, 0, 1)
+	} else if !opts.Host.IsLoopback() && !isLocalAddress(opts.Host) {
+		return nil, fmt.Errorf("fakeazure: Options.Host %s: not loopback and not an address of this network namespace's interfaces", opts.Host)
+	}
 	if opts.EntraAddr == "" {
-		opts.EntraAddr = "127.0.0.1:0"
+		opts.EntraAddr = net.JoinHostPort(opts.Host.String(), "0")
 	}
 	if opts.AccessTokenTTL <= 0 {
 		opts.AccessTokenTTL = time.Hour
@@ -121,7 +133,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = discardLogger()
 	}
-	ca, tlsCfg, err := serving(opts.CA)
+	ca, tlsCfg, err := serving(opts.CA, opts.Host)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +183,8 @@ func listen(addr string, tlsCfg *tls.Config, h http.Handler, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("listen address %q: only loopback addresses are allowed (e.g. 127.0.0.1:0)", addr)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback() && !isLocalAddress(ip)) {
+		return nil, fmt.Errorf("listen address %q: only loopback addresses (e.g. 127.0.0.1:0) or Options.Host are allowed", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -261,7 +273,22 @@ func (s *Server) Client() *http.Client { return s.ca.Client() }
 // URL ("https://127.0.0.1:<port>/"). Vault names follow Azure's rule: 3-24
 // letters, digits and hyphens, starting with a letter.
 func (s *Server) AddVault(name string) (string, error) {
-	return s.AddVaultAt(name, "127.0.0.1:0")
+	return s.AddVaultAt(name, net.JoinHostPort(s.opts.Host.String(), "0"))
+}
+
+// isLocalAddress reports whether ip is assigned to an interface of this
+// network namespace (listening there sends nothing anywhere).
+func isLocalAddress(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // AddVaultAt is AddVault on a fixed loopback address such as "127.0.0.1:8443".

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kvinject/kvinject/e2e/cluster"
 )
 
 type options struct {
@@ -37,6 +39,7 @@ type options struct {
 	skipWebhook   bool
 	skipAgent     bool
 	skipGoBench   bool
+	skipNode      bool
 	report        string
 	ldflags       string
 }
@@ -55,6 +58,7 @@ type results struct {
 	GoBench          []goBench       `json:"goBenchmarks,omitempty"`
 	Webhook          *webhookResults `json:"webhook,omitempty"`
 	Agent            *agentResults   `json:"agent,omitempty"`
+	Node             *nodeResults    `json:"node,omitempty"`
 }
 
 func main() {
@@ -71,6 +75,7 @@ func main() {
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
+	flag.BoolVar(&o.skipNode, "skip-node", false, "skip the runs on a real node (they need root and KVINJECT_NODE_ASSETS)")
 	flag.StringVar(&o.ldflags, "ldflags", "-s -w", "linker flags of the built binaries; \"\" keeps symbols, for perf record")
 	flag.StringVar(&o.report, "report", "", "only render this results.json as markdown, measuring nothing")
 	flag.Parse()
@@ -92,6 +97,19 @@ func main() {
 		}
 		fmt.Print(r.markdown())
 		return
+	}
+	if !o.skipNode && cluster.Outside() {
+		// The node runs inside namespaces of the run's own, which reach no
+		// network: build its images first, then run everything in there.
+		if err := prepareNode(ctx, o.out); err != nil {
+			log.Error("bench failed", "error", err)
+			os.Exit(1)
+		}
+	}
+	if !o.skipNode {
+		if code, done := cluster.Isolate(); done {
+			os.Exit(code)
+		}
 	}
 	if err := run(ctx, o, log); err != nil {
 		log.Error("bench failed", "error", err)
@@ -144,6 +162,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if !o.skipAgent {
 		if r.Agent, err = benchAgent(ctx, o, bins, out, log); err != nil {
 			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	if !o.skipNode {
+		if r.Node, err = benchNode(ctx, log); err != nil {
+			return fmt.Errorf("node: %w", err)
 		}
 	}
 	r.LoadAfter = loadAvg()

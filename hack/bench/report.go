@@ -120,9 +120,24 @@ func (r *results) markdown() string {
 				"≤ 1.5", fmt.Sprintf("%.2f (GETs %d, tokens %d)", f.PeakOverMean, f.Gets, f.Tokens), "–", "–")
 		}
 	}
+	if n := r.Node; n != nil {
+		span := func(xs []float64) string {
+			lo, hi := minMax(xs)
+			return fmt.Sprintf("%.0f [%.0f–%.0f]", median(xs), lo, hi)
+		}
+		row(fmt.Sprintf("real node (kubelet %s): pod create → app Running, plain pod, ms (%d runs)", n.K8sVersion, len(n.PlainStartMs)), "–", span(n.PlainStartMs), "–", "–")
+		row(fmt.Sprintf("real node: pod create → app Running, injected init-mode pod, ms (%d runs)", len(n.InjectedStartMs)), "–", span(n.InjectedStartMs),
+			fmt.Sprintf("%.0f plain + %.0f the agent's fetch", median(n.PlainStartMs), median(n.AgentFetchMs)), ratio(median(n.InjectedStartMs), median(n.PlainStartMs)+median(n.AgentFetchMs)))
+		row(fmt.Sprintf("real node: agent container working set (kubelet /metrics/resource, as kubectl top), %d sidecar pods, MiB", len(n.SidecarWorkingSetMiB)), "–", span1(n.SidecarWorkingSetMiB), "–", "–")
+	}
 	row("kvinject binary size (`-trimpath -ldflags='-s -w'`), MiB", "–", fmt.Sprintf("%.1f", float64(r.BinaryBytes)/(1<<20)), "–", "–")
 	row("kvinject-agent binary size, MB (target ≤ 15)", "–", fmt.Sprintf("%.1f", float64(r.AgentBinaryBytes)/1e6), "–", "–")
 	return b.String()
+}
+
+func span1(xs []float64) string {
+	lo, hi := minMax(xs)
+	return fmt.Sprintf("%.1f [%.1f–%.1f]", median(xs), lo, hi)
 }
 
 func list(xs []float64) string {

@@ -1,14 +1,16 @@
-// Command demo runs the whole product on this machine, on loopback only: a real
-// control plane (etcd, kube-apiserver, kube-controller-manager), the Key Vault
-// and Entra ID emulator, the kvinject webhook registered through the
-// MutatingWebhookConfiguration from manifests/, and the agent run the way a
-// kubelet would. `make demo` runs it; see the README.
+// Command demo runs the whole product on this machine, in network namespaces
+// of its own with no link to the machine's network: a real control plane
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), a real node
+// (kubelet, containerd, runc, a bridge CNI), the Key Vault and Entra ID
+// emulator, and the kvinject webhook registered through the
+// MutatingWebhookConfiguration from manifests/. `make demo` runs it (as root);
+// see the README.
 //
-//	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--kvinject-agent bin/kvinject-agent] [--assets DIR]
+//	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--assets DIR]
 //
 // It walks through six steps, each saying what it does and why, and stops
 // everything it started when it ends, on Ctrl-C too. With --keep it waits
-// after step 5 with the control plane up and prints a kubeconfig.
+// after step 5 with the cluster up and prints how to reach it.
 package main
 
 import (
@@ -17,9 +19,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/kvinject/kvinject/e2e/cluster"
 )
 
 func main() {
@@ -31,7 +34,6 @@ type options struct {
 	assets     string
 	k8sVersion string
 	kvinject   string
-	agent      string
 	refresh    time.Duration
 }
 
@@ -40,8 +42,7 @@ func run() int {
 	flag.BoolVar(&o.keep, "keep", false, "after step 5, leave the control plane running and print a kubeconfig; Ctrl-C stops it")
 	flag.StringVar(&o.assets, "assets", "", "directory with kube-apiserver, etcd and kube-controller-manager (default: build or reuse them with hack/controlplane.sh)")
 	flag.StringVar(&o.k8sVersion, "k8s-version", envOr("K8S_VERSION", "1.37.2"), "Kubernetes release for hack/controlplane.sh")
-	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it and kvinject-agent into a temporary directory)")
-	flag.StringVar(&o.agent, "kvinject-agent", "", "built kvinject-agent binary (default: kvinject-agent beside --kvinject)")
+	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it into a temporary directory)")
 	flag.DurationVar(&o.refresh, "refresh", 5*time.Second, "refresh interval the demo applies instead of the example's 30s, so step 4 does not wait half a minute")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -57,6 +58,32 @@ func run() int {
 		return 1
 	}
 	d := &demo{o: o, tmp: tmp, out: newPrinter(os.Stdout)}
+	if !cluster.InNode() {
+		// On the machine: build, then run the demo inside namespaces of its own.
+		defer os.RemoveAll(tmp)
+		if !cluster.Outside() {
+			// The namespaces' init.
+			code, _ := cluster.Isolate()
+			return code
+		}
+		if err := prepare(ctx, o, d.out, tmp); err != nil {
+			if ctx.Err() != nil {
+				fmt.Println("\nInterrupted.")
+				return 130
+			}
+			fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+			return 1
+		}
+		stop() // the demo inside handles Ctrl-C now
+		code, done := cluster.Isolate()
+		if !done {
+			_, err := cluster.NodeAssets()
+			fmt.Fprintf(os.Stderr, "\ndemo failed: no node can run here: %v\n", err)
+			return 1
+		}
+		return code
+	}
+	d.o.kvinject = os.Getenv(kvinjectEnv)
 	err = d.run(ctx)
 	// Step 6 runs whatever happened: the end, an error or Ctrl-C.
 	d.shutdown()
@@ -81,25 +108,6 @@ func envOr(k, def string) string {
 
 // run is steps 1 to 5; shutdown is step 6.
 func (d *demo) run(ctx context.Context) error {
-	if d.o.kvinject == "" {
-		d.out.note("building kvinject and kvinject-agent (go build ./cmd/kvinject ./cmd/kvinject-agent)")
-		bins, err := buildKvinject(ctx, d.tmp)
-		if err != nil {
-			return err
-		}
-		d.o.kvinject, d.o.agent = bins.Kvinject, bins.Agent
-	}
-	if d.o.agent == "" {
-		d.o.agent = filepath.Join(filepath.Dir(d.o.kvinject), "kvinject-agent")
-	}
-	for flag, p := range map[string]*string{"--kvinject": &d.o.kvinject, "--kvinject-agent": &d.o.agent} {
-		if abs, err := filepath.Abs(*p); err == nil {
-			*p = abs
-		}
-		if _, err := os.Stat(*p); err != nil {
-			return fmt.Errorf("%s: %w (build it with make build)", flag, err)
-		}
-	}
 	steps := []func(context.Context) error{d.step1, d.step2, d.step3, d.step4, d.step5}
 	for _, s := range steps {
 		if err := s(ctx); err != nil {
@@ -117,16 +125,12 @@ func (d *demo) run(ctx context.Context) error {
 
 func (d *demo) keep(ctx context.Context) {
 	d.out.step(0, "--keep: everything stays up until Ctrl-C",
-		"The control plane, the webhook, the emulator and the web pod's agent keep running, so you can look around with kubectl and watch the files refresh.")
-	d.out.say("export KUBECONFIG=%s", d.cluster.Kubeconfig)
-	d.out.say("kubectl get deploy,rs,pods -n shop")
-	d.out.say("kubectl describe pod report -n shop")
-	d.out.say("kubectl get mutatingwebhookconfiguration kvinject -o yaml")
-	if app := appContainer(d.runner.Pod); app != nil {
-		if dir, err := d.runner.HostPath(app.Name, mountPath(app)); err == nil {
-			d.out.say("ls -l %s    # %s of pod %s", dir, mountPath(app), d.runner.Pod.Name)
-		}
-	}
-	d.out.say("Press Ctrl-C to stop everything.")
+		"The control plane, the node, the webhook, the emulator and the pods keep running, so you can look around with kubectl and watch the app's log follow the vault. The API server listens on 127.0.0.1 inside the demo's own network namespace: enter it with nsenter from another shell on this machine.")
+	enter := cluster.EnterCommand()
+	d.out.say("KUBECONFIG=%s", d.cluster.Kubeconfig)
+	d.out.say("%s env KUBECONFIG=%s %s get deploy,rs,pods -n shop -o wide", enter, d.cluster.Kubeconfig, d.kubectlPath())
+	d.out.say("%s env KUBECONFIG=%s %s logs -n shop %s -c web -f", enter, d.cluster.Kubeconfig, d.kubectlPath(), d.pod.Name)
+	d.out.say("%s env KUBECONFIG=%s %s describe pod report -n shop", enter, d.cluster.Kubeconfig, d.kubectlPath())
+	d.out.say("To stop: press Ctrl-C here; everything the demo started stops and is cleaned up.")
 	<-ctx.Done()
 }

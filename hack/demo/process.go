@@ -6,10 +6,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/kvinject/kvinject/e2e/podrunner"
 )
 
 // process is a child process with its output in a log file.
@@ -82,8 +81,15 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func buildKvinject(ctx context.Context, dir string) (podrunner.Binaries, error) {
-	return podrunner.Build(ctx, dir)
+// buildKvinject builds cmd/kvinject into dir (from anywhere in the module).
+func buildKvinject(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "kvinject")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/kvinject/kvinject/cmd/kvinject")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/kvinject: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // children lists the processes whose parent is this one, from /proc.

@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +23,6 @@ import (
 	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/e2e/cluster"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
-	"github.com/kvinject/kvinject/e2e/podrunner"
-	"github.com/kvinject/kvinject/injector"
 )
 
 // The identity of the example's ServiceAccount (examples/deployment-all-kinds.yaml).
@@ -50,44 +48,19 @@ type demo struct {
 	vaultURL string
 	caFile   string
 	webhook  *process
-	runner   *podrunner.Pod
-	failed   *podrunner.Pod
 	pod      *corev1.Pod
 	started  time.Time
 }
 
+// caConfigMap holds the emulator's CA in namespace shop: the webhook's
+// --ca-configmap, so every agent trusts it besides its image's bundle.
+const caConfigMap = "azure-ca"
+
 func (d *demo) step1(ctx context.Context) error {
 	d.started = time.Now()
-	d.out.step(1, "Start a control plane, the Key Vault emulator and the webhook",
-		"kvinject is a mutating admission webhook, so it needs a real kube-apiserver (with etcd) to send it pods, and kube-controller-manager to turn a Deployment into pods. Azure Key Vault and Entra ID are played by an emulator that checks tokens and RBAC like the real services. Everything listens on 127.0.0.1; nothing contacts Azure.")
-	assets := d.o.assets
-	if assets == "" {
-		d.out.say("control plane binaries: hack/controlplane.sh %s (first run builds them from the Go module proxy: several minutes; later runs: seconds)", d.o.k8sVersion)
-		cmd := exec.CommandContext(ctx, "hack/controlplane.sh", d.o.k8sVersion)
-		cmd.Stderr = &prefixWriter{p: d.out}
-		// The script reports each stage; compiling is minutes of silence, so
-		// say that it is still going.
-		done := make(chan struct{})
-		go func(start time.Time) {
-			tick := time.NewTicker(30 * time.Second)
-			defer tick.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-					d.out.block(fmt.Sprintf("... still building (%s)", time.Since(start).Round(time.Second)))
-				}
-			}
-		}(time.Now())
-		b, err := cmd.Output()
-		close(done)
-		if err != nil {
-			return fmt.Errorf("hack/controlplane.sh %s (run the demo from the repository root): %w", d.o.k8sVersion, err)
-		}
-		assets = strings.TrimSpace(string(b))
-	}
-	os.Setenv(cluster.AssetsEnv, assets)
+	d.out.step(1, "Start a cluster with a real node, the Key Vault emulator and the webhook",
+		"kvinject is a mutating admission webhook, so it needs a real kube-apiserver (with etcd) to send it pods, kube-controller-manager to turn a Deployment into pods, kube-scheduler and a node to run them: a kubelet with containerd, runc and a bridge network. Azure Key Vault and Entra ID are played by an emulator that checks tokens and RBAC like the real services. All of it runs in network namespaces the demo made, with no link to this machine's network; images are built here and imported, never pulled; nothing contacts Azure.")
+	assets := os.Getenv(cluster.AssetsEnv)
 	// hack/controlplane.sh builds a kubectl of the same release (no version
 	// skew); without one there, any kubectl on PATH, else the demo uses the client.
 	if p := filepath.Join(assets, "kubectl"); isExecutable(p) {
@@ -96,12 +69,16 @@ func (d *demo) step1(ctx context.Context) error {
 		d.kubectl = p
 	}
 	t := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true})
+	c, err := cluster.Start(ctx, cluster.Options{ControllerManager: true, Node: true, NodeUntainted: true})
 	if err != nil {
 		return err
 	}
 	d.cluster = c
-	d.out.say("etcd, kube-apiserver %s and kube-controller-manager are up at %s (%s)", c.Version, c.Config.Host, since(t))
+	d.out.say("etcd, kube-apiserver %s, kube-controller-manager and kube-scheduler are up at %s; node %s is Ready (%s)", c.Version, c.Config.Host, cluster.NodeName, since(t))
+	if err := d.importImages(ctx); err != nil {
+		return err
+	}
+	d.out.say("imported into containerd (ctr images import): %s (make image) and %s (e2e/testapp, in place of the example's %s)", agentImage, appImage, exampleApp)
 
 	d.caFile = filepath.Join(d.tmp, "azure-ca.pem")
 	d.srv, err = fakeazure.Start(context.WithoutCancel(ctx), fakeazure.Options{
@@ -109,6 +86,8 @@ func (d *demo) step1(ctx context.Context) error {
 		// Entra ID verifies pod tokens against the API server's own issuer
 		// (OIDC discovery and JWKS), as it would for an AKS cluster.
 		IssuerClient: c.IssuerHTTPClient,
+		// Pods reach it on their bridge's address.
+		Host: net.ParseIP(cluster.BridgeIP),
 	})
 	if err != nil {
 		return err
@@ -173,9 +152,23 @@ func (d *demo) step2(ctx context.Context) error {
 	}
 	refresh := "kvinject.io/refresh: " + d.o.refresh.String()
 	example = bytes.Replace(example, []byte(asked), []byte(refresh), 1)
+	if !bytes.Contains(example, []byte("image: "+exampleApp)) {
+		return fmt.Errorf("%s no longer runs %s; update the demo", exampleFile, exampleApp)
+	}
+	example = bytes.Replace(example, []byte("image: "+exampleApp), []byte("image: "+appImage+"\n        imagePullPolicy: Never"), 1)
+	ca, err := os.ReadFile(d.caFile)
+	if err != nil {
+		return err
+	}
+	if _, err := d.cluster.Kube.CoreV1().ConfigMaps(namespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: caConfigMap}, Data: map[string]string{"emulator-ca.pem": string(ca)},
+	}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
 	d.out.say("$ kubectl create namespace %s", namespace)
 	d.out.say("$ kubectl label namespace %s pod-security.kubernetes.io/enforce=restricted    # injected pods must pass it", namespace)
-	d.out.say("$ kubectl apply -f %s    # with %q instead of 30s, so step 4 is quick", exampleFile, refresh)
+	d.out.say("$ kubectl create configmap %s -n %s --from-file=emulator-ca.pem    # the agents trust the emulator's CA (--ca-configmap)", caConfigMap, namespace)
+	d.out.say("$ kubectl apply -f %s    # with %q instead of 30s, so step 4 is quick, and image %s", exampleFile, refresh, appImage)
 	if err := d.apply(ctx, example); err != nil {
 		return err
 	}
@@ -216,7 +209,7 @@ func (d *demo) step2(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.out.say("The webhook's audit log, one line per review: the API server sends every replica as the same pod, so after the first the answer comes from the webhook's review cache:")
+	d.out.say("The webhook's audit log, one line per review. The ServiceAccount admission plugin gives each replica its own kube-api-access-<random> volume before the webhook sees it, and adds its mount to the new containers after, so the API server calls the webhook again (decision=unchanged):")
 	d.out.block(strings.Join(lines, "\n"))
 	return nil
 }
@@ -251,104 +244,89 @@ func (d *demo) replicaReviews(ctx context.Context, generateName string, n int) (
 }
 
 func (d *demo) step3(ctx context.Context) error {
-	d.out.step(3, "Run the agent the way a kubelet would",
-		"There is no node here, so the demo plays kubelet for the pod: it asks the API server for the pod's service-account token (TokenRequest bound to the pod, audience and lifetime from the projected volume), lays the volumes out as directories, and runs the built kvinject-agent binary with exactly the injected container's args and env. The agent signs in at Entra ID with that token, reads the vault and writes the files; the app container starts only once its startup probe passes.")
+	d.out.step(3, "The kubelet runs the pod",
+		"kube-scheduler puts the pod on the node; the kubelet has containerd start it as the API server admitted it: the projected service-account token (audience api://AzureADTokenExchange) in the agent only, the secrets volume a tmpfs, the agent a native sidecar whose startup probe holds the app back until every file is written. The agent signs in at Entra ID with that token, reads the vault and writes the files; then the app starts and reads them.")
 	t := time.Now()
-	p, err := podrunner.Start(ctx, podrunner.Options{
-		Kube:     d.cluster.Kube,
-		Commands: map[string]string{injector.AgentBinary: d.o.agent},
-		CAFile:   d.caFile,
-		Dir:      filepath.Join(d.tmp, "pods", d.pod.Name),
-	}, namespace, d.pod.Name)
-	if p != nil {
-		d.runner = p
-	}
+	pod, err := d.waitRunning(ctx, d.pod.Name, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	agent := p.Container(agentName)
-	if p.Phase() != corev1.PodRunning {
-		return fmt.Errorf("the agent did not start: exit code %d, termination message %q\nlogs:\n%s", agent.ExitCode(), agent.TerminationMessage(), agent.Logs())
-	}
-	for _, v := range p.Pod.Spec.Volumes {
+	d.pod = pod
+	for _, v := range pod.Spec.Volumes {
 		if v.Projected != nil {
 			for _, s := range v.Projected.Sources {
-				if t := s.ServiceAccountToken; t != nil {
-					d.out.say("token: TokenRequest for %s/%s bound to pod %s, audience %s, %ds → volume %s", namespace, p.Pod.Spec.ServiceAccountName, p.Pod.Name, t.Audience, *t.ExpirationSeconds, v.Name)
+				if t := s.ServiceAccountToken; t != nil && t.Audience != "" {
+					d.out.say("token: the kubelet's TokenRequest for %s/%s bound to pod %s, audience %s, %ds → volume %s", namespace, pod.Spec.ServiceAccountName, pod.Name, t.Audience, *t.ExpirationSeconds, v.Name)
 				}
 			}
 		}
 	}
-	d.out.say("%s (native sidecar): started, startup probe `kvinject-agent probe` passed after %s", agentName, since(t))
-	// Report it in the pod status as kubelet would, for kubectl get pods.
-	if err := p.UpdateStatus(ctx); err != nil {
+	d.out.say("%s (native sidecar) started, startup probe `kvinject-agent probe` passed; app container web running (%s after the pod was created... %s here)", agentName, since(pod.CreationTimestamp.Time), since(t))
+	if err := d.getPods(ctx); err != nil {
 		return err
 	}
-	d.out.say("agent log:")
-	d.out.block(agentLog(agent.Logs(), 0))
-	app := appContainer(p.Pod)
-	mount := mountPath(app)
-	dir, err := p.HostPath(app.Name, mount)
+	logs, err := d.logs(ctx, pod.Name, agentName)
 	if err != nil {
 		return err
 	}
-	d.out.say("container %s would start now and see %s (read-only; the demo has no image runtime, so it lists it for the app):", app.Name, mount)
-	listing, err := listSecrets(dir)
+	d.out.say("$ kubectl logs %s -c %s -n %s", pod.Name, agentName, namespace)
+	d.out.block(agentLog(logs, 0))
+	r, _, err := d.appReport(ctx, pod.Name)
 	if err != nil {
 		return err
 	}
-	d.out.block(listing)
+	d.out.say("what container web sees at %s (e2e/testapp logs it as JSON; here as ls -l would):", mountPath(appContainer(pod)))
+	d.out.block(r.listing())
+	d.out.say("the app cannot write there (%s), runs as uid %s with groups %s, and holds no Azure token", r.WriteError, strings.Fields(r.Status["Uid"])[0], r.Status["Groups"])
 	return nil
 }
 
 func (d *demo) step4(ctx context.Context) error {
-	d.out.step(4, "Rotate a secret and watch the file change",
-		fmt.Sprintf("Someone sets a new version of db-password in Key Vault. The agent fetches every %s (jittered by ±10%%), writes a complete new snapshot and swaps the ..data link in one rename, so the app never reads half an update. db.env, the template, follows in the same snapshot.", d.o.refresh))
-	app := appContainer(d.runner.Pod)
-	dir, err := d.runner.HostPath(app.Name, mountPath(app))
+	d.out.step(4, "Rotate a secret and watch the app see it",
+		fmt.Sprintf("Someone sets a new version of db-password in Key Vault. The agent fetches every %s (jittered by ±10%%), writes a complete new snapshot and swaps the ..data link in one rename, so the app never reads half an update. db.env, the template, follows in the same snapshot. The app's own log shows what it reads.", d.o.refresh))
+	before, _, err := d.appReport(ctx, d.pod.Name)
 	if err != nil {
 		return err
 	}
-	file := filepath.Join(dir, "db-password")
-	before, err := os.ReadFile(file)
+	logs, err := d.logs(ctx, d.pod.Name, agentName)
 	if err != nil {
 		return err
 	}
+	logged := len(logs)
 	if _, err := d.srv.SetSecret(vaultName, "db-password", "staple-battery-horse-correct", ""); err != nil {
 		return err
 	}
 	t := time.Now()
-	d.out.say("set a new version of db-password in the emulator; polling %s/db-password ...", mountPath(app))
-	deadline := t.Add(3*d.o.refresh + 10*time.Second)
-	agent := d.runner.Container(agentName)
-	logged := len(agent.Logs())
-	for {
-		b, err := os.ReadFile(file)
-		if err == nil && !bytes.Equal(b, before) {
-			d.out.say("db-password changed after %s: %q → %q", since(t), before, b)
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("db-password did not change within %s; agent log:\n%s", deadline.Sub(t).Round(time.Second), agent.Logs())
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+	d.out.say("set a new version of db-password in the emulator; following the app's log (kubectl logs %s -c web) ...", d.pod.Name)
+	var after appReport
+	var line string
+	if err := d.poll(ctx, 3*d.o.refresh+10*time.Second, "the app's log to show the new db-password", func() error {
+		r, l, err := d.appReport(ctx, d.pod.Name)
+		if err != nil {
 			return err
 		}
-	}
-	env, err := os.ReadFile(filepath.Join(dir, "db.env"))
-	if err != nil {
+		if r.Files["db-password"].Content == before.Files["db-password"].Content {
+			return fmt.Errorf("db-password still %q", r.Files["db-password"].Content)
+		}
+		after, line = r, l
+		return nil
+	}); err != nil {
 		return err
 	}
-	d.out.say("db.env now:")
-	d.out.block(string(env))
+	d.out.say("db-password changed after %s: %q → %q", since(t), before.Files["db-password"].Content, after.Files["db-password"].Content)
+	d.out.say("the app's own log line, files db-password and db.env:")
+	d.out.block(appLine(line, "db-password", "db.env"))
+	if logs, err = d.logs(ctx, d.pod.Name, agentName); err != nil {
+		return err
+	}
 	d.out.say("agent log of that cycle:")
-	d.out.block(agentLog(agent.Logs(), logged))
+	d.out.block(agentLog(logs, logged))
 	return nil
 }
 
 func (d *demo) step5(ctx context.Context) error {
 	d.out.step(5, "A failure you will meet: an object the identity may not read",
-		"A second pod of the same ServiceAccount asks for payments-api-key, on which the identity has no role. Without kvinject.io/refresh the agent is a plain init container: it fails at once on 403 (retrying cannot help), writes the reason to its termination message and exits non-zero, so the app never starts with a missing file. The demo writes the container state into the pod status as kubelet would, and kubectl shows it.")
+		"A second pod of the same ServiceAccount asks for payments-api-key, on which the identity has no role. Without kvinject.io/refresh the agent is a plain init container: it fails at once on 403 (retrying cannot help), writes the reason to its termination message and exits non-zero, so the app never starts with a missing file. The kubelet reports it, and kubectl shows it.")
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: failingPod, Namespace: namespace, Annotations: map[string]string{
 			"kvinject.io/inject":                  "true",
@@ -361,7 +339,7 @@ func (d *demo) step5(ctx context.Context) error {
 				RunAsNonRoot:   ptr(true),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
-			Containers: []corev1.Container{{Name: "report", Image: "registry.example/shop/report:1.4",
+			Containers: []corev1.Container{{Name: "report", Image: appImage, ImagePullPolicy: corev1.PullNever,
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr(false),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -372,31 +350,26 @@ func (d *demo) step5(ctx context.Context) error {
 	if _, err := d.cluster.Kube.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create pod %s: %w", failingPod, err)
 	}
-	p, err := podrunner.Start(ctx, podrunner.Options{
-		Kube:     d.cluster.Kube,
-		Commands: map[string]string{injector.AgentBinary: d.o.agent},
-		CAFile:   d.caFile,
-		Dir:      filepath.Join(d.tmp, "pods", failingPod),
-	}, namespace, failingPod)
-	if p != nil {
-		d.failed = p
-	}
-	if err != nil {
-		return err
-	}
-	if p.Phase() != corev1.PodFailed {
-		return fmt.Errorf("pod %s: phase %s, want the agent to fail", failingPod, p.Phase())
-	}
-	if err := p.UpdateStatus(ctx); err != nil {
-		return err
-	}
-	agent := p.Failed()
-	d.out.say("%s exited with code %d", agent.Name, agent.ExitCode())
-	if d.kubectl == "" {
-		got, err := d.cluster.Kube.CoreV1().Pods(namespace).Get(ctx, failingPod, metav1.GetOptions{})
+	var got *corev1.Pod
+	if err := d.poll(ctx, 2*time.Minute, "pod "+failingPod+" to fail", func() error {
+		p, err := d.cluster.Kube.CoreV1().Pods(namespace).Get(ctx, failingPod, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
+		if p.Status.Phase != corev1.PodFailed {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		got = p
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, s := range got.Status.InitContainerStatuses {
+		if t := s.State.Terminated; t != nil && s.Name == agentName {
+			d.out.say("%s exited with code %d; container report never started", s.Name, t.ExitCode)
+		}
+	}
+	if d.kubectl == "" {
 		d.out.say("(kubectl is not installed; the pod status that kubectl describe pod shows:)")
 		for _, s := range got.Status.InitContainerStatuses {
 			if t := s.State.Terminated; t != nil {
@@ -426,22 +399,9 @@ func (d *demo) step5(ctx context.Context) error {
 // and on Ctrl-C too.
 func (d *demo) shutdown() {
 	d.out.step(6, "Shut everything down",
-		"The agents get SIGTERM like kubelet sends, then the webhook (it finishes in-flight reviews), the emulator, kube-controller-manager, kube-apiserver and etcd.")
+		"The webhook first (it finishes in-flight reviews), the emulator, then the node (the kubelet, every container through containerd, containerd and its shims), kube-scheduler, kube-controller-manager, kube-apiserver and etcd; the mounts, cgroups and kernel settings the node changed are undone.")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, p := range []*podrunner.Pod{d.failed, d.runner} {
-		if p == nil {
-			continue
-		}
-		if err := p.Stop(ctx); err != nil {
-			d.out.say("stop pod %s: %v", p.Pod.Name, err)
-		}
-	}
-	if d.runner != nil {
-		if a := d.runner.Container(agentName); a != nil {
-			d.out.say("agent of %s: stopped, exit code %d", d.runner.Pod.Name, a.ExitCode())
-		}
-	}
 	if d.webhook != nil {
 		if err := d.webhook.stop(ctx); err != nil {
 			d.out.say("webhook: %v", err)
@@ -455,9 +415,9 @@ func (d *demo) shutdown() {
 	}
 	if d.cluster != nil {
 		if err := d.cluster.Stop(); err != nil {
-			d.out.say("control plane: %v", err)
+			d.out.say("cluster: %v", err)
 		} else {
-			d.out.say("kube-controller-manager, kube-apiserver, etcd: stopped")
+			d.out.say("kubelet, containerd, kube-scheduler, kube-controller-manager, kube-apiserver, etcd: stopped")
 		}
 	}
 	if left := children(); len(left) > 0 {
@@ -470,7 +430,6 @@ func (d *demo) shutdown() {
 	}
 }
 
-// apply applies YAML with kubectl when it is installed, else with the client.
 func (d *demo) apply(ctx context.Context, yaml []byte) error {
 	if d.kubectl != "" {
 		out, err := d.kubectlRun(ctx, yaml, "apply", "-f", "-")
@@ -559,6 +518,8 @@ func (d *demo) startWebhook(ctx context.Context) error {
 		"--vault", d.vaultURL,
 		"--cloud", "Custom", "--authority-host", d.srv.AuthorityHost(), "--vault-suffix", "vault.kvinject.test",
 		"--disable-instance-discovery", "--disable-challenge-resource-verification",
+		// The emulator's CA, from a ConfigMap in the pod's namespace.
+		"--ca-configmap", caConfigMap,
 	}
 	d.webhook, err = startProcess(d.o.kvinject, args, filepath.Join(d.tmp, "webhook.log"))
 	if err != nil {
@@ -582,7 +543,7 @@ func (d *demo) startWebhook(ctx context.Context) error {
 		return err
 	}
 	d.out.say("webhook: %s webhook on https://127.0.0.1:%d%s (serving certificate from a throw-away CA)", filepath.Base(d.o.kvinject), port, "/mutate-pods")
-	d.out.say("  defaults: --vault=%s --cloud=Custom --authority-host=%s", d.vaultURL, d.srv.AuthorityHost())
+	d.out.say("  defaults: --vault=%s --cloud=Custom --authority-host=%s --ca-configmap=%s", d.vaultURL, d.srv.AuthorityHost(), caConfigMap)
 
 	mwc, source, err := d.webhookConfiguration()
 	if err != nil {
@@ -602,11 +563,11 @@ func (d *demo) startWebhook(ctx context.Context) error {
 
 	// The API server picks the configuration up asynchronously: wait until a
 	// dry-run pod that asks for injection is answered by the webhook (it denies
-	// it, as the pod's ServiceAccount does not exist).
+	// it: neither the pod nor its ServiceAccount names a client ID).
 	return d.poll(ctx, 60*time.Second, "the API server to call the webhook", func() error {
 		_, err := d.cluster.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "true", "kvinject.io/secret-x": "x"}},
-			Spec:       corev1.PodSpec{ServiceAccountName: "no-such-account", Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
+			Spec:       corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
 		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil && strings.Contains(err.Error(), "kvinject:") {
 			return nil
@@ -695,47 +656,6 @@ func mountPath(c *corev1.Container) string {
 		}
 	}
 	return "/mnt/secrets"
-}
-
-// listSecrets lists dir like ls -l (the snapshot scheme included), then each
-// file's mode, size and a readable summary of its content.
-func listSecrets(dir string) (string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	var files []string
-	for _, e := range entries {
-		fi, err := os.Lstat(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return "", err
-		}
-		// Go writes a symlink's type as L; ls writes l.
-		line := fmt.Sprintf("%s  %s", strings.Replace(fi.Mode().String(), "L", "l", 1), e.Name())
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			target, _ := os.Readlink(filepath.Join(dir, e.Name()))
-			line += " -> " + target
-			if !strings.HasPrefix(e.Name(), "..") {
-				files = append(files, e.Name())
-			}
-		}
-		fmt.Fprintln(&b, line)
-	}
-	fmt.Fprintln(&b)
-	for _, name := range files {
-		path := filepath.Join(dir, name)
-		fi, err := os.Stat(path)
-		if err != nil {
-			return "", err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(&b, "%s  %5d  %s:%s\n", fi.Mode().Perm(), fi.Size(), name, summarize(data))
-	}
-	return strings.TrimRight(b.String(), "\n"), nil
 }
 
 // summarize shows a file's content in one or a few lines: text as is, PEM as

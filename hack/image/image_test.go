@@ -392,7 +392,7 @@ func TestAgentMountPointsFitTheImage(t *testing.T) {
 	for _, e := range rootfs(nil, nil) {
 		files[e.path] = !e.dir
 	}
-	for _, mp := range []string{injector.AgentDir, injector.TokenDir} {
+	for _, mp := range []string{injector.AgentDir, injector.TokenDir, injector.CADir} {
 		for p := mp; p != "/"; p = filepath.Dir(p) {
 			if files[p] {
 				t.Errorf("agent mount point %s runs through %s, which is a file in the image", mp, p)
