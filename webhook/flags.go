@@ -186,7 +186,6 @@ type Flags struct {
 	metricsAddr     string
 	healthAddr      string
 	shutdownTimeout time.Duration
-	reviewCacheSize int
 	kubeconfig      string
 }
 
@@ -201,7 +200,6 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.DurationVar(&f.shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second, "how long in-flight reviews may finish after SIGTERM")
-	fs.IntVar(&f.reviewCacheSize, "review-cache-size", DefaultReviewCacheSize, "answers to recent pods kept for the repeated reviews of a ReplicaSet's replicas; 0 disables the cache")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses $KUBECONFIG, then the in-cluster config, then ~/.kube/config")
 	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + EnvName(fl.Name) + "]" })
 	return f
@@ -254,7 +252,6 @@ func (f *Flags) Options() (Options, error) {
 		MetricsBindAddress:      f.metricsAddr,
 		HealthProbeBindAddress:  f.healthAddr,
 		GracefulShutdownTimeout: f.shutdownTimeout,
-		ReviewCacheSize:         f.reviewCacheSize,
 	}
 	if f.port < 1 || f.port > 65535 {
 		bad("port", "%d is not a TCP port", f.port)
@@ -269,9 +266,6 @@ func (f *Flags) Options() (Options, error) {
 		o.TLSMinVersion = tls.VersionTLS13
 	default:
 		bad("tls-min-version", "%q is not 1.2 or 1.3", f.tlsMinVersion)
-	}
-	if f.reviewCacheSize < 0 {
-		bad("review-cache-size", "%d is negative; 0 disables the cache", f.reviewCacheSize)
 	}
 	if f.shutdownTimeout <= 0 {
 		bad("graceful-shutdown-timeout", "%s is not positive", f.shutdownTimeout)

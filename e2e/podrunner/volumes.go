@@ -10,7 +10,9 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // defaultTokenSeconds is the API server's default expirationSeconds of a
@@ -63,7 +65,17 @@ func (p *Pod) project(ctx, rctx context.Context, v *corev1.Volume, dir string) e
 			p.wg.Add(1)
 			go p.refreshToken(rctx, t, path, mode, exp)
 		case src.ConfigMap != nil:
-			cm, err := p.o.Kube.CoreV1().ConfigMaps(p.Pod.Namespace).Get(ctx, src.ConfigMap.Name, metav1.GetOptions{})
+			// kubelet retries the mount until the ConfigMap exists, as
+			// kube-root-ca.crt does a moment after its namespace.
+			var cm *corev1.ConfigMap
+			err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				var err error
+				cm, err = p.o.Kube.CoreV1().ConfigMaps(p.Pod.Namespace).Get(ctx, src.ConfigMap.Name, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					return false, nil
+				}
+				return err == nil, err
+			})
 			if err != nil {
 				return fmt.Errorf("podrunner: volume %s sources[%d]: configMap %s: %w", v.Name, j, src.ConfigMap.Name, err)
 			}
