@@ -104,7 +104,7 @@ func TestWebhookInjects(t *testing.T) {
 		"kvinject.io/template-app.env":   `DB_PASSWORD={{ secret "db-password" | envQuote }}`,
 		"kvinject.io/refresh":            "1m",
 		"kvinject.io/containers":         "web",
-		"kvinject.io/mount-path":         "/etc/web/secrets",
+		"kvinject.io/mount-path":         "/srv/web/secrets",
 	})
 	pod.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "registry.invalid/migrate:1"}}
 	pod.Spec.Containers = []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}, {Name: "metrics", Image: "registry.invalid/metrics:1"}}
@@ -199,7 +199,7 @@ func TestWebhookInjects(t *testing.T) {
 	wantMounts := map[string][]string{
 		injector.AgentContainer: {"kvinject-secrets:/var/run/kvinject/secrets:rw", "kvinject-token:/var/run/secrets/kvinject/tokens:ro"},
 		"migrate":               nil,
-		"web":                   {"kvinject-secrets:/etc/web/secrets:ro"},
+		"web":                   {"kvinject-secrets:/srv/web/secrets:ro"},
 		"metrics":               nil,
 	}
 	for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {

@@ -95,7 +95,7 @@ var Annotations = []Annotation{
 		Example: "native"},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",
 		Help:    "Where app containers see the files (read-only).",
-		Example: "/etc/app/secrets"},
+		Example: "/srv/app/secrets"},
 	{Name: "containers", Type: "comma-separated container names", Default: "all containers",
 		Help:    "Only these containers (regular or init) get the mount. The agent is never listed.",
 		Example: "app,migrate"},

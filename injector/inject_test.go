@@ -165,7 +165,7 @@ func TestSecretsReachOnlyChosenContainers(t *testing.T) {
 		{"", []string{"migrate", "app", "proxy"}},
 		{"app, migrate", []string{"migrate", "app"}},
 	} {
-		ann := map[string]string{AnnotationMountPath: "/etc/app/secrets", AnnotationContainers: tc.containers}
+		ann := map[string]string{AnnotationMountPath: "/srv/app/secrets", AnnotationContainers: tc.containers}
 		if tc.containers == "" {
 			ann[AnnotationContainers] = "-"
 		}
@@ -180,8 +180,8 @@ func TestSecretsReachOnlyChosenContainers(t *testing.T) {
 					t.Errorf("container %s mounts the token volume", c.Name)
 				}
 				if m.Name == SecretsVolume {
-					if !m.ReadOnly || m.MountPath != "/etc/app/secrets" {
-						t.Errorf("container %s mounts secrets %+v, want read-only at /etc/app/secrets", c.Name, m)
+					if !m.ReadOnly || m.MountPath != "/srv/app/secrets" {
+						t.Errorf("container %s mounts secrets %+v, want read-only at /srv/app/secrets", c.Name, m)
 					}
 					got = append(got, c.Name)
 				}

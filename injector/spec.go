@@ -347,10 +347,28 @@ func (p *parser) parseMountPath() string {
 	if v == "" {
 		return DefaultMountPath
 	}
-	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.Contains(v, ":") {
-		p.problems.add(field, "%q must be a clean absolute path other than / without ':', e.g. %s", v, DefaultMountPath)
+	if err := CheckMountPath(v); err != nil {
+		p.problems.add(field, "%v", err)
 	}
 	return v
+}
+
+// systemDirs are where a mount would hide or replace what the container's
+// system needs, or the API server's own ServiceAccount token.
+var systemDirs = []string{"/proc", "/sys", "/dev", "/etc", "/var/run/secrets/kubernetes.io", "/run/secrets/kubernetes.io"}
+
+// CheckMountPath validates a mount path of the secrets volume: a clean
+// absolute path without ':', not / and not in a system directory.
+func CheckMountPath(v string) error {
+	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.Contains(v, ":") {
+		return fmt.Errorf("%q must be a clean absolute path other than / without ':', e.g. %s", v, DefaultMountPath)
+	}
+	for _, d := range systemDirs {
+		if v == d || strings.HasPrefix(v, d+"/") {
+			return fmt.Errorf("%q is in the system directory %s, which the mount would hide; use e.g. %s", v, d, DefaultMountPath)
+		}
+	}
+	return nil
 }
 
 func (p *parser) parseContainers() []string {
