@@ -204,7 +204,7 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	}
 	if probes != nil {
 		serve("health probes", func(ctx context.Context) error {
-			return serveUntilDone(ctx, probes, probesListener)
+			return serveUntilDone(ctx, probes, func() error { return probes.Serve(probesListener) })
 		})
 	}
 	run(cacheCtx, "serviceaccount cache", saCache.Start)
@@ -320,12 +320,13 @@ func (s *reviewServer) Start(ctx context.Context) error {
 			ctrllog.FromContext(ctx).Error(err, "certificate watcher")
 		}
 	}()
-	cfg := &tls.Config{MinVersion: minVersion, GetCertificate: watcher.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
-	l, err := tls.Listen("tcp", net.JoinHostPort(s.o.Host, strconv.Itoa(s.o.Port)), cfg)
+	l, err := net.Listen("tcp", net.JoinHostPort(s.o.Host, strconv.Itoa(s.o.Port)))
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
+		// ServeTLS offers HTTP/2 and HTTP/1.1 over this configuration.
+		TLSConfig:         &tls.Config{MinVersion: minVersion, GetCertificate: watcher.GetCertificate},
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -342,7 +343,8 @@ func (s *reviewServer) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.addr = l.Addr().String()
 	s.mu.Unlock()
-	return serveUntilDone(ctx, srv, netutil.LimitListener(l, maxConnections))
+	limited := netutil.LimitListener(l, maxConnections)
+	return serveUntilDone(ctx, srv, func() error { return srv.ServeTLS(limited, "", "") })
 }
 
 // StartedChecker reports whether the server accepts TLS connections.
@@ -380,15 +382,15 @@ func newProbeServer(live, ready map[string]healthz.Checker) *http.Server {
 	}
 }
 
-// serveUntilDone serves on l until ctx is done, then lets open requests
-// finish; Start bounds the whole shutdown by the grace period.
-func serveUntilDone(ctx context.Context, srv *http.Server, l net.Listener) error {
+// serveUntilDone runs serve (srv's) until ctx is done, then lets open
+// requests finish; Start bounds the whole shutdown by the grace period.
+func serveUntilDone(ctx context.Context, srv *http.Server, serve func() error) error {
 	shutdown := make(chan error, 1)
 	go func() {
 		<-ctx.Done()
 		shutdown <- srv.Shutdown(context.WithoutCancel(ctx))
 	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return <-shutdown

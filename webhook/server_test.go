@@ -292,3 +292,28 @@ func TestServerFinishesInFlightReviewsOnShutdown(t *testing.T) {
 	}
 	<-stopped
 }
+
+// The API server talks HTTP/2 to webhooks: a review over HTTP/2 is answered.
+func TestServerAnswersOverHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	c := newServingCert(t, 1)
+	writeSecretVolume(t, dir, c, 1)
+	port := freePort(t)
+	startServer(t, Options{Host: "127.0.0.1", Port: port, CertDir: dir}, newHarness(serviceAccounts{"shop/web": webSA}).h)
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer client.CloseIdleConnections()
+	res, err := client.Post("https://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port))+Path, "application/json", bytes.NewReader(review(t, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.ProtoMajor != 2 {
+		t.Errorf("protocol %s, want HTTP/2", res.Proto)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.Response == nil || out.Response.Patch == nil {
+		t.Fatalf("review over HTTP/2: %v %+v", err, out.Response)
+	}
+}
