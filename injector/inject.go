@@ -106,7 +106,7 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 	}
 	var ps problems
 	if d.Image == "" {
-		ps.add("defaults: image", "no agent image; set the webhook's --agent-image (or kvinject inject --agent-image)")
+		ps.add(DefaultsImage, "no agent image; set the webhook's --agent-image (or kvinject inject --agent-image)")
 	}
 	checkCollisions(out, s, &ps)
 	if err := ps.err(); err != nil {

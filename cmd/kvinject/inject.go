@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/injector"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 const injectUsage = `Usage: kvinject inject -f FILE|- [flags]
@@ -27,8 +27,11 @@ kubectl get -o yaml prints), injects every Pod and pod template (Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) that has
 kvinject.io/inject: "true", and writes all documents to stdout. Other documents pass through byte for byte. Warnings go to stderr.
 
---client-id and --tenant-id stand in for the workload's ServiceAccount
-annotations (azure.workload.identity/client-id, tenant-id).
+It takes exactly the webhook's defaults flags, with the same KVINJECT_*
+environment twins, so env $(cat webhook.env) kvinject inject -f app.yaml gives
+what the webhook gives. --sa-client-id and --sa-tenant-id stand in for the
+workload's ServiceAccount annotations (azure.workload.identity/client-id,
+tenant-id) when the input has no such ServiceAccount.
 
 Exit codes: 0 written; 1 a document is invalid (nothing is written, stderr
 names each document and annotation); 2 usage error or unreadable input.
@@ -47,19 +50,18 @@ type injectOptions struct {
 
 func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o injectOptions
-	var cloud string
 	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, injectUsage)
 		fs.PrintDefaults()
 	}
+	// The webhook's table of defaults flags, and its environment twins.
+	defaults := webhook.BindDefaultsFlags(fs)
+	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + webhook.EnvName(fl.Name) + "]" })
 	fs.StringVar(&o.file, "f", "", "manifest file, or - for stdin (required)")
-	fs.StringVar(&o.clientID, "client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
-	fs.StringVar(&o.tenantID, "tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
-	fs.StringVar(&o.defaults.Vault, "vault", "", "default vault name or https URL, like the webhook's --vault")
-	fs.StringVar(&o.defaults.Image, "agent-image", "ghcr.io/kvinject/kvinject:"+version, "agent image, like the webhook's --agent-image")
-	fs.StringVar(&cloud, "cloud", "AzurePublicCloud", "Azure cloud: "+strings.Join(config.KnownCloudNames(), ", "))
+	fs.StringVar(&o.clientID, "sa-client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
+	fs.StringVar(&o.tenantID, "sa-tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of documents that name none")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,20 +69,27 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		return 2
 	}
+	if err := webhook.ApplyEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
+		return 2
+	}
 	if o.file == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "kvinject inject: give one input with -f FILE or -f - for stdin")
 		fs.Usage()
 		return 2
 	}
-	c, ok := config.KnownCloud(cloud)
-	if !ok {
-		fmt.Fprintf(stderr, "kvinject inject: unknown --cloud %q; use one of %s\n", cloud, strings.Join(config.KnownCloudNames(), ", "))
+	if fs.Lookup("agent-image").Value.String() == "" {
+		// Offline, the image of this build stands in for the webhook's own.
+		_ = fs.Set("agent-image", "ghcr.io/kvinject/kvinject:"+version)
+	}
+	d, err := defaults.Defaults()
+	if err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
 		return 2
 	}
-	o.defaults.Cloud = c
+	o.defaults = d
 
 	var in []byte
-	var err error
 	if o.file == "-" {
 		in, err = io.ReadAll(stdin)
 	} else {
@@ -99,7 +108,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			fmt.Fprintln(stderr, "error: "+p)
 		}
 		if hasMissingIdentity(problems) {
-			fmt.Fprintln(stderr, "hint: offline, --client-id and --tenant-id stand in for the ServiceAccount's annotations")
+			fmt.Fprintln(stderr, "hint: offline, --sa-client-id and --sa-tenant-id stand in for the ServiceAccount's annotations")
 		}
 		return 1
 	}
