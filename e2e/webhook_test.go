@@ -207,8 +207,11 @@ func TestWebhookInjects(t *testing.T) {
 			t.Errorf("container %s mounts %v, want %v", c.Name, m, wantMounts[c.Name])
 		}
 	}
-	if d := s.hook.audit.decisions(ns, "web"); !slices.Equal(d, []string{"patched"}) {
-		t.Errorf("webhook reviews of pod web: %v, want exactly one, patched", d)
+	// The ServiceAccount admission plugin runs again after the webhooks and
+	// mounts the API token into the agent, so the API server calls kvinject
+	// again (reinvocationPolicy IfNeeded): nothing more to do.
+	if d := s.hook.audit.decisions(ns, "web"); !slices.Equal(d, []string{"patched", "unchanged"}) {
+		t.Errorf("webhook reviews of pod web: %v, want [patched unchanged]", d)
 	}
 
 	// A plain pod: admitted untouched, and the webhook never heard of it.
@@ -217,7 +220,8 @@ func TestWebhookInjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Volumes) != 0 || plain.Annotations[injector.AnnotationStatus] != "" {
+	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Volumes) != 1 || !strings.HasPrefix(plain.Spec.Volumes[0].Name, "kube-api-access-") ||
+		plain.Annotations[injector.AnnotationStatus] != "" {
 		t.Errorf("plain pod changed: %+v", plain.Spec)
 	}
 	if n := s.hook.audit.inNamespace(ns) - before; n != 0 {
@@ -388,16 +392,19 @@ func TestWebhookDeployment(t *testing.T) {
 			t.Errorf("the replicas were injected differently:\n%s\n%s", ja, jb)
 		}
 		rs := metav1.GetControllerOf(&pods[0])
-		if d := s.hook.audit.decisions(ns, rs.Name+"-"); !slices.Equal(d, []string{"patched", "patched"}) {
-			t.Errorf("reviews of the replicas: %v, want [patched patched]", d)
+		// Each replica: injected, then reinvoked after the ServiceAccount
+		// plugin ran again.
+		if d := s.hook.audit.decisions(ns, rs.Name+"-"); !slices.Equal(d, []string{"patched", "unchanged", "patched", "unchanged"}) {
+			t.Errorf("reviews of the replicas: %v, want [patched unchanged patched unchanged]", d)
 		}
 	}
 }
 
 // Another mutating webhook that runs after kvinject and adds a container
 // makes the API server call kvinject again (reinvocationPolicy IfNeeded).
-// The second pass finds the agent in place and changes nothing: the pod ends
-// with exactly one agent.
+// The second pass finds the agent in place and gives the new container the
+// secrets mount: the pod ends with exactly one agent, and every targeted
+// container reads the secrets.
 func TestWebhookReinvocation(t *testing.T) {
 	t.Parallel()
 	s := testStack(t)
@@ -469,9 +476,14 @@ func TestWebhookReinvocation(t *testing.T) {
 	if names := containerNames(created.Spec.Containers); !slices.Equal(names, []string{"app", "log-shipper"}) {
 		t.Errorf("containers %v, want [app log-shipper]", names)
 	}
+	// Reinvoked after the other webhook, kvinject gives its container the
+	// secrets mount (the pod targets every container).
+	if m := mounts(created.Spec.Containers[1]); !slices.Equal(m, []string{"kvinject-secrets:/mnt/secrets:ro"}) {
+		t.Errorf("log-shipper mounts %v, want the secrets at /mnt/secrets, read-only", m)
+	}
 	d := s.hook.audit.decisions(ns, "web")
-	if !slices.Equal(d, []string{"patched", "unchanged"}) {
-		t.Errorf("kvinject reviews of pod web: %v, want [patched unchanged] (injected, then reinvoked after the other webhook)", d)
+	if !slices.Equal(d, []string{"patched", "patched"}) {
+		t.Errorf("kvinject reviews of pod web: %v, want [patched patched] (injected, then the mount for the added container)", d)
 	}
 }
 
@@ -559,9 +571,14 @@ func containerNames(cs []corev1.Container) []string {
 }
 
 // mounts lists a container's volume mounts as "volume:path:ro|rw".
+// mounts lists a container's mounts but the API token's, which the
+// ServiceAccount admission plugin adds to every container.
 func mounts(c corev1.Container) []string {
 	var out []string
 	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(m.Name, "kube-api-access-") {
+			continue
+		}
 		mode := "rw"
 		if m.ReadOnly {
 			mode = "ro"

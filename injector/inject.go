@@ -78,9 +78,9 @@ const (
 // modified. A pod without kvinject.io/inject: "true" is returned unchanged.
 // sa may be nil when the pod's ServiceAccount is unknown (offline use).
 //
-// A pod that already carries kvinject.io/status: injected is returned
-// unchanged, so Inject(Inject(p)) equals Inject(p) and webhook reinvocation
-// never adds a second agent.
+// A pod that already carries kvinject.io/status: injected gets no second
+// agent: only containers added since (by later webhooks) get the secrets
+// mount (reinvoked), so Inject(Inject(p)) equals Inject(p).
 //
 // Errors are *InvalidError listing every problem at once.
 func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string, error) {
@@ -98,7 +98,7 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 			Message: fmt.Sprintf("%q is not \"true\" or \"false\"; set \"true\" to inject", v)}}}
 	}
 	if out.Annotations[AnnotationStatus] == StatusInjected {
-		return out, nil, nil
+		return reinvoked(out, d), nil, nil
 	}
 	s, warnings, err := parseSpec(out, sa, d)
 	if err != nil {
@@ -114,6 +114,47 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 	}
 	mutate(out, s, d)
 	return out, warnings, nil
+}
+
+// reinvoked gives the secrets mount to the containers that mutating webhooks
+// after kvinject added to an injected pod (the API server calls kvinject
+// again for them: reinvocationPolicy IfNeeded), as Azure's workload-identity
+// webhook does for its token.
+//
+//  1. Only a pod that carries kvinject's secrets volume is touched: the
+//     status annotation alone does not make a pod kvinject's.
+//  2. The mount path and the targeted containers are read from the
+//     annotations and defaults exactly as on the first pass; if they no
+//     longer parse, nothing changes (the first pass validated them).
+//  3. Every targeted container other than kvinject's own that mounts
+//     neither the secrets volume nor anything at the mount path gets the
+//     mount, read-only, appended.
+//  4. Nothing else changes, so a second reinvocation finds every mount in
+//     place and changes nothing: reinvocation converges.
+func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
+	if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == SecretsVolume }) {
+		return pod
+	}
+	p := &parser{ann: pod.Annotations, pod: pod, d: d}
+	s := &spec{mountPath: p.parseMountPath(), containers: p.parseContainers()}
+	if len(p.problems) > 0 {
+		return pod
+	}
+	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			if c.Name == AgentContainer || c.Name == InitContainer || !s.targets(c.Name) {
+				continue
+			}
+			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == SecretsVolume || m.MountPath == s.mountPath
+			}) {
+				c.VolumeMounts = append(c.VolumeMounts, mount)
+			}
+		}
+	}
+	return pod
 }
 
 // ignoredWarnings tells a user who annotated a pod but did not opt in.

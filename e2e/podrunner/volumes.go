@@ -94,8 +94,19 @@ func (p *Pod) project(ctx, rctx context.Context, v *corev1.Volume, dir string) e
 					return fmt.Errorf("podrunner: volume %s: %w", v.Name, err)
 				}
 			}
+		case src.DownwardAPI != nil:
+			// The ServiceAccount admission plugin's kube-api-access volume
+			// projects the namespace; nothing else is supported.
+			for _, it := range src.DownwardAPI.Items {
+				if it.FieldRef == nil || it.FieldRef.FieldPath != "metadata.namespace" {
+					return fmt.Errorf("podrunner: volume %s sources[%d]: only the downwardAPI item metadata.namespace is supported", v.Name, j)
+				}
+				if err := writeFileAtomic(filepath.Join(dir, it.Path), []byte(p.Pod.Namespace), mode); err != nil {
+					return fmt.Errorf("podrunner: volume %s: %w", v.Name, err)
+				}
+			}
 		default:
-			return fmt.Errorf("podrunner: volume %s sources[%d]: only serviceAccountToken and configMap projections are supported", v.Name, j)
+			return fmt.Errorf("podrunner: volume %s sources[%d]: only serviceAccountToken, configMap and downwardAPI projections are supported", v.Name, j)
 		}
 	}
 	return nil
