@@ -67,7 +67,7 @@ func (a Annotation) perFile() (string, bool) {
 // Annotations is every annotation kvinject reads or writes, in reference order.
 var Annotations = []Annotation{
 	{Name: "inject", Type: "`\"true\"` or `\"false\"`", Default: "`\"false\"`",
-		Help:    "Opt in. Only pods with `\"true\"` are changed; every other kvinject annotation is ignored without it.",
+		Help:    "Opt in. Only pods with `\"true\"` are changed; every other kvinject annotation is ignored without it. Any value but `\"true\"` or `\"false\"` (`\"True\"`, `\"yes\"`) is denied.",
 		Example: `"true"`},
 	{Name: "vault", Type: "vault name or `https://` URL", Default: "webhook `--vault`",
 		Help:    "Default vault for objects that do not name their own. A name becomes `https://<name>.<cloud vault suffix>/`.",
@@ -94,7 +94,7 @@ var Annotations = []Annotation{
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",
-		Help:    "Where app containers see the files (read-only).",
+		Help:    "Where app containers see the files (read-only). Not `/` and not in `/proc`, `/sys`, `/dev`, `/etc` or `/var/run/secrets/kubernetes.io`.",
 		Example: "/srv/app/secrets"},
 	{Name: "containers", Type: "comma-separated container names", Default: "all containers",
 		Help:    "Only these containers (regular or init) get the mount. The agent is never listed.",
