@@ -33,10 +33,12 @@ const StatusInjected = "injected"
 
 // Prefixes of the per-file annotations: Prefix + FileSecret + "<file>".
 const (
-	FileSecret   = "secret-"
-	FileCert     = "cert-"
-	FileKey      = "key-"
-	FileTemplate = "template-"
+	FileSecret = "secret-"
+	FileCert   = "cert-"
+	FileKey    = "key-"
+	// FilePublicCert is a certificate's public certificate only.
+	FilePublicCert = "public-cert-"
+	FileTemplate   = "template-"
 )
 
 // Annotation describes one kvinject annotation. The table Annotations is the
@@ -78,6 +80,9 @@ var Annotations = []Annotation{
 	{Name: FileCert + "<file>", Type: "object reference", Default: "–",
 		Help:    "Write a certificate's private key and full chain (leaf first) as PEM to `<file>`, read through the certificate's backing secret (needs *Get secret*). URLs may use `/certificates/` or `/secrets/`.",
 		Example: "myvault/tls-cert"},
+	{Name: FilePublicCert + "<file>", Type: "object reference", Default: "–",
+		Help:    "Write a certificate's public X.509 certificate (the leaf, as Key Vault's certificate API returns it; no private key, no chain) as PEM to `<file>`, read with the certificate API: needs only certificate read (role `Key Vault Reader` at scope `<vault-id>/certificates/<name>`), no secret. URLs use `/certificates/`.",
+		Example: "myvault/ca-cert"},
 	{Name: FileKey + "<file>", Type: "object reference", Default: "–",
 		Help:    "Write the public half of a Key Vault key as a PEM `PUBLIC KEY` to `<file>`. URLs use `/keys/`.",
 		Example: "signing-key"},

@@ -366,7 +366,6 @@ func TestWarnings(t *testing.T) {
 		{map[string]string{AnnotationSidecar: "classic"}, "no effect without kvinject.io/refresh"},
 		{map[string]string{AnnotationFileMode: "0400"}, "no group read bit"},
 		{map[string]string{AnnotationFileMode: "0444"}, "gives other users access"},
-		{map[string]string{AnnotationObjects: "- {objectName: tls, objectType: cert}"}, "the CSI driver wrote only the leaf"},
 	} {
 		_, warnings := mustInject(t, testPod(tc.ann), nil, testDefaults())
 		if !strings.Contains(strings.Join(warnings, "\n"), tc.want) {

@@ -543,7 +543,8 @@ func (p *parser) parseFileAnnotation(key string, a Annotation, file string, clou
 		f.Template = v
 		return f, true
 	}
-	kind := map[string]config.Kind{FileSecret + "<file>": config.KindSecret, FileCert + "<file>": config.KindCert, FileKey + "<file>": config.KindKey}[a.Name]
+	kind := map[string]config.Kind{FileSecret + "<file>": config.KindSecret, FileCert + "<file>": config.KindCert,
+		FileKey + "<file>": config.KindKey, FilePublicCert + "<file>": config.KindPublicCert}[a.Name]
 	obj, err := p.objectRef(v, kind, cloud)
 	if err != nil {
 		p.problems.add(key, "%v", err)
@@ -622,9 +623,10 @@ func objectURL(v string, kind config.Kind) (*config.Object, error) {
 	}
 	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
 	collections := map[config.Kind][]string{
-		config.KindSecret: {"secrets"},
-		config.KindCert:   {"certificates", "secrets"},
-		config.KindKey:    {"keys"},
+		config.KindSecret:     {"secrets"},
+		config.KindCert:       {"certificates", "secrets"},
+		config.KindKey:        {"keys"},
+		config.KindPublicCert: {"certificates"},
 	}[kind]
 	if len(parts) < 2 || len(parts) > 3 || !contains(collections, parts[0]) {
 		return nil, fmt.Errorf("%q is not a %s URL; use https://<vault host>/%s/<name>[/<version>]", v, kind, collections[0])

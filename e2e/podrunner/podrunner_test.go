@@ -39,7 +39,7 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	c := cluster.StartT(t, cluster.Options{})
+	c := cluster.StartT(t, cluster.Options{ControllerManager: true}) // publishes kube-root-ca.crt, which the ServiceAccount plugin's volume projects
 	ctx := t.Context()
 	dir := t.TempDir()
 	bin, err := podrunner.Build(ctx, dir)
