@@ -59,8 +59,9 @@ func TestDemo(t *testing.T) {
 			"+    kvinject.io/status: injected",
 			"+  initContainers:",
 			"+    name: kvinject-agent",
-			"decision=patched cached=false",
-			"decision=patched cached=true",
+			"decision=patched objects=",
+			// Reinvoked after the ServiceAccount plugin ran again.
+			"decision=unchanged objects=",
 			"startup probe `kvinject agent probe` passed",
 			`-r--r-----     28  db-password: "correct-horse-battery-staple"`,
 			"signing.pub: PEM: PUBLIC KEY",

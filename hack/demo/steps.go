@@ -600,12 +600,12 @@ func (d *demo) startWebhook(ctx context.Context) error {
 	d.out.say("  namespaceSelector as shipped; clientConfig.service → %s with the CA as caBundle", url)
 
 	// The API server picks the configuration up asynchronously: wait until a
-	// dry-run pod that asks for injection is answered by the webhook (it denies
-	// it, as the pod's ServiceAccount does not exist).
+	// dry-run pod with kvinject.io/inject: "True" is answered by the webhook
+	// (it denies any value but "true" and "false").
 	return d.poll(ctx, 60*time.Second, "the API server to call the webhook", func() error {
 		_, err := d.cluster.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "true", "kvinject.io/secret-x": "x"}},
-			Spec:       corev1.PodSpec{ServiceAccountName: "no-such-account", Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
+			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "True", "kvinject.io/secret-x": "x"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
 		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil && strings.Contains(err.Error(), "kvinject:") {
 			return nil
