@@ -249,15 +249,6 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	return result, nil
 }
 
-// Run is Start followed by waiting for the shutdown.
-func Run(ctx context.Context, o Options) error {
-	done, err := Start(ctx, o)
-	if err != nil {
-		return err
-	}
-	return <-done
-}
-
 // Bounds of the HTTPS server, whoever connects (docs/security.md). The API
 // server sends a review at once and waits at most the webhook's
 // timeoutSeconds (30 s at most) for the answer.
