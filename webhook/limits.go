@@ -51,11 +51,13 @@ var errTooLarge = fmt.Errorf("body exceeds %d bytes", MaxRequestBytes)
 // longer used.
 //
 //  1. Nothing is allocated from what the client announces (Content-Length):
-//     the buffer grows only as bytes arrive.
-//  2. Before the buffer grows, the growth is taken from the shared budget,
-//     waiting while other bodies hold it, until ctx ends (the server's read
-//     timeout, or the client going away).
+//     the body is read into readChunk-sized chunks as bytes arrive.
+//  2. Before each chunk is allocated, its size is taken from the shared
+//     budget, waiting while other bodies hold it, until ctx ends (the
+//     server's read timeout, or the client going away).
 //  3. A body over MaxRequestBytes is refused as soon as its bytes say so.
+//  4. At EOF the chunks are joined into one slice, whose size is taken from
+//     the budget too; the chunks' share is returned at once.
 //
 // So bodies never hold more than bodyBudget bytes at once, and a client that
 // sends slowly holds only what it has sent, rounded up to readChunk.
@@ -63,28 +65,47 @@ func (l *limits) readBody(ctx context.Context, r io.Reader) (body []byte, releas
 	var held int64
 	var once sync.Once
 	release = func() { once.Do(func() { l.body.Release(held) }) }
-	var buf []byte
-	for {
-		if len(buf) == cap(buf) {
-			grow := max(min(int64(cap(buf)), MaxRequestBytes+1-int64(cap(buf))), readChunk)
-			if err := l.body.Acquire(ctx, grow); err != nil {
-				return nil, release, fmt.Errorf("waiting for memory to read the body: %w", err)
-			}
-			held += grow
-			next := make([]byte, len(buf), int64(cap(buf))+grow)
-			copy(next, buf)
-			buf = next
+	take := func(n int64) error {
+		if err := l.body.Acquire(ctx, n); err != nil {
+			return fmt.Errorf("waiting for memory to read the body: %w", err)
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if len(buf) > MaxRequestBytes {
+		held += n
+		return nil
+	}
+	var chunks [][]byte
+	total := 0
+	for {
+		if len(chunks) == 0 || len(chunks[len(chunks)-1]) == readChunk {
+			if err := take(readChunk); err != nil {
+				return nil, release, err
+			}
+			chunks = append(chunks, make([]byte, 0, readChunk))
+		}
+		c := chunks[len(chunks)-1]
+		n, err := r.Read(c[len(c):readChunk])
+		chunks[len(chunks)-1] = c[:len(c)+n]
+		total += n
+		if total > MaxRequestBytes {
 			return nil, release, errTooLarge
 		}
 		if errors.Is(err, io.EOF) {
-			return buf, release, nil
+			break
 		}
 		if err != nil {
 			return nil, release, err
 		}
 	}
+	if len(chunks) == 1 {
+		return chunks[0], release, nil
+	}
+	if err := take(int64(total)); err != nil {
+		return nil, release, err
+	}
+	body = make([]byte, 0, total)
+	for _, c := range chunks {
+		body = append(body, c...)
+	}
+	l.body.Release(int64(len(chunks)) * readChunk)
+	held -= int64(len(chunks)) * readChunk
+	return body, release, nil
 }

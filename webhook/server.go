@@ -255,8 +255,11 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 const (
 	readHeaderTimeout = 5 * time.Second
 	// readTimeout bounds reading a request, headers and body; on HTTP/2, per
-	// stream.
-	readTimeout  = 10 * time.Second
+	// stream. The API server sends a body at once; a slow one holds part of
+	// the body budget at most this long, shorter than the webhook's
+	// timeoutSeconds (5 s in manifests/), so a genuine review waiting for
+	// the budget is still answered in time.
+	readTimeout  = 3 * time.Second
 	writeTimeout = 30 * time.Second
 	// idleTimeout closes kept-alive connections the API server no longer uses.
 	idleTimeout    = 60 * time.Second
