@@ -107,8 +107,11 @@ func (p *pod) fix(fe *FetchError) string {
 	}
 	collection := "secret"
 	role := "Key Vault Secrets User"
-	if fe.Ref.Collection == "keys" {
+	switch fe.Ref.Collection {
+	case "keys":
 		collection, role = "key", "Key Vault Reader" // public key only; Crypto User would also allow signing
+	case "certificates":
+		collection, role = "certificate", "Key Vault Reader" // the public certificate only
 	}
 	switch {
 	case f.Status == 401:

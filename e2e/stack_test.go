@@ -151,7 +151,6 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 	s.hook.opts = webhook.Options{
 		Defaults: s.defaults, Host: "127.0.0.1", Port: s.hook.port, CertDir: dir,
 		GracefulShutdownTimeout: 10 * time.Second, Config: cfg, Logger: slog.New(s.hook.audit),
-		ReviewCacheSize: webhook.DefaultReviewCacheSize,
 	}
 	if err := s.hook.start(ctx); err != nil {
 		return nil, err
@@ -297,7 +296,7 @@ func (w *localWebhook) stop() error {
 // review is one audit line of the webhook ("admission review").
 type review struct {
 	Decision, Namespace, Pod string
-	DryRun, Cached           bool
+	DryRun                   bool
 }
 
 // auditLog is the webhook's log handler: it keeps the audit lines, which
@@ -327,8 +326,6 @@ func (a *auditLog) Handle(_ context.Context, r slog.Record) error {
 			rv.Pod = at.Value.String()
 		case "dryRun":
 			rv.DryRun = at.Value.Bool()
-		case "cached":
-			rv.Cached = at.Value.Bool()
 		}
 		return true
 	})
@@ -350,20 +347,6 @@ func (a *auditLog) decisions(namespace, name string) []string {
 		}
 	}
 	return out
-}
-
-// cached counts the reviews (not dry runs) of pod namespace/name answered
-// from the review cache.
-func (a *auditLog) cached(namespace, name string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, r := range a.reviews {
-		if r.Namespace == namespace && r.Pod == name && !r.DryRun && r.Cached {
-			n++
-		}
-	}
-	return n
 }
 
 // inNamespace counts the reviews (dry runs included) of a namespace.

@@ -39,10 +39,12 @@ const StatusInjected = "injected"
 
 // Prefixes of the per-file annotations: Prefix + FileSecret + "<file>".
 const (
-	FileSecret   = "secret-"
-	FileCert     = "cert-"
-	FileKey      = "key-"
-	FileTemplate = "template-"
+	FileSecret = "secret-"
+	FileCert   = "cert-"
+	FileKey    = "key-"
+	// FilePublicCert is a certificate's public certificate only.
+	FilePublicCert = "public-cert-"
+	FileTemplate   = "template-"
 )
 
 // Annotation describes one kvinject annotation. The table Annotations is the
@@ -73,7 +75,7 @@ func (a Annotation) perFile() (string, bool) {
 // Annotations is every annotation kvinject reads or writes, in reference order.
 var Annotations = []Annotation{
 	{Name: "inject", Type: "`\"true\"` or `\"false\"`", Default: "`\"false\"`",
-		Help:    "Opt in. Only pods with `\"true\"` are changed; every other kvinject annotation is ignored without it.",
+		Help:    "Opt in. Only pods with `\"true\"` are changed; every other kvinject annotation is ignored without it. Any value but `\"true\"` or `\"false\"` (`\"True\"`, `\"yes\"`) is denied.",
 		Example: `"true"`},
 	{Name: "vault", Type: "vault name or `https://` URL", Default: "webhook `--vault`",
 		Help:    "Default vault for objects that do not name their own. A name becomes `https://<name>.<cloud vault suffix>/`.",
@@ -84,6 +86,9 @@ var Annotations = []Annotation{
 	{Name: FileCert + "<file>", Type: "object reference", Default: "–",
 		Help:    "Write a certificate's private key and full chain (leaf first) as PEM to `<file>`, read through the certificate's backing secret (needs *Get secret*). URLs may use `/certificates/` or `/secrets/`.",
 		Example: "myvault/tls-cert"},
+	{Name: FilePublicCert + "<file>", Type: "object reference", Default: "–",
+		Help:    "Write a certificate's public X.509 certificate (the leaf, as Key Vault's certificate API returns it; no private key, no chain) as PEM to `<file>`, read with the certificate API: needs only certificate read (role `Key Vault Reader` at scope `<vault-id>/certificates/<name>`), no secret. URLs use `/certificates/`.",
+		Example: "myvault/ca-cert"},
 	{Name: FileKey + "<file>", Type: "object reference", Default: "–",
 		Help:    "Write the public half of a Key Vault key as a PEM `PUBLIC KEY` to `<file>`. URLs use `/keys/`.",
 		Example: "signing-key"},
@@ -103,8 +108,8 @@ var Annotations = []Annotation{
 		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port " + strconv.Itoa(config.MetricsPort) + ", named `" + MetricsPortName + "` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
 		Example: `"false"`},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",
-		Help:    "Where app containers see the files (read-only).",
-		Example: "/etc/app/secrets"},
+		Help:    "Where app containers see the files (read-only). Not `/` and not in `/proc`, `/sys`, `/dev`, `/etc` or `/var/run/secrets/kubernetes.io`.",
+		Example: "/srv/app/secrets"},
 	{Name: "containers", Type: "comma-separated container names", Default: "all containers",
 		Help:    "Only these containers (regular or init) get the mount. The agent is never listed.",
 		Example: "app,migrate"},

@@ -38,6 +38,42 @@ func TestErrorMessages(t *testing.T) {
 			field: AnnotationMountPath, want: "clean absolute path"},
 		{name: "mount path root", ann: map[string]string{AnnotationMountPath: "/"},
 			field: AnnotationMountPath, want: "other than /"},
+		{name: "inject True", ann: map[string]string{AnnotationInject: "True"},
+			field: AnnotationInject, want: `"True" is not "true" or "false"; set "true" to inject`},
+		{name: "inject with a space", ann: map[string]string{AnnotationInject: " true"},
+			field: AnnotationInject, want: `" true" is not "true" or "false"`},
+		{name: "mount path /proc", ann: map[string]string{AnnotationMountPath: "/proc"},
+			field: AnnotationMountPath, want: "in the system directory /proc"},
+		{name: "mount path under /etc", ann: map[string]string{AnnotationMountPath: "/etc/app"},
+			field: AnnotationMountPath, want: "in the system directory /etc"},
+		{name: "mount path /sys child", ann: map[string]string{AnnotationMountPath: "/sys/fs/x"},
+			field: AnnotationMountPath, want: "in the system directory /sys"},
+		{name: "mount path /dev", ann: map[string]string{AnnotationMountPath: "/dev"},
+			field: AnnotationMountPath, want: "in the system directory /dev"},
+		{name: "mount path over the API token", ann: map[string]string{AnnotationMountPath: "/var/run/secrets/kubernetes.io/serviceaccount"},
+			field: AnnotationMountPath, want: "in the system directory /var/run/secrets/kubernetes.io"},
+		{name: "mounts the token", pod: func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/t", ReadOnly: true}}
+		}, field: "spec.containers", want: `container "app" mounts "kvinject-token", the agent's federated token, which no other container may read; remove that volumeMount`},
+		{name: "init container mounts the token", pod: func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/t"}}
+		}, field: "spec.containers", want: `container "migrate" mounts "kvinject-token"`},
+		{name: "mounts the secrets writable", pod: func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: SecretsVolume, MountPath: "/s"}}
+		}, field: "spec.containers", want: `container "app" mounts "kvinject-secrets" writable; only the agent writes it: set readOnly: true`},
+		{name: "untargeted container mounts the secrets", ann: map[string]string{AnnotationContainers: "app"}, pod: func(p *corev1.Pod) {
+			p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: SecretsVolume, MountPath: "/s", ReadOnly: true}}
+		}, field: "spec.containers", want: `container "proxy" mounts "kvinject-secrets" but is not in kvinject.io/containers`},
+		{name: "windows node selector", pod: func(p *corev1.Pod) {
+			p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"}
+		}, field: "spec.nodeSelector", want: "kubernetes.io/os: windows selects windows nodes; kvinject's agent runs on Linux only"},
+		{name: "windows node affinity", pod: func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/os", Operator: corev1.NodeSelectorOpIn, Values: []string{"windows"}}}},
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/os", Operator: corev1.NodeSelectorOpNotIn, Values: []string{"linux"}}}},
+				}}}}
+		}, field: "spec.affinity.nodeAffinity", want: "admits no linux node; kvinject's agent runs on Linux only"},
 		{name: "mount path taken", ann: map[string]string{AnnotationMountPath: "/data"},
 			pod: func(p *corev1.Pod) {
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}

@@ -95,9 +95,9 @@ const (
 // modified. A pod without kvinject.io/inject: "true" is returned unchanged.
 // sa may be nil when the pod's ServiceAccount is unknown (offline use).
 //
-// A pod that already carries kvinject.io/status: injected is returned
-// unchanged, so Inject(Inject(p)) equals Inject(p) and webhook reinvocation
-// never adds a second agent.
+// A pod that already carries kvinject.io/status: injected gets no second
+// agent: only containers added since (by later webhooks) get the secrets
+// mount (reinvoked), so Inject(Inject(p)) equals Inject(p).
 //
 // Errors are *InvalidError listing every problem at once.
 func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string, error) {
@@ -105,16 +105,17 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 		return nil, nil, fmt.Errorf("injector: nil pod")
 	}
 	out := pod.DeepCopy()
-	switch v := out.Annotations[AnnotationInject]; v {
-	case "true":
-	case "", "false":
+	v, set := out.Annotations[AnnotationInject]
+	switch {
+	case v == "true":
+	case !set || v == "false":
 		return out, ignoredWarnings(out), nil
 	default:
 		return nil, nil, &InvalidError{Problems: []Problem{{Field: AnnotationInject,
 			Message: fmt.Sprintf("%q is not \"true\" or \"false\"; set \"true\" to inject", v)}}}
 	}
 	if out.Annotations[AnnotationStatus] == StatusInjected {
-		return out, nil, nil
+		return reinvoked(out, d), nil, nil
 	}
 	s, warnings, err := parseSpec(out, sa, d)
 	if err != nil {
@@ -122,7 +123,7 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 	}
 	var ps problems
 	if d.Image == "" {
-		ps.add("defaults: image", "no agent image; set the webhook's --agent-image (or kvinject inject --agent-image)")
+		ps.add(DefaultsImage, "no agent image; set the webhook's --agent-image (or kvinject inject --agent-image)")
 	}
 	checkCollisions(out, s, &ps)
 	if err := ps.err(); err != nil {
@@ -160,6 +161,47 @@ func setWarnings(pod *corev1.Pod, warnings []string) {
 	}
 }
 
+// reinvoked gives the secrets mount to the containers that mutating webhooks
+// after kvinject added to an injected pod (the API server calls kvinject
+// again for them: reinvocationPolicy IfNeeded), as Azure's workload-identity
+// webhook does for its token.
+//
+//  1. Only a pod that carries kvinject's secrets volume is touched: the
+//     status annotation alone does not make a pod kvinject's.
+//  2. The mount path and the targeted containers are read from the
+//     annotations and defaults exactly as on the first pass; if they no
+//     longer parse, nothing changes (the first pass validated them).
+//  3. Every targeted container other than kvinject's own that mounts
+//     neither the secrets volume nor anything at the mount path gets the
+//     mount, read-only, appended.
+//  4. Nothing else changes, so a second reinvocation finds every mount in
+//     place and changes nothing: reinvocation converges.
+func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
+	if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == SecretsVolume }) {
+		return pod
+	}
+	p := &parser{ann: pod.Annotations, pod: pod, d: d}
+	s := &spec{mountPath: p.parseMountPath(), containers: p.parseContainers()}
+	if len(p.problems) > 0 {
+		return pod
+	}
+	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			if c.Name == AgentContainer || c.Name == InitContainer || !s.targets(c.Name) {
+				continue
+			}
+			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == SecretsVolume || m.MountPath == s.mountPath
+			}) {
+				c.VolumeMounts = append(c.VolumeMounts, mount)
+			}
+		}
+	}
+	return pod
+}
+
 // ignoredWarnings tells a user who annotated a pod but did not opt in.
 func ignoredWarnings(pod *corev1.Pod) []string {
 	if pod.Annotations[AnnotationInject] == "false" {
@@ -173,11 +215,13 @@ func ignoredWarnings(pod *corev1.Pod) []string {
 	return nil
 }
 
-// checkCollisions finds names and paths the pod already uses that kvinject needs.
+// checkCollisions finds names and paths the pod already uses that kvinject
+// needs, and mounts that would reach kvinject's volumes once it adds them.
 func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 	if pod.Spec.OS != nil && pod.Spec.OS.Name != corev1.Linux {
 		ps.add("spec.os.name", "kvinject's agent runs on Linux only, the pod asks for %s; remove %s", pod.Spec.OS.Name, AnnotationInject)
 	}
+	checkNodeOS(pod, ps)
 	for _, v := range pod.Spec.Volumes {
 		if v.Name == SecretsVolume || v.Name == TokenVolume || v.Name == CAVolume {
 			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
@@ -187,15 +231,71 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 		if c.Name == AgentContainer || c.Name == InitContainer {
 			ps.add("spec.containers", "the pod already has a container %q, which kvinject adds; rename it", c.Name)
 		}
-		if !s.targets(c.Name) {
-			continue
-		}
+		targeted := s.targets(c.Name)
 		for _, m := range c.VolumeMounts {
-			if m.MountPath == s.mountPath {
+			switch {
+			case m.Name == TokenVolume:
+				// The federated token signs in as the pod's identity: only
+				// the agent gets it.
+				ps.add("spec.containers", "container %q mounts %q, the agent's federated token, which no other container may read; remove that volumeMount", c.Name, m.Name)
+			case m.Name == SecretsVolume && !targeted:
+				ps.add("spec.containers", "container %q mounts %q but is not in %s; remove that volumeMount or list the container", c.Name, m.Name, AnnotationContainers)
+			case m.Name == SecretsVolume && !m.ReadOnly:
+				ps.add("spec.containers", "container %q mounts %q writable; only the agent writes it: set readOnly: true or remove that volumeMount", c.Name, m.Name)
+			case targeted && m.MountPath == s.mountPath:
 				ps.add(AnnotationMountPath, "container %q already mounts %q at %s; choose another %s", c.Name, m.Name, m.MountPath, AnnotationMountPath)
 			}
 		}
 	}
+}
+
+// checkNodeOS denies a pod that targets Windows nodes through its node
+// selector or required node affinity (spec.os.name is checked above).
+func checkNodeOS(pod *corev1.Pod, ps *problems) {
+	const label = "kubernetes.io/os"
+	fix := "kvinject's agent runs on Linux only; run the pod on Linux nodes or remove " + AnnotationInject
+	if v, ok := pod.Spec.NodeSelector[label]; ok && v != string(corev1.Linux) {
+		ps.add("spec.nodeSelector", "%s: %s selects %s nodes; %s", label, v, v, fix)
+	}
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return
+	}
+	terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	// The terms are ORed: the pod can land on Linux if one term allows it.
+	linux := len(terms) == 0
+	for _, t := range terms {
+		if termAllowsLinux(t, label) {
+			linux = true
+		}
+	}
+	if !linux {
+		ps.add("spec.affinity.nodeAffinity", "its required node affinity on %s admits no linux node; %s", label, fix)
+	}
+}
+
+// termAllowsLinux reports whether a node selector term can match a node
+// labelled kubernetes.io/os=linux, as far as its expressions on that label say.
+func termAllowsLinux(t corev1.NodeSelectorTerm, label string) bool {
+	for _, e := range t.MatchExpressions {
+		if e.Key != label {
+			continue
+		}
+		in := slices.Contains(e.Values, string(corev1.Linux))
+		switch e.Operator {
+		case corev1.NodeSelectorOpIn:
+			if !in {
+				return false
+			}
+		case corev1.NodeSelectorOpNotIn:
+			if in {
+				return false
+			}
+		case corev1.NodeSelectorOpDoesNotExist:
+			return false
+		}
+	}
+	return true
 }
 
 func allContainers(pod *corev1.Pod) []corev1.Container {

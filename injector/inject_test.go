@@ -167,7 +167,7 @@ func TestSecretsReachOnlyChosenContainers(t *testing.T) {
 		{"", []string{"migrate", "app", "proxy"}},
 		{"app, migrate", []string{"migrate", "app"}},
 	} {
-		ann := map[string]string{AnnotationMountPath: "/etc/app/secrets", AnnotationContainers: tc.containers}
+		ann := map[string]string{AnnotationMountPath: "/srv/app/secrets", AnnotationContainers: tc.containers}
 		if tc.containers == "" {
 			ann[AnnotationContainers] = "-"
 		}
@@ -182,8 +182,8 @@ func TestSecretsReachOnlyChosenContainers(t *testing.T) {
 					t.Errorf("container %s mounts the token volume", c.Name)
 				}
 				if m.Name == SecretsVolume {
-					if !m.ReadOnly || m.MountPath != "/etc/app/secrets" {
-						t.Errorf("container %s mounts secrets %+v, want read-only at /etc/app/secrets", c.Name, m)
+					if !m.ReadOnly || m.MountPath != "/srv/app/secrets" {
+						t.Errorf("container %s mounts secrets %+v, want read-only at /srv/app/secrets", c.Name, m)
 					}
 					got = append(got, c.Name)
 				}
@@ -247,6 +247,57 @@ func TestIdempotentAndDeterministic(t *testing.T) {
 		b, _ := json.Marshal(again)
 		if string(a) != string(b) {
 			t.Errorf("%v: two injections of the same pod differ", ann)
+		}
+	}
+}
+
+// Reinvoked after a later webhook added containers, Inject gives the targeted
+// ones the secrets mount, and nothing else; once more, nothing changes.
+func TestReinvocationMountsAddedContainers(t *testing.T) {
+	for _, tc := range []struct {
+		containers string
+		want       map[string]bool // added container -> gets the mount
+	}{
+		{"", map[string]bool{"log-shipper": true, "late-init": true, "has-path": false}},
+		{"app", map[string]bool{"log-shipper": false, "late-init": false, "has-path": false}},
+	} {
+		ann := map[string]string{AnnotationMountPath: "/srv/s"}
+		if tc.containers != "" {
+			ann[AnnotationContainers] = tc.containers
+		}
+		once, _ := mustInject(t, testPod(ann), nil, testDefaults())
+		later := once.DeepCopy()
+		later.Spec.Containers = append(later.Spec.Containers, corev1.Container{Name: "log-shipper"},
+			corev1.Container{Name: "has-path", VolumeMounts: []corev1.VolumeMount{{Name: "other", MountPath: "/srv/s"}}})
+		later.Spec.InitContainers = append(later.Spec.InitContainers, corev1.Container{Name: "late-init"})
+		twice, _ := mustInject(t, later, nil, testDefaults())
+		for _, c := range slices.Concat(twice.Spec.InitContainers, twice.Spec.Containers) {
+			want, added := tc.want[c.Name]
+			if !added {
+				continue
+			}
+			got := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == SecretsVolume && m.MountPath == "/srv/s" && m.ReadOnly
+			})
+			if got != want {
+				t.Errorf("containers=%q: added container %s has the mount: %v, want %v", tc.containers, c.Name, got, want)
+			}
+		}
+		// Everything else as it was.
+		strip := twice.DeepCopy()
+		for _, cs := range [][]corev1.Container{strip.Spec.InitContainers, strip.Spec.Containers} {
+			for i := range cs {
+				if _, added := tc.want[cs[i].Name]; added && cs[i].Name != "has-path" {
+					cs[i].VolumeMounts = nil
+				}
+			}
+		}
+		if !apiequality.Semantic.DeepEqual(strip, later) {
+			t.Errorf("containers=%q: reinvocation changed more than the added containers' mounts", tc.containers)
+		}
+		thrice, _ := mustInject(t, twice, nil, testDefaults())
+		if !apiequality.Semantic.DeepEqual(thrice, twice) {
+			t.Errorf("containers=%q: a second reinvocation changed the pod", tc.containers)
 		}
 	}
 }
@@ -317,7 +368,6 @@ func TestWarnings(t *testing.T) {
 		{map[string]string{AnnotationSidecar: "classic"}, "no effect without kvinject.io/refresh"},
 		{map[string]string{AnnotationFileMode: "0400"}, "no group read bit"},
 		{map[string]string{AnnotationFileMode: "0444"}, "gives other users access"},
-		{map[string]string{AnnotationObjects: "- {objectName: tls, objectType: cert}"}, "the CSI driver wrote only the leaf"},
 	} {
 		_, warnings := mustInject(t, testPod(tc.ann), nil, testDefaults())
 		if !strings.Contains(strings.Join(warnings, "\n"), tc.want) {

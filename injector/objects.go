@@ -55,7 +55,12 @@ func (p *parser) parseObjects(v string, cloud config.Cloud) []config.File {
 	for i, item := range items {
 		field := fmt.Sprintf("%s[%d]", AnnotationObjects, i)
 		var o csiObject
-		if err := decodeObject(item, &o); err != nil {
+		err := decodeObject(item, &o)
+		// The provider trims every string field.
+		for _, s := range []*string{&o.ObjectName, &o.ObjectType, &o.ObjectVersion, &o.ObjectAlias, &o.ObjectFormat, &o.ObjectEncoding, &o.FilePermission, &o.Vault} {
+			*s = strings.TrimSpace(*s)
+		}
+		if err != nil {
 			p.problems.add(field, "%s; fields are objectName, objectType, objectVersion, objectAlias, objectFormat, objectEncoding, filePermission, vault", cleanYAMLError(err))
 			continue
 		}
@@ -76,17 +81,19 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	if !isObjectName(o.ObjectName) {
 		p.problems.add(field, "objectName %q is not a valid object name (1-127 letters, digits and '-')", o.ObjectName)
 	}
+	// The provider matches objectType exactly; formats and encodings
+	// case-insensitively (validateObjectFormat, validateObjectEncoding).
 	var kind config.Kind
 	switch o.ObjectType {
 	case "secret":
 		kind = config.KindSecret
 	case "cert":
-		kind = config.KindCert
-		p.warn("%s: objectType cert writes the private key and full chain as PEM (read through the certificate's backing secret, which needs the Get secret permission); the CSI driver wrote only the leaf certificate", field)
+		// The provider writes the public certificate (GetCertificate's cer).
+		kind = config.KindPublicCert
 	case "key":
 		kind = config.KindKey
 	default:
-		p.problems.add(field, "objectType %q is not secret, cert or key", o.ObjectType)
+		p.problems.add(field, "objectType %q is not secret, cert or key (lower case, as the CSI provider requires)", o.ObjectType)
 	}
 	version := o.ObjectVersion
 	if version == "latest" {
@@ -102,8 +109,15 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	if f.Name == "" {
 		f.Name = o.ObjectName
 	}
-	switch o.ObjectFormat {
+	format := strings.ToLower(o.ObjectFormat)
+	switch format {
 	case "", config.FormatPEM:
+		if kind == config.KindSecret {
+			// A certificate's backing secret (PKCS#12) becomes PEM: the
+			// private key, then the chain leaf first; any other secret is
+			// written as it is.
+			f.Format = config.FormatPEM
+		}
 	case config.FormatPFX:
 		if kind != config.KindSecret {
 			p.problems.add(field, "objectFormat pfx needs objectType secret (the certificate's backing secret, base64 PKCS#12); add objectEncoding: base64 for a binary .pfx")
@@ -111,13 +125,15 @@ func (p *parser) csiFile(field string, o csiObject, cloud config.Cloud) (config.
 	default:
 		p.problems.add(field, "objectFormat %q is not pem or pfx", o.ObjectFormat)
 	}
-	switch strings.ToLower(o.ObjectEncoding) {
-	case "", "utf-8", "utf8":
-	case config.EncodingBase64, config.EncodingHex:
+	switch enc := strings.ToLower(o.ObjectEncoding); enc {
+	case "":
+	case "utf-8", config.EncodingBase64, config.EncodingHex:
 		if kind != config.KindSecret {
 			p.problems.add(field, "objectEncoding %s applies to objectType secret only; remove it", o.ObjectEncoding)
 		}
-		f.Encoding = strings.ToLower(o.ObjectEncoding)
+		if enc != "utf-8" {
+			f.Encoding = enc
+		}
 	default:
 		p.problems.add(field, "objectEncoding %q is not utf-8, base64 or hex", o.ObjectEncoding)
 	}

@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -49,7 +50,8 @@ const (
 	WorkloadIdentityTenantID = "azure.workload.identity/tenant-id"
 )
 
-// DefaultResources are the agent's requests and limits when Defaults.Resources is empty.
+// DefaultResources are the agent's requests and limits when Defaults.Resources
+// sets neither list.
 func DefaultResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
@@ -247,12 +249,12 @@ func (p *parser) parseCloud() config.Cloud {
 	if c.AuthorityHost == "" && c.VaultSuffix == "" {
 		known, ok := config.KnownCloud(c.Name)
 		if !ok {
-			p.problems.add("defaults: cloud", "unknown cloud %q and no endpoints; use one of %s", c.Name, cloudList())
+			p.problems.add(DefaultsCloud, "unknown cloud %q and no endpoints; use one of %s", c.Name, cloudList())
 		}
 		return known
 	}
 	if !strings.HasPrefix(c.AuthorityHost, "https://") || c.VaultSuffix == "" {
-		p.problems.add("defaults: cloud", "cloud %q needs an https:// authority host and a vault DNS suffix", c.Name)
+		p.problems.add(DefaultsCloud, "cloud %q needs an https:// authority host and a vault DNS suffix", c.Name)
 	}
 	return c
 }
@@ -270,7 +272,7 @@ func (p *parser) parseDefaultVault(cloud config.Cloud) string {
 	}
 	u, err := vaultURL(p.d.Vault, cloud)
 	if err != nil {
-		p.problems.add("defaults: vault", "%v", err)
+		p.problems.add(DefaultsVault, "%v", err)
 	}
 	return u
 }
@@ -305,7 +307,7 @@ func (p *parser) parseSidecar(refresh time.Duration) string {
 	if v != SidecarNative && v != SidecarClassic {
 		field := AnnotationSidecar
 		if !set {
-			field = "defaults: sidecar"
+			field = DefaultsSidecar
 		}
 		p.problems.add(field, "%q is not a sidecar mode; use %q or %q", v, SidecarNative, SidecarClassic)
 		return SidecarNative
@@ -360,15 +362,33 @@ func (p *parser) parseMountPath() string {
 	v := p.ann[AnnotationMountPath]
 	field := AnnotationMountPath
 	if v == "" {
-		v, field = p.d.MountPath, "defaults: mount path"
+		v, field = p.d.MountPath, DefaultsMountPath
 	}
 	if v == "" {
 		return DefaultMountPath
 	}
-	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.Contains(v, ":") {
-		p.problems.add(field, "%q must be a clean absolute path other than / without ':', e.g. %s", v, DefaultMountPath)
+	if err := CheckMountPath(v); err != nil {
+		p.problems.add(field, "%v", err)
 	}
 	return v
+}
+
+// systemDirs are where a mount would hide or replace what the container's
+// system needs, or the API server's own ServiceAccount token.
+var systemDirs = []string{"/proc", "/sys", "/dev", "/etc", "/var/run/secrets/kubernetes.io", "/run/secrets/kubernetes.io"}
+
+// CheckMountPath validates a mount path of the secrets volume: a clean
+// absolute path without ':', not / and not in a system directory.
+func CheckMountPath(v string) error {
+	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.Contains(v, ":") {
+		return fmt.Errorf("%q must be a clean absolute path other than / without ':', e.g. %s", v, DefaultMountPath)
+	}
+	for _, d := range systemDirs {
+		if v == d || strings.HasPrefix(v, d+"/") {
+			return fmt.Errorf("%q is in the system directory %s, which the mount would hide; use e.g. %s", v, d, DefaultMountPath)
+		}
+	}
+	return nil
 }
 
 func (p *parser) parseContainers() []string {
@@ -422,7 +442,7 @@ func (p *parser) parseIdentity() (clientID, tenantID string) {
 		case p.sa != nil && p.sa.Annotations[saKey] != "":
 			v, field = p.sa.Annotations[saKey], saRef+" annotation "+saKey
 		case def != "":
-			v, field = def, "defaults: "+what
+			v, field = def, "defaults: "+what // DefaultsClientID, DefaultsTenantID
 		default:
 			p.problems.add(podKey, "no %s for the agent: set %s on the pod, %s on %s, or the webhook's default", what, podKey, saKey, saRef)
 			return ""
@@ -467,7 +487,7 @@ func (p *parser) parseFileMode() os.FileMode {
 	}
 	if p.d.FileMode != 0 {
 		if p.d.FileMode < 0 || p.d.FileMode > 0o777 {
-			p.problems.add("defaults: file mode", "%#o is not a permission mode between 0 and 0777", p.d.FileMode)
+			p.problems.add(DefaultsFileMode, "%#o is not a permission mode between 0 and 0777", p.d.FileMode)
 			return DefaultFileMode
 		}
 		return os.FileMode(p.d.FileMode)
@@ -495,7 +515,8 @@ func (p *parser) checkMode(field string, m os.FileMode) {
 
 func (p *parser) parseResources() corev1.ResourceRequirements {
 	r := *p.d.Resources.DeepCopy()
-	if len(r.Requests) == 0 && len(r.Limits) == 0 {
+	// Lists that are set, even empty, are the webhook's choice (none).
+	if r.Requests == nil && r.Limits == nil {
 		r = DefaultResources()
 	}
 	set := func(key string, list *corev1.ResourceList, name corev1.ResourceName) {
@@ -556,7 +577,8 @@ func (p *parser) parseFileAnnotation(key string, a Annotation, file string, clou
 		f.Template = v
 		return f, true
 	}
-	kind := map[string]config.Kind{FileSecret + "<file>": config.KindSecret, FileCert + "<file>": config.KindCert, FileKey + "<file>": config.KindKey}[a.Name]
+	kind := map[string]config.Kind{FileSecret + "<file>": config.KindSecret, FileCert + "<file>": config.KindCert,
+		FileKey + "<file>": config.KindKey, FilePublicCert + "<file>": config.KindPublicCert}[a.Name]
 	obj, err := p.objectRef(v, kind, cloud)
 	if err != nil {
 		p.problems.add(key, "%v", err)
@@ -635,9 +657,10 @@ func objectURL(v string, kind config.Kind) (*config.Object, error) {
 	}
 	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
 	collections := map[config.Kind][]string{
-		config.KindSecret: {"secrets"},
-		config.KindCert:   {"certificates", "secrets"},
-		config.KindKey:    {"keys"},
+		config.KindSecret:     {"secrets"},
+		config.KindCert:       {"certificates", "secrets"},
+		config.KindKey:        {"keys"},
+		config.KindPublicCert: {"certificates"},
 	}[kind]
 	if len(parts) < 2 || len(parts) > 3 || !contains(collections, parts[0]) {
 		return nil, fmt.Errorf("%q is not a %s URL; use https://<vault host>/%s/<name>[/<version>]", v, kind, collections[0])
@@ -698,4 +721,49 @@ func ServiceAccountName(pod *corev1.Pod) string {
 		return pod.Spec.DeprecatedServiceAccount
 	}
 	return "default"
+}
+
+// Fields of the problems CheckDefaults reports: the part of Defaults at fault.
+const (
+	DefaultsImage     = "defaults: image"
+	DefaultsCloud     = "defaults: cloud"
+	DefaultsVault     = "defaults: vault"
+	DefaultsSidecar   = "defaults: sidecar"
+	DefaultsMountPath = "defaults: mount path"
+	DefaultsClientID  = "defaults: client ID"
+	DefaultsTenantID  = "defaults: tenant ID"
+	DefaultsFileMode  = "defaults: file mode"
+	DefaultsResources = "defaults: resources"
+)
+
+// CheckDefaults validates d with the validators every pod's annotations go
+// through, so that a bad default stops the webhook at start-up instead of
+// denying every pod. It parses a pod that sets nothing itself and keeps the
+// problems that name a default.
+func CheckDefaults(d Defaults) []Problem {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+	pod.Annotations = map[string]string{AnnotationInject: "true", Prefix + FileSecret + "x": "x"}
+	var ps problems
+	if d.Image == "" {
+		ps.add(DefaultsImage, "no agent image")
+	}
+	if _, _, err := parseSpec(pod, nil, d); err != nil {
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			for _, p := range inv.Problems {
+				if strings.HasPrefix(p.Field, "defaults: ") {
+					ps = append(ps, p)
+				}
+			}
+		}
+	}
+	r := d.Resources
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		rq, hasReq := r.Requests[name]
+		lim, hasLim := r.Limits[name]
+		if hasReq && hasLim && rq.Cmp(lim) > 0 {
+			ps.add(DefaultsResources, "%s request %s is above the limit %s", name, rq.String(), lim.String())
+		}
+	}
+	return ps
 }

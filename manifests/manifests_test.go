@@ -318,8 +318,9 @@ func checkWebhookConfiguration(t *testing.T, mwc *admissionregistrationv1.Mutati
 }
 
 // checkMatchCondition evaluates the CEL expression on pods the way the API
-// server does: true only for opted-in pods, and never an error (an error
-// would fail closed under failurePolicy: Fail).
+// server does: true for every pod that carries kvinject.io/inject with a
+// value other than "false" (the webhook injects "true" and denies the rest),
+// and never an error (an error would fail closed under failurePolicy: Fail).
 func checkMatchCondition(t *testing.T, expr string) {
 	env, err := cel.NewEnv(cel.Variable("object", cel.DynType))
 	if err != nil {
@@ -340,6 +341,10 @@ func checkMatchCondition(t *testing.T, expr string) {
 	}{
 		{"opted in", map[string]any{"annotations": map[string]any{"kvinject.io/inject": "true"}}, true},
 		{"opted out", map[string]any{"annotations": map[string]any{"kvinject.io/inject": "false"}}, false},
+		{"True, to be denied", map[string]any{"annotations": map[string]any{"kvinject.io/inject": "True"}}, true},
+		{"yes, to be denied", map[string]any{"annotations": map[string]any{"kvinject.io/inject": "yes"}}, true},
+		{"padded, to be denied", map[string]any{"annotations": map[string]any{"kvinject.io/inject": " true"}}, true},
+		{"empty, to be denied", map[string]any{"annotations": map[string]any{"kvinject.io/inject": ""}}, true},
 		{"other annotations", map[string]any{"annotations": map[string]any{"a": "b"}}, false},
 		{"no annotations", map[string]any{"name": "p"}, false},
 	} {

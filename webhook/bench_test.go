@@ -16,25 +16,18 @@ import (
 // ServiceAccount lookup, Inject, patch, encode, metrics and the JSON audit
 // line. The HTTPS server around it is measured by make bench.
 func BenchmarkHandler(b *testing.B) {
-	benchmarkHandler(b, nil)
+	benchmarkHandler(b)
 }
 
-// BenchmarkHandlerCached is the same review again, as a ReplicaSet's next
-// replica sends it: answered from the review cache.
-func BenchmarkHandlerCached(b *testing.B) {
-	benchmarkHandler(b, NewReviewCache(DefaultReviewCacheSize))
-}
-
-func benchmarkHandler(b *testing.B, cache *ReviewCache) {
+func benchmarkHandler(b *testing.B) {
 	body, err := os.ReadFile("testdata/review-web.json")
 	if err != nil {
 		b.Fatal(err)
 	}
 	h := &Handler{
 		Defaults:        testDefaults(),
-		ServiceAccounts: serviceAccounts{"shop/web": versionedSA("1", "")},
+		ServiceAccounts: serviceAccounts{"shop/web": webSA},
 		Log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Cache:           cache,
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -83,7 +82,9 @@ func quantity(l corev1.ResourceList, name corev1.ResourceName) string {
 // error names the flag and its environment twin.
 func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 	var errs []error
+	flagged := map[string]bool{}
 	bad := func(flag, format string, args ...any) {
+		flagged[flag] = true
 		errs = append(errs, fmt.Errorf("--%s (%s): %s", flag, EnvName(flag), fmt.Sprintf(format, args...)))
 	}
 	d := injector.Defaults{
@@ -140,9 +141,6 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 	if f.sidecar != injector.SidecarNative && f.sidecar != injector.SidecarClassic {
 		bad("sidecar", "%q is not %s or %s", f.sidecar, injector.SidecarNative, injector.SidecarClassic)
 	}
-	if !path.IsAbs(f.mountPath) {
-		bad("mount-path", "%q is not an absolute path", f.mountPath)
-	}
 	if m, err := strconv.ParseUint(f.fileMode, 8, 32); err != nil || m > 0o777 {
 		bad("file-mode", "%q is not an octal mode like 0440", f.fileMode)
 	} else {
@@ -158,16 +156,18 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 		{"agent-cpu-limit", f.cpuLimit, &d.Resources.Limits, corev1.ResourceCPU},
 		{"agent-memory-limit", f.memoryLimit, &d.Resources.Limits, corev1.ResourceMemory},
 	} {
+		// Empty is none: the lists are set, so the injector's built-in
+		// resources do not apply.
+		if *r.list == nil {
+			*r.list = corev1.ResourceList{}
+		}
 		if r.value == "" {
 			continue
 		}
 		q, err := resource.ParseQuantity(r.value)
-		if err != nil {
-			bad(r.flag, "%q is not a quantity like 100m or 64Mi", r.value)
+		if err != nil || q.Sign() <= 0 {
+			bad(r.flag, "%q is not a positive quantity like 100m or 64Mi; empty for none", r.value)
 			continue
-		}
-		if *r.list == nil {
-			*r.list = corev1.ResourceList{}
 		}
 		(*r.list)[r.name] = q
 	}
@@ -179,7 +179,27 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 	} else {
 		d.VolumeSizeLimit = q
 	}
+	// The same validators every pod's annotations go through, for what the
+	// checks above let through.
+	for _, p := range injector.CheckDefaults(d) {
+		if f := defaultsFlag[p.Field]; !flagged[f] {
+			bad(f, "%s", p.Message)
+		}
+	}
 	return d, errors.Join(errs...)
+}
+
+// defaultsFlag is the flag that sets each part of injector.Defaults.
+var defaultsFlag = map[string]string{
+	injector.DefaultsImage:     "agent-image",
+	injector.DefaultsCloud:     "cloud",
+	injector.DefaultsVault:     "vault",
+	injector.DefaultsSidecar:   "sidecar",
+	injector.DefaultsMountPath: "mount-path",
+	injector.DefaultsClientID:  "client-id",
+	injector.DefaultsTenantID:  "tenant-id",
+	injector.DefaultsFileMode:  "file-mode",
+	injector.DefaultsResources: "agent-cpu-request",
 }
 
 // Flags are every flag of `kvinject webhook`.
@@ -193,7 +213,6 @@ type Flags struct {
 	metricsAddr     string
 	healthAddr      string
 	shutdownTimeout time.Duration
-	reviewCacheSize int
 	kubeconfig      string
 }
 
@@ -208,7 +227,6 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.DurationVar(&f.shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second, "how long in-flight reviews may finish after SIGTERM")
-	fs.IntVar(&f.reviewCacheSize, "review-cache-size", DefaultReviewCacheSize, "answers to recent pods kept for the repeated reviews of a ReplicaSet's replicas; 0 disables the cache")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses $KUBECONFIG, then the in-cluster config, then ~/.kube/config")
 	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + EnvName(fl.Name) + "]" })
 	return f
@@ -261,7 +279,6 @@ func (f *Flags) Options() (Options, error) {
 		MetricsBindAddress:      f.metricsAddr,
 		HealthProbeBindAddress:  f.healthAddr,
 		GracefulShutdownTimeout: f.shutdownTimeout,
-		ReviewCacheSize:         f.reviewCacheSize,
 	}
 	if f.port < 1 || f.port > 65535 {
 		bad("port", "%d is not a TCP port", f.port)
@@ -276,9 +293,6 @@ func (f *Flags) Options() (Options, error) {
 		o.TLSMinVersion = tls.VersionTLS13
 	default:
 		bad("tls-min-version", "%q is not 1.2 or 1.3", f.tlsMinVersion)
-	}
-	if f.reviewCacheSize < 0 {
-		bad("review-cache-size", "%d is negative; 0 disables the cache", f.reviewCacheSize)
 	}
 	if f.shutdownTimeout <= 0 {
 		bad("graceful-shutdown-timeout", "%s is not positive", f.shutdownTimeout)

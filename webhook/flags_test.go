@@ -84,7 +84,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	t.Setenv("KVINJECT_AGENT_MEMORY_LIMIT", "")
 	t.Setenv("KVINJECT_TLS_MIN_VERSION", "1.3")
 	// The flag wins over its twin.
-	o, err := parseFlags(t, "--vault", "flag-vault", "--client-id", "cid", "--tenant-id", "tid",
+	o, err := parseFlags(t, "--vault", "flag-vault", "--client-id", "00000000-0000-0000-0000-0000000000c1", "--tenant-id", "tid",
 		"--sidecar", "classic", "--mount-path", "/secrets", "--file-mode", "0400", "--agent-cpu-request", "5m",
 		"--volume-size-limit", "1Mi", "--agent-image-pull-policy", "IfNotPresent", "--port", "10250")
 	if err != nil {
@@ -93,7 +93,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	d := o.Defaults
 	wantCloud := config.Cloud{Name: "Custom", AuthorityHost: "https://127.0.0.1:8443/", VaultSuffix: "vault.localhost",
 		DisableInstanceDiscovery: true, DisableChallengeResourceVerification: true}
-	if d.Image != "from-env:1" || d.Vault != "flag-vault" || d.ClientID != "cid" || d.TenantID != "tid" ||
+	if d.Image != "from-env:1" || d.Vault != "flag-vault" || d.ClientID != "00000000-0000-0000-0000-0000000000c1" || d.TenantID != "tid" ||
 		d.Refresh != config.Duration(5*time.Minute) || d.Cloud != wantCloud || d.Sidecar != "classic" ||
 		d.MountPath != "/secrets" || d.FileMode != 0o400 || d.ImagePullPolicy != corev1.PullIfNotPresent ||
 		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" {
@@ -129,6 +129,21 @@ func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 		`--ca-configmap (KVINJECT_CA_CONFIGMAP): "Corp_CA" is not a ConfigMap name`,
 	} {
 		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not say %q:\n%v", s, err)
+		}
+	}
+
+	// What the pods' validators refuse stops the webhook too, naming the flag.
+	_, err = parseFlags(t, "--agent-image", "x", "--vault", "my_vault", "--client-id", "cid", "--tenant-id", "a/b",
+		"--mount-path", "/etc/secrets", "--agent-cpu-request", "2", "--agent-cpu-limit", "1")
+	for _, s := range []string{
+		`--vault (KVINJECT_VAULT): vault "my_vault" is not a vault name`,
+		`--client-id (KVINJECT_CLIENT_ID): "cid" is not a valid client ID`,
+		`--tenant-id (KVINJECT_TENANT_ID): "a/b" is not a valid tenant ID`,
+		`--mount-path (KVINJECT_MOUNT_PATH): "/etc/secrets" is in the system directory /etc`,
+		`--agent-cpu-request (KVINJECT_AGENT_CPU_REQUEST): cpu request 2 is above the limit 1`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not say %q:\n%v", s, err)
 		}
 	}

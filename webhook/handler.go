@@ -4,11 +4,9 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -29,13 +27,10 @@ import (
 // clientConfig.service.path must match.
 const Path = "/mutate-pods"
 
-// maxRequestBytes bounds a review's body. The API server's own limit for an
-// object is 3 MiB; a review carries the object once more as oldObject at most.
-const maxRequestBytes = 7 << 20
-
 // Handler answers AdmissionReview v1 requests for pod CREATEs. It is safe for
 // concurrent use; it holds no per-review state and has no side effects, so a
-// dry-run review is answered exactly like any other.
+// dry-run review is answered exactly like any other, and nothing one review
+// sends can change the answer another gets.
 type Handler struct {
 	// Defaults fill in what a pod and its ServiceAccount leave unset.
 	Defaults injector.Defaults
@@ -43,9 +38,9 @@ type Handler struct {
 	ServiceAccounts ServiceAccounts
 	// Log receives one audit line per review.
 	Log *slog.Logger
-	// Cache answers repeated reviews of the same pod (a ReplicaSet's
-	// replicas); nil answers every review from scratch.
-	Cache *ReviewCache
+
+	limitsOnce sync.Once
+	limits     *limits
 }
 
 // audit is what the one log line per review records. It never holds a secret
@@ -61,8 +56,6 @@ type audit struct {
 	vaults         []string
 	objects        []string
 	warnings       int
-	// cached: answered from the review cache.
-	cached bool
 }
 
 // ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
@@ -73,8 +66,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var a audit
-	resp := h.serve(w, r, &a)
-	buf, out, err := encode(&admissionv1.AdmissionReview{
+	resp := h.serve(r, &a)
+	out, err := json.Marshal(&admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,
 	})
@@ -91,7 +84,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
-		encodeBuffers.Put(buf)
 	}
 	reviewsByOutcome[a.decision].Inc()
 	reviewDuration.Observe(time.Since(start).Seconds())
@@ -99,51 +91,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve returns the response to the review in r and fills a.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admissionv1.AdmissionResponse {
+func (h *Handler) serve(r *http.Request, a *audit) *admissionv1.AdmissionResponse {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			return errored(a, "", http.StatusBadRequest, fmt.Sprintf("content type %q, want application/json", ct))
 		}
 	}
-	buf := bodyBuffers.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= maxPooledBody {
-			bodyBuffers.Put(buf)
-		}
-	}()
-	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRequestBytes), r.ContentLength, buf)
+	l := h.bounds()
+	body, release, err := l.readBody(r.Context(), r.Body)
+	defer release()
 	if err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 	}
-	var env envelope
-	cacheable := false
-	if h.Cache != nil {
-		if env, cacheable = peekReview(body); cacheable {
-			if resp := h.cached(r.Context(), body, &env, a); resp != nil {
-				reviewCacheHits.Inc()
-				return resp
-			}
-			reviewCacheMisses.Inc()
-		}
+	// Decoding and injecting are CPU-bound and cost a few times the body
+	// in memory: more of them at once than there are cores only adds memory.
+	if err := l.decoders.Acquire(r.Context(), 1); err != nil {
+		return errored(a, "", http.StatusServiceUnavailable, fmt.Sprintf("waiting to decode: %v", err))
 	}
-	// Decoding is most of a review's cost: decode the pod in the same pass
-	// as the review, and fall back to the two-step decoding below, with its
-	// precise errors, for anything that is not a well-formed pod review.
-	var fast podReview
-	if json.Unmarshal(body, &fast) == nil && fast.valid() {
-		req := fast.Request
-		a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
-		a.dryRun = req.DryRun != nil && *req.DryRun
-		var in inputs
-		resp := h.review(r.Context(), &req.AdmissionRequest, req.Object, a, &in)
-		if cacheable && in.sa != nil {
-			h.Cache.put(&env, in.sa, &cachedAnswer{
-				saNamespace: in.saNamespace, saName: in.saName, generateName: in.generateName,
-				response: *resp, decision: a.decision, message: a.message, vaults: a.vaults, objects: a.objects,
-			})
-		}
-		return resp
-	}
+	defer l.decoders.Release(1)
+	// One decode, encoding/json's: a repeated key is resolved as the API
+	// server's decoder resolves it (the last scalar wins, objects merge),
+	// and the object is decoded from the bytes of its last occurrence.
 	var review admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &review); err != nil {
 		return errored(a, "", http.StatusBadRequest, fmt.Sprintf("decode AdmissionReview: %v", err))
@@ -158,65 +126,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, a *audit) *admis
 	}
 	a.uid, a.namespace, a.pod = string(req.UID), req.Namespace, req.Name
 	a.dryRun = req.DryRun != nil && *req.DryRun
-	return h.review(r.Context(), req, nil, a, &inputs{})
+	return h.review(r.Context(), req, a)
 }
 
-// inputs records what an answer was made from, for the review cache. sa is
-// nil unless the answer is the injector's alone (patched, unchanged or
-// denied by it), which a repeated review of the same pod would get again.
-type inputs struct {
-	sa                  *corev1.ServiceAccount
-	saNamespace, saName string
-	generateName        string
-}
-
-// cached returns the cached answer to the review in body, or nil.
-func (h *Handler) cached(ctx context.Context, body []byte, env *envelope, a *audit) *admissionv1.AdmissionResponse {
-	e := h.Cache.get(env)
-	if e == nil {
-		return nil
-	}
-	// The full decode rejects a malformed body; a cached answer must too.
-	if !env.valid(body) {
-		return nil
-	}
-	sa, err := h.ServiceAccounts.ServiceAccount(ctx, e.saNamespace, e.saName)
-	if err != nil || sa.UID != e.saUID || sa.ResourceVersion != e.saResourceVersion {
-		return nil
-	}
-	resp := e.response
-	resp.UID = types.UID(env.uid)
-	a.uid, a.namespace, a.pod, a.dryRun = env.uid, env.namespace, env.name, env.dryRun
-	if a.pod == "" {
-		a.pod = e.generateName
-	}
-	a.serviceAccount = e.saName
-	a.decision, a.message, a.vaults, a.objects = e.decision, e.message, e.vaults, e.objects
-	a.warnings = len(resp.Warnings)
-	a.cached = true
-	return &resp
-}
-
-// podReview is an AdmissionReview whose object is decoded as a pod. Only the
-// fields review reads are decoded besides the pod.
-type podReview struct {
-	metav1.TypeMeta `json:",inline"`
-	Request         *struct {
-		admissionv1.AdmissionRequest
-		// Object shadows the embedded RawExtension.
-		Object *corev1.Pod `json:"object"`
-	} `json:"request"`
-}
-
-// valid reports whether the fast path may answer r: a v1 review of a pod.
-func (r *podReview) valid() bool {
-	return r.APIVersion == admissionv1.SchemeGroupVersion.String() && r.Kind == "AdmissionReview" &&
-		r.Request != nil && r.Request.Object != nil
-}
-
-// review decides one admission request. pod is the request's object when
-// the caller has decoded it already, else nil.
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, a *audit, in *inputs) *admissionv1.AdmissionResponse {
+// review decides one admission request.
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, a *audit) *admissionv1.AdmissionResponse {
 	allowed := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	// Only pod CREATEs are ours; anything else the configuration may route
 	// here by mistake passes untouched.
@@ -224,18 +138,17 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		a.decision = outcomeSkipped
 		return allowed
 	}
-	if pod == nil {
-		pod = &corev1.Pod{}
-		if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-			return errored(a, req.UID, http.StatusBadRequest, fmt.Sprintf("decode pod: %v", err))
-		}
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+		return errored(a, req.UID, http.StatusBadRequest, fmt.Sprintf("decode pod: %v", err))
 	}
 	if a.pod == "" {
 		a.pod = pod.GenerateName
 	}
-	// The matchConditions send only opted-in pods; check again so a
-	// misconfigured webhook never touches a pod that did not ask.
-	if pod.Annotations[injector.AnnotationInject] != "true" {
+	// The matchConditions send every pod that carries the annotation; check
+	// again so a misconfigured webhook never touches a pod that did not ask.
+	v, set := pod.Annotations[injector.AnnotationInject]
+	if !set || v == "false" {
 		a.decision = outcomeSkipped
 		return allowed
 	}
@@ -243,21 +156,24 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	saName := injector.ServiceAccountName(pod)
-	a.serviceAccount = saName
-	sa, err := h.ServiceAccounts.ServiceAccount(ctx, pod.Namespace, saName)
-	switch {
-	case apierrors.IsNotFound(err):
-		return denied(a, req.UID, fmt.Sprintf("kvinject: serviceaccount %q not found in namespace %q: kvinject reads the workload identity "+
-			"(annotation azure.workload.identity/client-id) from the pod's ServiceAccount; create it before the pod or set spec.serviceAccountName",
-			saName, pod.Namespace))
-	case err != nil:
-		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
+	var sa *corev1.ServiceAccount
+	if v == "true" {
+		saName := injector.ServiceAccountName(pod)
+		a.serviceAccount = saName
+		var err error
+		sa, err = h.ServiceAccounts.ServiceAccount(ctx, pod.Namespace, saName)
+		switch {
+		case apierrors.IsNotFound(err):
+			return denied(a, req.UID, fmt.Sprintf("kvinject: serviceaccount %q not found in namespace %q: kvinject reads the workload identity "+
+				"(annotation azure.workload.identity/client-id) from the pod's ServiceAccount; create it before the pod or set spec.serviceAccountName",
+				saName, pod.Namespace))
+		case err != nil:
+			return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
+		}
 	}
+	// Any other value is denied by the injector, with the fix.
 	mutated, warnings, err := injector.Inject(pod, sa, h.Defaults)
-	made := inputs{sa: sa, saNamespace: pod.Namespace, saName: saName, generateName: pod.GenerateName}
 	if err != nil {
-		*in = made
 		return denied(a, req.UID, err.Error())
 	}
 	a.vaults, a.objects = requested(mutated)
@@ -267,7 +183,6 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if err != nil {
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
 	}
-	*in = made
 	if patch == nil {
 		a.decision = outcomeUnchanged
 		return allowed
@@ -278,39 +193,23 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	return allowed
 }
 
-// readBody reads a request body into buf, grown once to the length the
-// client sent (the API server does) instead of doubling up from 512 bytes.
-func readBody(r io.Reader, length int64, buf *bytes.Buffer) ([]byte, error) {
-	buf.Reset()
-	if length > 0 && length <= maxRequestBytes {
-		buf.Grow(int(length) + bytes.MinRead)
+// podPatch is the JSON patch that turns orig into mutated: the diff of their
+// encodings, which touches only what the injector changed, so fields this
+// build does not know (a newer API server's) are never replaced.
+func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
+	a, err := json.Marshal(orig)
+	if err != nil {
+		return nil, fmt.Errorf("encode pod: %w", err)
 	}
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
-}
-
-// bodyBuffers hold request bodies for the length of a review: nothing
-// decoded from a body, nor the review cache, keeps a slice of it.
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBody keeps the rare huge body's buffer out of the pool.
-const maxPooledBody = 256 << 10
-
-// encodeBuffers hold the two encodings podPatch diffs (the patch is copied
-// out of them) and the response until it is written, so they are reused
-// across reviews.
-var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// encode writes v's encoding/json encoding into a pooled buffer, without
-// the copy json.Marshal makes.
-func encode(v any) (*bytes.Buffer, []byte, error) {
-	buf := encodeBuffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	if err := json.NewEncoder(buf).Encode(v); err != nil {
-		encodeBuffers.Put(buf)
-		return nil, nil, err
+	b, err := json.Marshal(mutated)
+	if err != nil {
+		return nil, fmt.Errorf("encode injected pod: %w", err)
 	}
-	return buf, bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	patch, err := diffPatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("derive patch: %w", err)
+	}
+	return patch, nil
 }
 
 func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {
@@ -343,9 +242,6 @@ func (h *Handler) log(ctx context.Context, a *audit) {
 	}
 	if a.warnings > 0 {
 		attrs = append(attrs, slog.Int("warnings", a.warnings))
-	}
-	if a.cached {
-		attrs = append(attrs, slog.Bool("cached", true))
 	}
 	if a.message != "" {
 		attrs = append(attrs, slog.String("message", a.message))

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,17 @@ func newHarness(sas serviceAccounts) *harness {
 	hs := &harness{}
 	hs.h = &Handler{Defaults: testDefaults(), ServiceAccounts: sas, Log: slog.New(slog.NewJSONHandler(&hs.log, nil))}
 	return hs
+}
+
+// postRaw sends body and returns the answer, or nil when the webhook
+// refused the body (an error response without a uid).
+func (hs *harness) postRaw(t *testing.T, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	resp := hs.post(t, body)
+	if !resp.Allowed && resp.UID == "" && resp.Result != nil && resp.Result.Code == http.StatusBadRequest {
+		return nil
+	}
+	return resp
 }
 
 // post sends body as the API server does and decodes the AdmissionReview answer.
@@ -225,26 +237,180 @@ func asList(v any) []any {
 }
 
 // The patch touches only what the injector changed, so fields this build does
-// not know (a newer API server's) survive injection.
+// not know (a newer API server's) survive injection: an unknown field in
+// every object the injector touches or passes by (the pod, metadata, spec,
+// its security context, every init container, container, volume mount, env
+// var and volume, with an init container already there for the agent to go
+// in front of) is kept, on the same object, and the rest of the pod is
+// byte for byte Inject's output.
 func TestReviewPatchKeepsUnknownFields(t *testing.T) {
 	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	n := 0
+	mark := func(o any) {
+		n++
+		o.(map[string]any)["futureField"] = map[string]any{"n": float64(n)}
+	}
 	body := review(t, func(r map[string]any) {
-		spec := podOf(r)["spec"].(map[string]any)
-		spec["futurePodField"] = map[string]any{"enabled": true}
-		spec["containers"].([]any)[1].(map[string]any)["futureContainerField"] = "x"
+		pod := podOf(r)
+		spec := pod["spec"].(map[string]any)
+		spec["initContainers"] = []any{map[string]any{"name": "migrate", "image": "migrate:1",
+			"volumeMounts": []any{map[string]any{"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}}}}
+		delete(annotationsOf(r), "kvinject.io/containers")
+		mark(pod)
+		mark(pod["metadata"])
+		mark(spec)
+		mark(spec["securityContext"])
+		for _, list := range []string{"initContainers", "containers"} {
+			for _, c := range spec[list].([]any) {
+				mark(c)
+				for _, sub := range []string{"volumeMounts", "env"} {
+					if l, ok := c.(map[string]any)[sub].([]any); ok {
+						for _, e := range l {
+							mark(e)
+						}
+					}
+				}
+			}
+		}
+		for _, v := range spec["volumes"].([]any) {
+			mark(v)
+		}
 	})
 	resp := hs.post(t, body)
-	_, raw := requestPod(t, body)
-	var patched map[string]any
+	if !resp.Allowed {
+		t.Fatalf("denied: %v", resp.Result)
+	}
+	pod, raw := requestPod(t, body)
+	var patched any
 	if err := json.Unmarshal(applyPatch(t, raw, resp), &patched); err != nil {
 		t.Fatal(err)
 	}
-	spec := patched["spec"].(map[string]any)
-	if spec["futurePodField"] == nil {
-		t.Error("patch removed spec.futurePodField")
+	var orig any
+	_ = json.Unmarshal(raw, &orig)
+	// Where each marker was, named by the path of "name"s down to it.
+	want, got := markers(orig, ""), markers(patched, "")
+	if len(want) != n {
+		t.Fatalf("found %d of %d markers in the review", len(want), n)
 	}
-	if spec["containers"].([]any)[1].(map[string]any)["futureContainerField"] != "x" {
-		t.Error("patch removed spec.containers[1].futureContainerField")
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("unknown field at %s: %q after the patch, want %q", k, got[k], v)
+		}
+	}
+	injected, _, err := injector.Inject(pod, webSA, testDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped, _ := json.Marshal(patched)
+	var strippedPod corev1.Pod
+	if err := json.Unmarshal(stripped, &strippedPod); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := json.MarshalIndent(&strippedPod, "", " ")
+	w, _ := json.MarshalIndent(injected, "", " ")
+	if !bytes.Equal(g, w) {
+		t.Errorf("patched pod, unknown fields aside, differs from Inject's output\ngot:  %s\nwant: %s", g, w)
+	}
+}
+
+// markers maps the path to every futureField in v (list elements named by
+// their "name", or their mountPath) to its encoding.
+func markers(v any, path string) map[string]string {
+	out := map[string]string{}
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if k == "futureField" {
+				b, _ := json.Marshal(e)
+				out[path] = string(b)
+				continue
+			}
+			for p, m := range markers(e, path+"/"+k) {
+				out[p] = m
+			}
+		}
+	case []any:
+		for i, e := range v {
+			id := strconv.Itoa(i)
+			if m, ok := e.(map[string]any); ok {
+				if n, ok := m["name"].(string); ok {
+					id = n
+				}
+				if p, ok := m["mountPath"].(string); ok {
+					id += "@" + p
+				}
+			}
+			for p, m := range markers(e, path+"["+id+"]") {
+				out[p] = m
+			}
+		}
+	}
+	return out
+}
+
+// A review body may repeat keys at any level. Without a cache nothing one
+// review sends reaches another's answer; the decode resolves a repeat as
+// encoding/json does (the API server's decoder resolves them alike), and the
+// answer is exactly Inject's for the pod so decoded. Reviews of the genuine
+// pod before and after get the same answer.
+func TestDuplicateKeysAnswerOnlyTheirOwnReview(t *testing.T) {
+	hs := newHarness(serviceAccounts{"shop/web": webSA})
+	genuine := review(t, func(map[string]any) {}) // compact
+	first := hs.post(t, genuine)
+	_, rawPod := requestPod(t, genuine)
+	hostilePod := bytes.Replace(rawPod, []byte(`"annotations":{`),
+		[]byte(`"annotations":{"kvinject.io/vault":"https://attacker.example/","kvinject.io/mount-path":"/srv/x",`), 1)
+	rawReview := string(genuine)
+	for name, body := range map[string]string{
+		"object twice":         strings.Replace(rawReview, `"object":`, `"object":`+string(hostilePod)+`,"object":`, 1),
+		"request twice":        strings.Replace(rawReview, `"request":`, `"request":{"uid":"x","object":`+string(hostilePod)+`},"request":`, 1),
+		"uid twice":            strings.Replace(rawReview, `"uid":`, `"uid":"evil","uid":`, 1),
+		"annotations twice":    strings.Replace(rawReview, `"annotations":{`, `"annotations":{"kvinject.io/vault":"https://attacker.example/"},"annotations":{`, 1),
+		"annotation key twice": strings.Replace(rawReview, `"kvinject.io/vault":"shop-kv"`, `"kvinject.io/vault":"https://attacker.example/","kvinject.io/vault":"shop-kv"`, 1),
+		"spec twice":           strings.Replace(rawReview, `"spec":{`, `"spec":{"nodeName":"n1"},"spec":{`, 1),
+		"kind twice":           strings.Replace(rawReview, `"kind":"AdmissionReview"`, `"kind":"Other","kind":"AdmissionReview"`, 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if body == rawReview {
+				t.Fatal("the edit did not apply")
+			}
+			resp := hs.postRaw(t, []byte(body))
+			if resp == nil {
+				return // refused
+			}
+			// What the API server would store from these bytes, decoded as it does.
+			var r admissionv1.AdmissionReview
+			if err := json.Unmarshal([]byte(body), &r); err != nil {
+				t.Fatal(err)
+			}
+			if resp.UID != r.Request.UID {
+				t.Errorf("uid %q, want %q", resp.UID, r.Request.UID)
+			}
+			var pod corev1.Pod
+			if err := json.Unmarshal(r.Request.Object.Raw, &pod); err != nil {
+				t.Fatal(err)
+			}
+			want, _, err := injector.Inject(&pod, webSA, testDefaults())
+			if err != nil {
+				if resp.Allowed {
+					t.Errorf("allowed, want the injector's denial %v", err)
+				}
+				return
+			}
+			stored, _ := json.Marshal(&pod)
+			var got corev1.Pod
+			if err := json.Unmarshal(applyPatch(t, stored, resp), &got); err != nil {
+				t.Fatal(err)
+			}
+			g, _ := json.Marshal(&got)
+			w, _ := json.Marshal(want)
+			if !bytes.Equal(g, w) {
+				t.Errorf("answer differs from Inject's for the decoded pod\ngot:  %s\nwant: %s", g, w)
+			}
+		})
+	}
+	if again := hs.post(t, genuine); !bytes.Equal(again.Patch, first.Patch) {
+		t.Errorf("the genuine review's answer changed after hostile ones:\n%s\n%s", first.Patch, again.Patch)
 	}
 }
 

@@ -1,7 +1,10 @@
 package webhook
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -36,20 +39,24 @@ var (
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 
-	reviewCache = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kvinject_webhook_review_cache_total",
-		Help: "Lookups of pod reviews in the review cache by result: hit (answered from the cache) or miss.",
-	}, []string{"result"})
-
 	// Pre-resolved counters keep the label lookup off the review path.
-	reviewsByOutcome  = map[string]prometheus.Counter{}
-	reviewCacheHits   = reviewCache.WithLabelValues("hit")
-	reviewCacheMisses = reviewCache.WithLabelValues("miss")
+	reviewsByOutcome = map[string]prometheus.Counter{}
 )
 
 func init() {
 	for _, o := range []string{outcomePatched, outcomeUnchanged, outcomeSkipped, outcomeDenied, outcomeError} {
 		reviewsByOutcome[o] = reviewsTotal.WithLabelValues(o)
 	}
-	metrics.Registry.MustRegister(reviewsTotal, reviewDuration, reviewCache)
+	metrics.Registry.MustRegister(reviewsTotal, reviewDuration)
+	// The Go runtime's and the process's figures (heap, goroutines, RSS,
+	// open files) show what hostile traffic costs. controller-runtime
+	// registers the same collectors when its controller package is linked.
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsAll)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := metrics.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			panic(err)
+		}
+	}
 }

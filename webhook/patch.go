@@ -171,23 +171,80 @@ func (p *patchWriter) diffArray(path []byte, a, b []byte) error {
 			}
 		}
 		return nil
-	case len(bs) > len(as) && isPrefix(as, bs):
-		for i := len(as); i < len(bs); i++ {
-			p.op("add", appendIndex(path, i), bs[i])
+	case len(bs) > len(as):
+		if at, ok := align(as, bs); ok {
+			return p.diffInserted(path, as, bs, at)
 		}
-		return nil
 	}
 	p.op("replace", path, b)
 	return nil
 }
 
-func isPrefix(as, bs [][]byte) bool {
-	for i := range as {
-		if !bytes.Equal(as[i], bs[i]) {
-			return false
+// align finds where each element of as went in bs, when bs is as with
+// elements inserted anywhere (the injector inserts its init container at
+// index 0 and appends elsewhere) and some kept elements changed in place.
+// An element is kept at the first later position holding the same bytes, or
+// else an object with the same "name" (a container, a volume). at[i] is the
+// index in bs of as[i].
+func align(as, bs [][]byte) (at []int, ok bool) {
+	at = make([]int, len(as))
+	j := 0
+	for i, a := range as {
+		name := nameOf(a)
+		for ; j < len(bs); j++ {
+			if bytes.Equal(a, bs[j]) || name != nil && bytes.Equal(name, nameOf(bs[j])) {
+				break
+			}
+		}
+		if j == len(bs) {
+			return nil, false
+		}
+		at[i] = j
+		j++
+	}
+	return at, true
+}
+
+// nameOf is the raw "name" member of an object element, or nil.
+func nameOf(v []byte) []byte {
+	if len(v) == 0 || v[0] != '{' {
+		return nil
+	}
+	ms, err := appendMembers(nil, v)
+	if err != nil {
+		return nil
+	}
+	for _, m := range ms {
+		if string(m.key) == "name" {
+			return m.value
 		}
 	}
-	return true
+	return nil
+}
+
+// diffInserted records the insertions into an array, then the changes to
+// the kept elements.
+//
+//  1. Each element of bs that no element of as went to (align) is added at
+//     its index in bs, in increasing order: once those adds are applied, the
+//     array has bs's length and every kept element sits at its index in bs.
+//  2. Each kept element is then diffed in place at that index, so a field
+//     this build does not know, inside it or next to it, is never replaced.
+func (p *patchWriter) diffInserted(path []byte, as, bs [][]byte, at []int) error {
+	k := 0
+	for j := range bs {
+		if k < len(at) && at[k] == j {
+			k++
+			continue
+		}
+		p.op("add", appendIndex(path, j), bs[j])
+	}
+	for i, j := range at {
+		if err := p.diff(appendIndex(path, j), as[i], bs[j]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // member is one "key": value of an object. Both are sliced from the input

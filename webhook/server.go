@@ -8,21 +8,24 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/net/netutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/kvinject/kvinject/injector"
 )
@@ -46,9 +49,6 @@ type Options struct {
 	// GracefulShutdownTimeout bounds how long in-flight reviews may finish
 	// after the context is cancelled.
 	GracefulShutdownTimeout time.Duration
-	// ReviewCacheSize is how many answers to recent pods are kept for the
-	// repeated reviews of a ReplicaSet's replicas; 0 disables the cache.
-	ReviewCacheSize int
 	// Config reaches the API server, for the ServiceAccount informer.
 	Config *rest.Config
 	// Logger receives the audit lines and controller-runtime's logs.
@@ -152,7 +152,6 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		Defaults:        o.Defaults,
 		ServiceAccounts: cachedServiceAccounts{cache: saCache, live: live},
 		Log:             o.Logger,
-		Cache:           NewReviewCache(o.ReviewCacheSize),
 	})
 
 	var probes *http.Server
@@ -205,7 +204,7 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	}
 	if probes != nil {
 		serve("health probes", func(ctx context.Context) error {
-			return serveUntilDone(ctx, probes, probesListener)
+			return serveUntilDone(ctx, probes, func() error { return probes.Serve(probesListener) })
 		})
 	}
 	run(cacheCtx, "serviceaccount cache", saCache.Start)
@@ -250,33 +249,114 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	return result, nil
 }
 
-// Run is Start followed by waiting for the shutdown.
-func Run(ctx context.Context, o Options) error {
-	done, err := Start(ctx, o)
-	if err != nil {
-		return err
-	}
-	return <-done
+// Bounds of the HTTPS server, whoever connects (docs/security.md). The API
+// server sends a review at once and waits at most the webhook's
+// timeoutSeconds (30 s at most) for the answer.
+const (
+	readHeaderTimeout = 5 * time.Second
+	// readTimeout bounds reading a request, headers and body; on HTTP/2, per
+	// stream. The API server sends a body at once; a slow one holds part of
+	// the body budget at most this long, shorter than the webhook's
+	// timeoutSeconds (5 s in manifests/), so a genuine review waiting for
+	// the budget is still answered in time.
+	readTimeout  = 3 * time.Second
+	writeTimeout = 30 * time.Second
+	// idleTimeout closes kept-alive connections the API server no longer uses.
+	idleTimeout    = 60 * time.Second
+	maxHeaderBytes = 64 << 10
+	// maxConnections bounds open connections: a kube-apiserver keeps a
+	// few to a webhook, and a cluster has a few kube-apiservers.
+	maxConnections = 256
+	// maxStreams bounds concurrent requests on one HTTP/2 connection.
+	maxStreams = 32
+)
+
+// reviewServer is the HTTPS server for reviews: TLS from CertDir, reloaded
+// when the files change (cert-manager rotates them in the mounted Secret),
+// and the bounds above.
+type reviewServer struct {
+	o       Options
+	handler http.Handler
+	mu      sync.Mutex
+	addr    string // set once listening
 }
 
-// newServer is controller-runtime's HTTPS server with kvinject's TLS
-// settings. Its certwatcher reloads tls.crt and tls.key from CertDir when
-// they change (cert-manager rotates them in the mounted Secret), so rotation
-// needs no restart. Handlers are registered on its mux directly: the review
-// handler records its own metrics, so controller-runtime's per-path
-// instrumentation would only duplicate them.
-func newServer(o Options, mux *http.ServeMux) crwebhook.Server {
-	minVersion := o.TLSMinVersion
+// newServer returns the review server for o, serving mux. Handlers are
+// registered on mux directly: the review handler records its own metrics.
+func newServer(o Options, mux *http.ServeMux) *reviewServer {
+	return &reviewServer{o: o, handler: mux}
+}
+
+// Start serves until ctx is done, then lets in-flight reviews finish.
+//
+//  1. The certificate watcher loads tls.crt and tls.key, and fails Start if
+//     it cannot; it then reloads them whenever they change.
+//  2. The listener admits at most maxConnections connections; further ones
+//     wait in the kernel's backlog until one closes.
+//  3. Every request has readHeaderTimeout for its headers and readTimeout
+//     for headers and body, so a slow client is cut off; kept-alive
+//     connections close after idleTimeout.
+//  4. An HTTP/2 connection carries at most maxStreams requests at once, with
+//     small receive windows: the Handler's budget bounds their bodies.
+func (s *reviewServer) Start(ctx context.Context) error {
+	minVersion := s.o.TLSMinVersion
 	if minVersion == 0 {
 		minVersion = tls.VersionTLS12
 	}
-	return crwebhook.NewServer(crwebhook.Options{
-		Host:       o.Host,
-		Port:       o.Port,
-		CertDir:    o.CertDir,
-		WebhookMux: mux,
-		TLSOpts:    []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minVersion }},
-	})
+	watcher, err := certwatcher.New(filepath.Join(s.o.CertDir, "tls.crt"), filepath.Join(s.o.CertDir, "tls.key"))
+	if err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if err := watcher.Start(watchCtx); err != nil {
+			ctrllog.FromContext(ctx).Error(err, "certificate watcher")
+		}
+	}()
+	l, err := net.Listen("tcp", net.JoinHostPort(s.o.Host, strconv.Itoa(s.o.Port)))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		// ServeTLS offers HTTP/2 and HTTP/1.1 over this configuration.
+		TLSConfig:         &tls.Config{MinVersion: minVersion, GetCertificate: watcher.GetCertificate},
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          maxStreams,
+			MaxReceiveBufferPerStream:     64 << 10,
+			MaxReceiveBufferPerConnection: 1 << 20,
+		},
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	s.addr = l.Addr().String()
+	s.mu.Unlock()
+	limited := netutil.LimitListener(l, maxConnections)
+	return serveUntilDone(ctx, srv, func() error { return srv.ServeTLS(limited, "", "") })
+}
+
+// StartedChecker reports whether the server accepts TLS connections.
+func (s *reviewServer) StartedChecker() healthz.Checker {
+	return func(*http.Request) error {
+		s.mu.Lock()
+		addr := s.addr
+		s.mu.Unlock()
+		if addr == "" {
+			return errors.New("webhook server has not been started yet")
+		}
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a reachability probe of our own listener
+		if err != nil {
+			return fmt.Errorf("webhook server is not reachable: %w", err)
+		}
+		return conn.Close()
+	}
 }
 
 // newProbeServer serves /healthz and /readyz (and /healthz/<check>,
@@ -296,15 +376,15 @@ func newProbeServer(live, ready map[string]healthz.Checker) *http.Server {
 	}
 }
 
-// serveUntilDone serves on l until ctx is done, then lets open requests
-// finish; Start bounds the whole shutdown by the grace period.
-func serveUntilDone(ctx context.Context, srv *http.Server, l net.Listener) error {
+// serveUntilDone runs serve (srv's) until ctx is done, then lets open
+// requests finish; Start bounds the whole shutdown by the grace period.
+func serveUntilDone(ctx context.Context, srv *http.Server, serve func() error) error {
 	shutdown := make(chan error, 1)
 	go func() {
 		<-ctx.Done()
 		shutdown <- srv.Shutdown(context.WithoutCancel(ctx))
 	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return <-shutdown

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -291,4 +293,116 @@ func TestServerFinishesInFlightReviewsOnShutdown(t *testing.T) {
 		t.Fatalf("in-flight review: HTTP %d, %v %+v", r.res.StatusCode, err, out.Response)
 	}
 	<-stopped
+}
+
+// The API server talks HTTP/2 to webhooks: a review over HTTP/2 is answered.
+func TestServerAnswersOverHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	c := newServingCert(t, 1)
+	writeSecretVolume(t, dir, c, 1)
+	port := freePort(t)
+	startServer(t, Options{Host: "127.0.0.1", Port: port, CertDir: dir}, newHarness(serviceAccounts{"shop/web": webSA}).h)
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer client.CloseIdleConnections()
+	res, err := client.Post("https://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port))+Path, "application/json", bytes.NewReader(review(t, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.ProtoMajor != 2 {
+		t.Errorf("protocol %s, want HTTP/2", res.Proto)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.Response == nil || out.Response.Patch == nil {
+		t.Fatalf("review over HTTP/2: %v %+v", err, out.Response)
+	}
+}
+
+// The hostile patterns of issue 14 against the real server: 20 connections
+// announcing 7 MiB bodies and sending one byte, 64 slow bodies, 200 stalled
+// HTTP/2 streams. The Go heap (the attacking clients' included: they run in
+// this process) stays under half of the Deployment's 128 Mi limit, and a
+// genuine review is answered meanwhile.
+func TestHostileTrafficStaysBounded(t *testing.T) {
+	dir := t.TempDir()
+	c := newServingCert(t, 1)
+	writeSecretVolume(t, dir, c, 1)
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	h := newHarness(serviceAccounts{"shop/web": webSA}).h
+	startServer(t, Options{Host: "127.0.0.1", Port: port, CertDir: dir}, h)
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	tlsConfig := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	before := heapInUse()
+
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// 20 HTTP/1.1 requests announcing 7 MiB, sending "{".
+	for range 20 {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", Path, 7<<20)
+	}
+	// 64 slow bodies: 64 KiB sent, then nothing.
+	chunk := bytes.Repeat([]byte(" "), 64<<10)
+	for range 64 {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", Path, 3<<20)
+		_, _ = conn.Write(chunk)
+	}
+	// 200 stalled HTTP/2 streams.
+	h2 := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: tlsConfig.Clone()}}
+	defer h2.CloseIdleConnections()
+	var writers []*io.PipeWriter
+	defer func() {
+		for _, w := range writers {
+			w.Close()
+		}
+	}()
+	for range 200 {
+		r, w := io.Pipe()
+		writers = append(writers, w)
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+Path, r)
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = 7 << 20
+		go func() {
+			if res, err := h2.Do(req); err == nil {
+				res.Body.Close()
+			}
+		}()
+		go func() { _, _ = w.Write([]byte("{")) }()
+	}
+	time.Sleep(2 * time.Second) // let the server take in what was sent
+	// The attacking clients run in this process too: their buffers count.
+	if grown := int64(heapInUse()) - int64(before); grown > 64<<20 {
+		t.Errorf("hostile traffic grew the heap by %d MiB, want < 64 (half the Deployment's 128 Mi limit), the clients' own buffers included", grown>>20)
+	}
+	// A genuine review is answered meanwhile.
+	// Within the webhook's timeoutSeconds in manifests/.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig.Clone()}}
+	defer client.CloseIdleConnections()
+	res, err := client.Post("https://"+addr+Path, "application/json", bytes.NewReader(review(t, nil)))
+	if err != nil {
+		t.Fatalf("genuine review under hostile traffic: %v", err)
+	}
+	defer res.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.Response == nil || out.Response.Patch == nil {
+		t.Fatalf("genuine review under hostile traffic: %v %+v", err, out.Response)
+	}
+	t.Logf("heap grew by %.1f MiB under hostile traffic", float64(int64(heapInUse())-int64(before))/(1<<20))
 }

@@ -52,6 +52,10 @@ const (
 	KindCert Kind = "cert"
 	// KindKey is the public half of a Key Vault key as a PKIX PEM block.
 	KindKey Kind = "key"
+	// KindPublicCert is a certificate's public X.509 certificate as one PEM
+	// block, read with the certificate API (certificate read only, no
+	// secret): what Key Vault returns as the certificate's cer.
+	KindPublicCert Kind = "public-cert"
 )
 
 // Encoding of a secret's value as stored in Key Vault; the file gets the decoded bytes.
@@ -113,7 +117,10 @@ type File struct {
 	Object *Object `json:"object,omitempty"`
 	// Encoding decodes a secret's value (EncodingBase64, EncodingHex) before it is written.
 	Encoding string `json:"encoding,omitempty"`
-	// Format is FormatPEM (default) or FormatPFX for KindCert.
+	// Format is FormatPEM (default) or FormatPFX for KindCert. For
+	// KindSecret, FormatPEM writes a certificate's backing secret as PEM
+	// (private key, then the chain leaf first), as the Secrets Store CSI
+	// Azure provider does; other secrets are written as they are.
 	Format string `json:"format,omitempty"`
 	// Template is a Go text/template. It refers to other files' objects by the
 	// other file's Name, and is rendered after every object of the cycle is fetched.

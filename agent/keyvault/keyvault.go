@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azcertificates"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
@@ -58,8 +59,10 @@ func RefOf(obj config.Object) (Ref, error) {
 		r.Collection = "secrets"
 	case config.KindKey:
 		r.Collection = "keys"
+	case config.KindPublicCert:
+		r.Collection = "certificates"
 	default:
-		return Ref{}, fmt.Errorf("kind %q: want secret, cert or key", obj.Kind)
+		return Ref{}, fmt.Errorf("kind %q: want secret, cert, key or public-cert", obj.Kind)
 	}
 	if obj.Name == "" {
 		return Ref{}, errors.New("object name is empty")
@@ -83,6 +86,8 @@ type Object struct {
 	ContentType string
 	// Key is the JSON web key of a KindKey object.
 	Key *JWK
+	// Cer is the DER certificate of a KindPublicCert object.
+	Cer []byte
 }
 
 // JWK is the public part of a Key Vault JSON web key.
@@ -127,6 +132,7 @@ type Client struct {
 	mu      sync.Mutex
 	secrets map[string]*azsecrets.Client
 	keys    map[string]*azkeys.Client
+	certs   map[string]*azcertificates.Client
 	gates   map[string]*challengeGate // by collection and vault: one per SDK client
 }
 
@@ -162,6 +168,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		tenantID: id.TenantID, http: hc, cred: &rememberingCredential{cred: cred}, options: opts, cloud: c,
 		secrets: map[string]*azsecrets.Client{},
 		keys:    map[string]*azkeys.Client{},
+		certs:   map[string]*azcertificates.Client{},
 		gates:   map[string]*challengeGate{},
 	}, nil
 }
@@ -317,6 +324,40 @@ func (c *Client) Get(ctx context.Context, r Ref) (obj Object, version string, er
 			version = k.KID.Version()
 		}
 		return obj, version, nil
+	case "certificates":
+		cc, err := c.certificatesClient(r.Vault)
+		if err != nil {
+			return obj, "", err
+		}
+		resp, err := cc.GetCertificate(ctx, r.Name, r.Version, nil)
+		if err != nil {
+			return obj, "", err
+		}
+		if len(resp.CER) == 0 {
+			return obj, "", errors.New("response has no certificate")
+		}
+		obj.Cer = resp.CER
+		if resp.ID != nil {
+			version = resp.ID.Version()
+		}
+		return obj, version, nil
 	}
 	return obj, "", fmt.Errorf("unknown collection %q", r.Collection)
+}
+
+func (c *Client) certificatesClient(vault string) (*azcertificates.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.certs[vault]; ok {
+		return cc, nil
+	}
+	cc, err := azcertificates.NewClient(vault, c.cred, &azcertificates.ClientOptions{
+		ClientOptions:                        c.options,
+		DisableChallengeResourceVerification: c.cloud.DisableChallengeResourceVerification,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", vault, err)
+	}
+	c.certs[vault] = cc
+	return cc, nil
 }

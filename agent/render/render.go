@@ -9,6 +9,7 @@ package render
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -95,6 +96,14 @@ func Files(files []config.File, objects map[string]Object, limits Limits) ([]sna
 func renderObject(f config.File, obj Object) (*rendered, error) {
 	switch f.Object.Kind {
 	case config.KindSecret:
+		if f.Format == config.FormatPEM && f.Encoding == config.EncodingNone && strings.EqualFold(strings.TrimSpace(obj.ContentType), ContentTypePFX) {
+			// A certificate's backing secret: PEM, as the CSI provider writes it.
+			c, err := ParseCert(obj.Value, obj.ContentType)
+			if err != nil {
+				return nil, err
+			}
+			return &rendered{file: f, data: c.PEM()}, nil
+		}
 		data, err := decodeSecret(obj.Value, f.Encoding)
 		if err != nil {
 			return nil, err
@@ -125,6 +134,11 @@ func renderObject(f config.File, obj Object) (*rendered, error) {
 			return nil, fmt.Errorf("unknown format %q: use %q or %q", f.Format, config.FormatPEM, config.FormatPFX)
 		}
 		return &rendered{file: f, data: data, cert: c, notAfter: c.Chain[0].NotAfter}, nil
+	case config.KindPublicCert:
+		if len(obj.Cer) == 0 {
+			return nil, errors.New("no certificate in the response")
+		}
+		return &rendered{file: f, data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: obj.Cer})}, nil
 	case config.KindKey:
 		if obj.Key == nil {
 			return nil, errors.New("no key material in the response")

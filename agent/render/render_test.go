@@ -330,3 +330,55 @@ func TestCertificateExpiry(t *testing.T) {
 		}
 	}
 }
+
+// A secret file with FormatPEM (the CSI provider's objectType secret) writes a
+// certificate's PKCS#12 backing secret as PEM, key then leaf → root; a PEM
+// backing secret and any other secret are written as they are.
+func TestSecretOfACertificateAsPEM(t *testing.T) {
+	c := newChain(t)
+	pfx, err := pkcs12.LegacyRC2.Encode(c.leafKey, c.root, []*x509.Certificate{c.leaf, c.inter}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfxValue := base64.StdEncoding.EncodeToString(pfx)
+	pemValue := pemCert(c.inter) + pemKey(t, c.leafKey) + pemCert(c.leaf)
+	f := secretFile("tls", "")
+	f.Format = config.FormatPEM
+	for name, tc := range map[string]struct {
+		obj  Object
+		want string
+	}{
+		"pfx":   {Object{Value: pfxValue, ContentType: ContentTypePFX}, c.wantPEM(t)},
+		"pem":   {Object{Value: pemValue, ContentType: ContentTypePEM}, pemValue},
+		"plain": {Object{Value: "s3cret"}, "s3cret"},
+	} {
+		got, err := renderOne(t, f, tc.obj)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if string(got) != tc.want {
+			t.Errorf("%s: wrote %q, want %q", name, got, tc.want)
+		}
+	}
+	// Without the format (objectFormat pfx), the base64 PKCS#12 text as stored.
+	got, err := renderOne(t, secretFile("tls", ""), Object{Value: pfxValue, ContentType: ContentTypePFX})
+	if err != nil || string(got) != pfxValue {
+		t.Errorf("pfx as stored: %v %q", err, got)
+	}
+}
+
+// A public-cert file is the certificate API's cer as one PEM block.
+func TestPublicCertPEM(t *testing.T) {
+	c := newChain(t)
+	f := config.File{Name: "ca.pem", Mode: 0o444, Object: &config.Object{Vault: "https://v.vault.azure.net/", Kind: config.KindPublicCert, Name: "ca"}}
+	got, err := renderOne(t, f, Object{Cer: c.leaf.Raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != pemCert(c.leaf) {
+		t.Errorf("wrote %q, want the leaf's PEM", got)
+	}
+	if _, err := renderOne(t, f, Object{}); err == nil {
+		t.Error("an empty certificate was written")
+	}
+}

@@ -1,23 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
-
-	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/injector"
+	"github.com/kvinject/kvinject/offline"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 const injectUsage = `Usage: kvinject inject -f FILE|- [flags]
@@ -27,8 +21,11 @@ kubectl get -o yaml prints), injects every Pod and pod template (Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) that has
 kvinject.io/inject: "true", and writes all documents to stdout. Other documents pass through byte for byte. Warnings go to stderr.
 
---client-id and --tenant-id stand in for the workload's ServiceAccount
-annotations (azure.workload.identity/client-id, tenant-id).
+It takes exactly the webhook's defaults flags, with the same KVINJECT_*
+environment twins, so env $(cat webhook.env) kvinject inject -f app.yaml gives
+what the webhook gives. --sa-client-id and --sa-tenant-id stand in for the
+workload's ServiceAccount annotations (azure.workload.identity/client-id,
+tenant-id) when the input has no such ServiceAccount.
 
 Exit codes: 0 written; 1 a document is invalid (nothing is written, stderr
 names each document and annotation); 2 usage error or unreadable input.
@@ -47,19 +44,18 @@ type injectOptions struct {
 
 func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o injectOptions
-	var cloud string
 	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, injectUsage)
 		fs.PrintDefaults()
 	}
+	// The webhook's table of defaults flags, and its environment twins.
+	defaults := webhook.BindDefaultsFlags(fs)
+	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + webhook.EnvName(fl.Name) + "]" })
 	fs.StringVar(&o.file, "f", "", "manifest file, or - for stdin (required)")
-	fs.StringVar(&o.clientID, "client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
-	fs.StringVar(&o.tenantID, "tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
-	fs.StringVar(&o.defaults.Vault, "vault", "", "default vault name or https URL, like the webhook's --vault")
-	fs.StringVar(&o.defaults.Image, "agent-image", "ghcr.io/kvinject/kvinject:"+version, "agent image, like the webhook's --agent-image")
-	fs.StringVar(&cloud, "cloud", "AzurePublicCloud", "Azure cloud: "+strings.Join(config.KnownCloudNames(), ", "))
+	fs.StringVar(&o.clientID, "sa-client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
+	fs.StringVar(&o.tenantID, "sa-tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of documents that name none")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,20 +63,27 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		return 2
 	}
+	if err := webhook.ApplyEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
+		return 2
+	}
 	if o.file == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "kvinject inject: give one input with -f FILE or -f - for stdin")
 		fs.Usage()
 		return 2
 	}
-	c, ok := config.KnownCloud(cloud)
-	if !ok {
-		fmt.Fprintf(stderr, "kvinject inject: unknown --cloud %q; use one of %s\n", cloud, strings.Join(config.KnownCloudNames(), ", "))
+	if fs.Lookup("agent-image").Value.String() == "" {
+		// Offline, the image of this build stands in for the webhook's own.
+		_ = fs.Set("agent-image", "ghcr.io/kvinject/kvinject:"+version)
+	}
+	d, err := defaults.Defaults()
+	if err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
 		return 2
 	}
-	o.defaults.Cloud = c
+	o.defaults = d
 
 	var in []byte
-	var err error
 	if o.file == "-" {
 		in, err = io.ReadAll(stdin)
 	} else {
@@ -90,7 +93,8 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintf(stderr, "kvinject inject: read input: %v\n", err)
 		return 2
 	}
-	out, warnings, problems := injectDocuments(in, o)
+	out, warnings, problems := offline.Documents(in, offline.Options{
+		ClientID: o.clientID, TenantID: o.tenantID, Namespace: o.namespace, Defaults: o.defaults})
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning: "+w)
 	}
@@ -99,7 +103,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			fmt.Fprintln(stderr, "error: "+p)
 		}
 		if hasMissingIdentity(problems) {
-			fmt.Fprintln(stderr, "hint: offline, --client-id and --tenant-id stand in for the ServiceAccount's annotations")
+			fmt.Fprintln(stderr, "hint: offline, --sa-client-id and --sa-tenant-id stand in for the ServiceAccount's annotations")
 		}
 		return 1
 	}
@@ -117,273 +121,4 @@ func hasMissingIdentity(problems []string) bool {
 		}
 	}
 	return false
-}
-
-// separatorRE matches a YAML document separator line, with an optional comment.
-var separatorRE = regexp.MustCompile(`^---(\s.*)?$`)
-
-// injectDocuments injects every opted-in document of a multi-document YAML
-// stream. Documents it does not change are copied byte for byte, separators
-// included, so a diff of input and output shows only what kvinject adds.
-// ServiceAccounts in the stream are used for the pods that run as them.
-func injectDocuments(in []byte, o injectOptions) (out []byte, warnings, problems []string) {
-	// chunks alternate: document, separator line, document, ...
-	var chunks [][]byte
-	var doc []byte
-	for _, line := range bytes.SplitAfter(in, []byte("\n")) {
-		if separatorRE.Match(bytes.TrimRight(line, "\r\n")) {
-			chunks = append(chunks, doc, line)
-			doc = nil
-			continue
-		}
-		doc = append(doc, line...)
-	}
-	chunks = append(chunks, doc)
-
-	sas := serviceAccounts(chunks, o.namespace)
-	var buf bytes.Buffer
-	index := 0
-	for i, c := range chunks {
-		if i%2 == 1 || isBlank(c) {
-			buf.Write(c)
-			continue
-		}
-		index++
-		res, w, p := injectDocument(c, index, o, sas)
-		warnings = append(warnings, w...)
-		problems = append(problems, p...)
-		buf.Write(res)
-	}
-	return buf.Bytes(), warnings, problems
-}
-
-// serviceAccounts finds the ServiceAccount documents, by namespace/name.
-func serviceAccounts(chunks [][]byte, namespace string) map[string]*corev1.ServiceAccount {
-	sas := map[string]*corev1.ServiceAccount{}
-	for i, c := range chunks {
-		if i%2 == 1 || isBlank(c) {
-			continue
-		}
-		var sa corev1.ServiceAccount
-		if yaml.Unmarshal(c, &sa) != nil || sa.Kind != "ServiceAccount" {
-			continue
-		}
-		if sa.Namespace == "" {
-			sa.Namespace = namespace
-		}
-		sas[sa.Namespace+"/"+sa.Name] = &sa
-	}
-	return sas
-}
-
-// isBlank reports whether a document holds only whitespace and comments.
-func isBlank(doc []byte) bool {
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		l := bytes.TrimSpace(line)
-		if len(l) > 0 && l[0] != '#' {
-			return false
-		}
-	}
-	return true
-}
-
-// templatePaths says where each supported kind keeps its pod template.
-var templatePaths = map[string][]string{
-	"Pod":         nil,
-	"Deployment":  {"spec", "template"},
-	"StatefulSet": {"spec", "template"},
-	"DaemonSet":   {"spec", "template"},
-	"ReplicaSet":  {"spec", "template"},
-	"Job":         {"spec", "template"},
-	"CronJob":     {"spec", "jobTemplate", "spec", "template"},
-}
-
-// injectDocument returns the document, injected or as it was.
-func injectDocument(doc []byte, index int, o injectOptions, sas map[string]*corev1.ServiceAccount) ([]byte, []string, []string) {
-	var obj map[string]any
-	if err := yaml.Unmarshal(doc, &obj); err != nil {
-		return doc, nil, []string{fmt.Sprintf("document %d: not YAML: %v", index, err)}
-	}
-	where := fmt.Sprintf("document %d", index)
-	var changed bool
-	var warnings, problems []string
-	if items, ok := obj["items"].([]any); ok && obj["kind"] == "List" {
-		// kubectl get -o yaml prints a List.
-		for i, item := range items {
-			if m, ok := item.(map[string]any); ok {
-				c, w, p := injectObject(m, fmt.Sprintf("%s items[%d]", where, i), o, sas)
-				changed = changed || c
-				warnings, problems = append(warnings, w...), append(problems, p...)
-			}
-		}
-	} else {
-		changed, warnings, problems = injectObject(obj, where, o, sas)
-	}
-	if !changed || len(problems) > 0 {
-		return doc, warnings, problems
-	}
-	res, err := yaml.Marshal(obj)
-	if err != nil {
-		return doc, warnings, []string{fmt.Sprintf("%s: encode: %v", where, err)}
-	}
-	return res, warnings, nil
-}
-
-// injectObject injects one object in place and reports whether it changed.
-func injectObject(obj map[string]any, where string, o injectOptions, sas map[string]*corev1.ServiceAccount) (changed bool, warnings, problems []string) {
-	var meta struct {
-		Kind     string            `json:"kind"`
-		Metadata metav1.ObjectMeta `json:"metadata"`
-	}
-	if b, err := json.Marshal(obj); err == nil {
-		_ = json.Unmarshal(b, &meta) // best effort, only for naming the object
-	}
-	name := meta.Metadata.Name
-	if meta.Metadata.Namespace != "" {
-		name = meta.Metadata.Namespace + "/" + name
-	}
-	where = fmt.Sprintf("%s (%s %s)", where, meta.Kind, name)
-	prefix := func(msgs []string) []string {
-		for i, m := range msgs {
-			msgs[i] = where + ": " + m
-		}
-		return msgs
-	}
-
-	path, supported := templatePaths[meta.Kind]
-	if !supported {
-		if b, _ := json.Marshal(obj); bytes.Contains(b, []byte(injector.AnnotationInject)) {
-			return false, prefix([]string{fmt.Sprintf("kind %s is not injected; only Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are", meta.Kind)}), nil
-		}
-		return false, nil, nil
-	}
-	tmpl := obj
-	for _, key := range path {
-		next, ok := tmpl[key].(map[string]any)
-		if !ok {
-			return false, nil, prefix([]string{fmt.Sprintf("no %s", strings.Join(path, "."))})
-		}
-		tmpl = next
-	}
-
-	pod, err := decodePod(tmpl)
-	if err != nil {
-		field := strings.Join(path, ".")
-		if field == "" {
-			field = "pod"
-		}
-		return false, nil, prefix([]string{fmt.Sprintf("%s: %v", field, err)})
-	}
-	templateNamespace := pod.Namespace
-	if pod.Namespace == "" {
-		pod.Namespace = meta.Metadata.Namespace
-	}
-	if pod.Namespace == "" {
-		pod.Namespace = o.namespace
-	}
-	sa := standInServiceAccount(sas, pod, o)
-	injected, warnings, err := injector.Inject(pod, sa, o.defaults)
-	if err != nil {
-		var inv *injector.InvalidError
-		if !errors.As(err, &inv) {
-			return false, nil, prefix([]string{err.Error()})
-		}
-		var ps []string
-		for _, p := range inv.Problems {
-			ps = append(ps, p.String())
-		}
-		return false, prefix(warnings), prefix(ps)
-	}
-	if pod.Annotations[injector.AnnotationStatus] == injected.Annotations[injector.AnnotationStatus] {
-		return false, prefix(warnings), nil // not opted in, or injected before
-	}
-	injected.Namespace = templateNamespace
-	if err := encodePod(injected, tmpl, meta.Kind == "Pod"); err != nil {
-		return false, nil, prefix([]string{err.Error()})
-	}
-	return true, prefix(warnings), nil
-}
-
-// standInServiceAccount is the pod's ServiceAccount from the stream, with
-// --client-id and --tenant-id filling in what it does not set.
-func standInServiceAccount(sas map[string]*corev1.ServiceAccount, pod *corev1.Pod, o injectOptions) *corev1.ServiceAccount {
-	name := pod.Spec.ServiceAccountName
-	if name == "" {
-		name = "default"
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pod.Namespace}}
-	if found, ok := sas[pod.Namespace+"/"+name]; ok {
-		sa = found.DeepCopy()
-	}
-	if sa.Annotations == nil {
-		sa.Annotations = map[string]string{}
-	}
-	for key, v := range map[string]string{injector.WorkloadIdentityClientID: o.clientID, injector.WorkloadIdentityTenantID: o.tenantID} {
-		if sa.Annotations[key] == "" && v != "" {
-			sa.Annotations[key] = v
-		}
-	}
-	return sa
-}
-
-// decodePod reads the metadata and spec of a pod or pod template, rejecting
-// unknown fields: re-encoding would drop them silently.
-func decodePod(tmpl map[string]any) (*corev1.Pod, error) {
-	b, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
-	if err != nil {
-		return nil, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var pod corev1.Pod
-	if err := dec.Decode(&pod); err != nil {
-		return nil, err
-	}
-	return &pod, nil
-}
-
-// encodePod writes metadata and spec back into the template map, without the
-// empty fields Go's types add (creationTimestamp: null, resources: {}).
-func encodePod(pod *corev1.Pod, tmpl map[string]any, isPod bool) error {
-	b, err := json.Marshal(struct {
-		Metadata metav1.ObjectMeta `json:"metadata"`
-		Spec     corev1.PodSpec    `json:"spec"`
-	}{pod.ObjectMeta, pod.Spec})
-	if err != nil {
-		return fmt.Errorf("encode pod: %w", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("encode pod: %w", err)
-	}
-	prune(m)
-	tmpl["metadata"], tmpl["spec"] = m["metadata"], m["spec"]
-	if isPod {
-		if st, ok := tmpl["status"].(map[string]any); ok && len(st) == 0 {
-			delete(tmpl, "status")
-		}
-	}
-	return nil
-}
-
-// prune removes the empty values that encoding a Go struct adds.
-func prune(v any) {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, x := range v {
-			if x == nil {
-				delete(v, k)
-				continue
-			}
-			if m, ok := x.(map[string]any); ok && len(m) == 0 && (k == "resources" || k == "status") {
-				delete(v, k)
-				continue
-			}
-			prune(x)
-		}
-	case []any:
-		for _, x := range v {
-			prune(x)
-		}
-	}
 }

@@ -67,7 +67,7 @@ func TestExamples(t *testing.T) {
 		t.Errorf("client ID from the ServiceAccount in the stream: got %s=%s", env.Name, env.Value)
 	}
 
-	code, out, stderr = inject(t, "", "-f", "../../examples/job-once.yaml", "--client-id", testClient, "--tenant-id", testTenant)
+	code, out, stderr = inject(t, "", "-f", "../../examples/job-once.yaml", "--sa-client-id", testClient, "--sa-tenant-id", testTenant)
 	if code != 0 {
 		t.Fatalf("job-once: exit %d: %s", code, stderr)
 	}
@@ -111,7 +111,7 @@ spec:
 		"CronJob": "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: cj\nspec:\n  schedule: '@hourly'\n" +
 			"  jobTemplate:\n    spec:\n      template:\n" + indent(pod, "        "),
 	} {
-		code, out, stderr := inject(t, doc, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant)
+		code, out, stderr := inject(t, doc, "-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant)
 		if code != 0 {
 			t.Errorf("%s: exit %d: %s", kind, code, stderr)
 			continue
@@ -215,7 +215,7 @@ metadata: {name: typo}
 spec:
   containers: [{name: app, image: x, imagePullPolcy: Always}]
   `
-	code, out, stderr := inject(t, in+"\n", "-f", "-", "--client-id", testClient, "--tenant-id", testTenant)
+	code, out, stderr := inject(t, in+"\n", "-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant)
 	if code != 1 || out != "" {
 		t.Fatalf("exit %d with output %q, want 1 and nothing on stdout", code, out)
 	}
@@ -249,7 +249,7 @@ items:
       spec:
         containers: [{name: app, image: x}]
 `
-	code, out, stderr := inject(t, in, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant)
+	code, out, stderr := inject(t, in, "-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -261,7 +261,7 @@ items:
 		t.Errorf("Deployment in the List not injected:\n%s", out)
 	}
 	in = strings.Replace(in, `kv1/db`, `kv1/db@bad-version`, 1)
-	if code, _, stderr := inject(t, in, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant); code != 1 ||
+	if code, _, stderr := inject(t, in, "-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant); code != 1 ||
 		!strings.Contains(stderr, "document 1 items[1] (Deployment shop/web): kvinject.io/secret-db:") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
@@ -288,7 +288,7 @@ func TestUsage(t *testing.T) {
 
 func TestWarningsGoToStderr(t *testing.T) {
 	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    kvinject.io/inject: \"true\"\n    kvinject.io/refresh: 5s\n    kvinject.io/secret-db: kv1/db\nspec:\n  containers: [{name: app, image: x}]\n"
-	code, out, stderr := inject(t, in, "-f", "-", "--client-id", testClient, "--tenant-id", testTenant)
+	code, out, stderr := inject(t, in, "-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant)
 	if code != 0 || !strings.Contains(stderr, "warning: document 1 (Pod p): kvinject.io/refresh: 5s is shorter than 30s") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}

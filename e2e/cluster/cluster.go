@@ -247,6 +247,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
+	// envtest turns the ServiceAccount admission plugin off; every real
+	// cluster runs it (each pod then gets its own kube-api-access-* volume,
+	// and a pod's ServiceAccount must exist), so the tests run with it on.
+	args.Disable("disable-admission-plugins")
 
 	// Keep kube-apiserver's output for the error below; with
 	// KUBEBUILDER_ATTACH_CONTROL_PLANE_OUTPUT=true envtest sends it to the terminal.

@@ -63,7 +63,7 @@ func (r *results) markdown() string {
 			{fmt.Sprintf("webhook CPU at %.0f reviews/s, %% of one core", w.Rate), "–", "%.1f", func(s serverRun) float64 { return s.RateCPU }},
 			{"webhook CPU per review at saturation, µs", "–", "%.0f", func(s serverRun) float64 { return s.SatCPUPerReview }},
 		}
-		b.WriteString("| **the same pod again** (a ReplicaSet's replicas: answered from the review cache) | | | | |\n")
+		b.WriteString("| **the same pod again** (one body sent again and again; no cache, answered from scratch) | | | | |\n")
 		for _, x := range figs {
 			_, hs := stat(w.Webhook, x.f, x.format)
 			_, fs := stat(w.Floor, x.f, x.format)

@@ -66,7 +66,8 @@ type webhookResults struct {
 	Seconds float64       `json:"secondsPerRun"`
 	Floor   serverResults `json:"floor"`
 	// Webhook is sent the same review again and again, as a ReplicaSet's
-	// replicas send it: after the first, answered from the review cache.
+	// replicas would with the ServiceAccount plugin off (no cache: each
+	// answered from scratch).
 	Webhook serverResults `json:"webhook"`
 	// Distinct is the same webhook process sent a different pod every time
 	// (Vary replaced by a counter): every review answered from scratch.

@@ -64,8 +64,9 @@ func TestDemo(t *testing.T) {
 			"+    kvinject.io/status: injected",
 			"+  initContainers:",
 			"+    name: kvinject-agent",
-			"decision=patched cached=false",
-			"decision=unchanged",
+			"decision=patched objects=",
+			// Reinvoked after the ServiceAccount plugin ran again.
+			"decision=unchanged objects=",
 			"startup probe `kvinject-agent probe` passed",
 			"$ kubectl get pods -n shop -o wide",
 			"Running",

@@ -227,13 +227,13 @@ func (d *demo) replicaReviews(ctx context.Context, generateName string, n int) (
 		for _, l := range strings.Split(string(raw), "\n") {
 			var a struct {
 				Msg, Namespace, Pod, Decision string
-				DryRun, Cached                bool
+				DryRun                        bool
 				Objects                       []string
 			}
 			if json.Unmarshal([]byte(l), &a) != nil || a.Msg != "admission review" || a.Namespace != namespace || a.Pod != generateName || a.DryRun {
 				continue
 			}
-			lines = append(lines, fmt.Sprintf("pod=%s decision=%s cached=%v objects=%s", a.Pod, a.Decision, a.Cached, strings.Join(a.Objects, ",")))
+			lines = append(lines, fmt.Sprintf("pod=%s decision=%s objects=%s", a.Pod, a.Decision, strings.Join(a.Objects, ",")))
 		}
 		if len(lines) < n {
 			return fmt.Errorf("%d of %d", len(lines), n)
@@ -562,11 +562,11 @@ func (d *demo) startWebhook(ctx context.Context) error {
 	d.out.say("  namespaceSelector as shipped; clientConfig.service → %s with the CA as caBundle", url)
 
 	// The API server picks the configuration up asynchronously: wait until a
-	// dry-run pod that asks for injection is answered by the webhook (it denies
-	// it: neither the pod nor its ServiceAccount names a client ID).
+	// dry-run pod with kvinject.io/inject: "True" is answered by the webhook
+	// (it denies any value but "true" and "false").
 	return d.poll(ctx, 60*time.Second, "the API server to call the webhook", func() error {
 		_, err := d.cluster.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "true", "kvinject.io/secret-x": "x"}},
+			ObjectMeta: metav1.ObjectMeta{Name: "webhook-check", Annotations: map[string]string{"kvinject.io/inject": "True", "kvinject.io/secret-x": "x"}},
 			Spec:       corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "c", Image: "registry.example/c:1"}}},
 		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil && strings.Contains(err.Error(), "kvinject:") {
