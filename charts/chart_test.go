@@ -213,8 +213,8 @@ func TestValues(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"KVINJECT_VAULT": "https://kv.vault.azure.net/", "KVINJECT_TENANT_ID": "00000000-0000-0000-0000-000000000001",
-		"KVINJECT_REFRESH": "1h", "KVINJECT_DISABLE_INSTANCE_DISCOVERY": "true", "KVINJECT_REVIEW_CACHE_SIZE": "0",
-		"KVINJECT_AGENT_CPU_LIMIT": "100m", "KVINJECT_SIDECAR": "classic",
+		"KVINJECT_REFRESH": "1h", "KVINJECT_DISABLE_INSTANCE_DISCOVERY": "true",
+		"KVINJECT_AGENT_CPU_LIMIT": "100m", "KVINJECT_SIDECAR": "classic", "KVINJECT_CA_CONFIGMAP": "corp-root-ca",
 	} {
 		if env[name] != want {
 			t.Errorf("%s=%q, want %q", name, env[name], want)

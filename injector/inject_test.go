@@ -470,7 +470,7 @@ func TestWarningsAnnotation(t *testing.T) {
 	}
 	var objects strings.Builder
 	for i := range 300 {
-		fmt.Fprintf(&objects, "- {objectName: tls%d, objectType: cert}\n", i)
+		fmt.Fprintf(&objects, "- {objectName: s%d, objectType: secret, filePermission: \"0600\"}\n", i)
 	}
 	out, warnings = mustInject(t, testPod(map[string]string{AnnotationObjects: objects.String()}), nil, testDefaults())
 	got := out.Annotations[AnnotationWarnings]

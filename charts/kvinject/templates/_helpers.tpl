@@ -93,12 +93,12 @@ flag name → value, rendered sorted by flag name; unset values render nothing.
   "agent-cpu-limit" $d.cpuLimit
   "agent-memory-limit" $d.memoryLimit
   "volume-size-limit" $d.volumeSizeLimit
+  "ca-configmap" $d.caConfigMap
   "tls-min-version" $w.tlsMinVersion
   "graceful-shutdown-timeout" $w.gracefulShutdownTimeout
 -}}
 {{- if $d.disableInstanceDiscovery }}{{ $_ := set $flags "disable-instance-discovery" "true" }}{{ end -}}
 {{- if $d.disableChallengeResourceVerification }}{{ $_ := set $flags "disable-challenge-resource-verification" "true" }}{{ end -}}
-{{- if not (kindIs "invalid" $w.reviewCacheSize) }}{{ $_ := set $flags "review-cache-size" (toString $w.reviewCacheSize) }}{{ end -}}
 {{- range $name := keys $flags | sortAlpha }}
 {{- $v := get $flags $name }}
 {{- if $v }}
