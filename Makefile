@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/kvinject
 
-.PHONY: all build test unit e2e bench demo image fmt vet controlplane
+.PHONY: all build test unit e2e bench demo image fmt vet controlplane tools release
 
 all: build
 
@@ -33,18 +33,41 @@ image:
 	$(GO) run ./hack/image -out _out -repo $(IMAGE) -version $(VERSION) -revision $(REVISION) \
 	  -created $(SOURCE_DATE_EPOCH) $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
 
+# A release: `make release VERSION=v0.1.0`. Builds the image stamped with
+# VERSION (make image), then hack/release writes into _out/release the SBOM
+# (CycloneDX, from the binary's Go module graph), the OCI layout with the SBOM
+# attached to the image index, a kustomize overlay and a chart copy that pin
+# the image by tag and digest, install.yaml (the overlay rendered) and the
+# chart packaged as kvinject-<version>.tgz (helm push-able). Tag the
+# commit first (git tag VERSION) so the version and the source agree.
+release:
+	@[[ "$(origin VERSION)" == "command line" ]] || { echo "make release needs VERSION=vX.Y.Z on the command line"; exit 2; }
+	$(MAKE) image VERSION=$(VERSION)
+	$(GO) run ./hack/release -version $(VERSION) -repo $(IMAGE) -created $(SOURCE_DATE_EPOCH) \
+	  -layout _out/kvinject-oci -binary _out/bin/linux-amd64/kvinject -out _out/release
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	$$assets/kubectl kustomize _out/release/kustomize >_out/release/install.yaml; \
+	$$tools/kvinject-helm lint _out/release/chart/kvinject; \
+	$$tools/kvinject-helm package -out _out/release _out/release/chart/kvinject
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Packages whose tests need the control plane: they run in e2e, not unit.
-E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo
+E2E_PKGS := ./e2e ./e2e/podrunner ./hack/demo ./charts/e2e
 
 # Unit tests: everything but E2E_PKGS. The manifests tests render with the
-# kubectl that hack/controlplane.sh builds, so the machine needs none.
+# kubectl that hack/controlplane.sh builds, the chart tests (charts/) with
+# Helm's engine and linter and promtool, which hack/tools.sh builds from
+# pinned tool modules (hack/tools/*), so the machine needs none of them.
 unit:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$')
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH $(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/podrunner$$' -e '/hack/demo$$' -e '/charts/e2e$$')
+
+# Helm's chart tools and promtool (fresh: minutes; cached: seconds).
+tools:
+	hack/tools.sh >/dev/null
 
 # kube-apiserver, kube-controller-manager and etcd for K8S_VERSION, built from the
 # Go module proxy into ~/.cache/kvinject (fresh: minutes; cached: seconds).
@@ -53,8 +76,8 @@ controlplane:
 
 # End-to-end tests on that control plane; they fail (not skip) without it.
 e2e:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); \
-	PATH=$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_REQUIRE_E2E=1 $(GO) test -count=1 -timeout=15m $(E2E_PKGS)
 
 # The whole product live on loopback (hack/demo): control plane (built on the
 # first run), webhook, Key Vault emulator, agent. KEEP=1 leaves the control

@@ -166,6 +166,9 @@ func checkDeployment(t *testing.T, dep *appsv1.Deployment, pdb *policyv1.PodDisr
 	if spec.PriorityClassName != pc.Name || pc.Value <= 0 || pc.GlobalDefault {
 		t.Errorf("priority class %q (%d)", spec.PriorityClassName, pc.Value)
 	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v: a replica could land on a Windows node", spec.NodeSelector)
+	}
 	if spec.ServiceAccountName != sa.Name {
 		t.Errorf("serviceAccountName %q", spec.ServiceAccountName)
 	}
