@@ -45,9 +45,6 @@ type ReadOptions struct {
 	Defaults           injector.Defaults
 }
 
-// maxDocument bounds one YAML document.
-const maxDocument = 4 << 20
-
 // Read decodes a YAML (or JSON) stream of workloads (Pod, Deployment,
 // StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, or a List of them) and
 // ServiceAccounts, and explains every workload that opts in, with the
@@ -72,9 +69,6 @@ func Read(r io.Reader, o ReadOptions) (workloads []Workload, problems []string, 
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("read document %d: %w", index, err)
-		}
-		if len(doc) > maxDocument {
-			return nil, nil, fmt.Errorf("document %d is over %d bytes", index, maxDocument)
 		}
 		j, err := yaml.YAMLToJSON(doc)
 		if err != nil {
