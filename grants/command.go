@@ -197,6 +197,7 @@ func (c Command) Explain(args []string) int {
 func (c Command) Grants(args []string) int {
 	o := c.bind("grants", grantsUsage)
 	format := o.fs.String("format", "az", "output: "+strings.Join(Formats, ", "))
+	azurerm := o.fs.Int("azurerm", 5, "major version of the Terraform azurerm provider, 4 or 5 (--format terraform)")
 	o.fs.StringVar(&o.placement.Scope, "scope", ScopeObject, "role assignment scope: object (each secret, key or certificate: for shared vaults) or vault (for a vault per app)")
 	o.fs.StringVar(&o.placement.IdentityResourceGroup, "identity-resource-group", "", "resource group of the managed identities (default --resource-group)")
 	identities := pairs{}
@@ -226,7 +227,11 @@ func (c Command) Grants(args []string) int {
 	for _, m := range s.Warnings {
 		fmt.Fprintln(c.Stderr, "warning: "+m)
 	}
-	if err := Render(c.Stdout, s, *format); err != nil {
+	if *azurerm != 4 && *azurerm != 5 {
+		fmt.Fprintf(c.Stderr, "grants: --azurerm %d is not 4 or 5\n", *azurerm)
+		return 2
+	}
+	if err := Render(c.Stdout, s, *format, RenderOptions{AzureRM: *azurerm}); err != nil {
 		fmt.Fprintf(c.Stderr, "grants: %v\n", err)
 		return 1
 	}

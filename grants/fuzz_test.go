@@ -32,7 +32,7 @@ func FuzzRead(f *testing.F) {
 				t.Fatal(err)
 			}
 			for _, format := range Formats {
-				_ = Render(&bytes.Buffer{}, s, format)
+				_ = Render(&bytes.Buffer{}, s, format, RenderOptions{})
 			}
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,14 +95,18 @@ func TestExplainGolden(t *testing.T) {
 	golden(t, "explain.json", js.Bytes())
 }
 
-func render(t *testing.T, doc []byte, o Options, format string) []byte {
+func render(t *testing.T, doc []byte, o Options, format string, azurerm ...int) []byte {
 	t.Helper()
 	s, err := Derive(readShop(t, doc), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := Render(&b, s, format); err != nil {
+	ro := RenderOptions{}
+	if len(azurerm) > 0 {
+		ro.AzureRM = azurerm[0]
+	}
+	if err := Render(&b, s, format, ro); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -111,15 +116,16 @@ func TestRenderGolden(t *testing.T) {
 	for _, tc := range []struct {
 		file, format string
 		o            Options
+		azurerm      int
 	}{
-		{"az-object.sh", "az", options(ScopeObject)},
-		{"az-vault.sh", "az", options(ScopeVault)},
-		{"terraform-object.tf", "terraform", options(ScopeObject)},
-		{"terraform-vault.tf", "terraform", options(ScopeVault)},
-		{"bicep-object.bicep", "bicep", oneGroup(ScopeObject)},
-		{"bicep-vault.bicep", "bicep", oneGroup(ScopeVault)},
+		{"az-object.sh", "az", options(ScopeObject), 0},
+		{"az-vault.sh", "az", options(ScopeVault), 0},
+		{"terraform-object.tf", "terraform", options(ScopeObject), 5},
+		{"terraform-vault-azurerm4.tf", "terraform", options(ScopeVault), 4},
+		{"bicep-object.bicep", "bicep", oneGroup(ScopeObject), 0},
+		{"bicep-vault.bicep", "bicep", oneGroup(ScopeVault), 0},
 	} {
-		t.Run(tc.file, func(t *testing.T) { golden(t, tc.file, render(t, shop(t), tc.o, tc.format)) })
+		t.Run(tc.file, func(t *testing.T) { golden(t, tc.file, render(t, shop(t), tc.o, tc.format, tc.azurerm)) })
 	}
 }
 
@@ -208,7 +214,7 @@ func TestBicepOneResourceGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Render(&bytes.Buffer{}, s, "bicep")
+	err = Render(&bytes.Buffer{}, s, "bicep", RenderOptions{})
 	if err == nil || !strings.Contains(err.Error(), "rg-identities, rg-shared, rg-shop") {
 		t.Errorf("bicep over three resource groups: %v", err)
 	}
@@ -232,23 +238,39 @@ func TestDeriveRejects(t *testing.T) {
 
 // The Terraform output is HCL, with the resources azurerm documents.
 func TestTerraformParses(t *testing.T) {
-	out := render(t, shop(t), options(ScopeObject), "terraform")
+	for _, azurerm := range []int{4, 5} {
+		terraformParses(t, azurerm)
+	}
+}
+
+func terraformParses(t *testing.T, azurerm int) {
+	out := render(t, shop(t), options(ScopeObject), "terraform", azurerm)
 	f, diags := hclsyntax.ParseConfig(out, "grants.tf", hcl.InitialPos)
 	if diags.HasErrors() {
 		t.Fatalf("not HCL: %v", diags)
 	}
+	// The arguments each azurerm major requires, and no other.
+	fic := []string{"name", "user_assigned_identity_id", "audience", "issuer", "subject", "depends_on"}
+	if azurerm == 4 {
+		fic = []string{"name", "resource_group_name", "parent_id", "audience", "issuer", "subject", "depends_on"}
+	}
 	required := map[string][]string{
 		"azurerm_user_assigned_identity":        {"name", "resource_group_name"},
 		"azurerm_role_assignment":               {"scope", "role_definition_name", "principal_id", "principal_type"},
-		"azurerm_federated_identity_credential": {"name", "resource_group_name", "parent_id", "audience", "issuer", "subject"},
+		"azurerm_federated_identity_credential": fic,
 	}
 	count := map[string]int{}
 	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
 		typ := b.Labels[0]
 		count[typ]++
 		for _, attr := range required[typ] {
-			if _, ok := b.Body.Attributes[attr]; !ok {
-				t.Errorf("%s %s has no %s", typ, b.Labels[1], attr)
+			if _, ok := b.Body.Attributes[attr]; !ok && attr != "depends_on" {
+				t.Errorf("azurerm %d: %s %s has no %s", azurerm, typ, b.Labels[1], attr)
+			}
+		}
+		for attr := range b.Body.Attributes {
+			if !slices.Contains(required[typ], attr) {
+				t.Errorf("azurerm %d: %s %s has %s, which the provider does not take", azurerm, typ, b.Labels[1], attr)
 			}
 		}
 	}
@@ -263,19 +285,19 @@ func TestQuoting(t *testing.T) {
 		Identities:  []Identity{{Name: "x'; rm -rf / #", ResourceGroup: "rg ${evil}", ClientID: clientOrders}},
 		Credentials: []Credential{{Identity: Identity{Name: "x'; rm -rf / #", ResourceGroup: "rg ${evil}", ClientID: clientOrders}, Name: "n", Issuer: "https://x/'${a}\"", Subject: "s", Audience: "a"}}}
 	var az, tf, bicep bytes.Buffer
-	if err := Render(&az, s, "az"); err != nil {
+	if err := Render(&az, s, "az", RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(az.String(), `--name 'x'\''; rm -rf / #'`) || !strings.Contains(az.String(), `--issuer 'https://x/'\''${a}"'`) {
 		t.Errorf("az quoting:\n%s", az.String())
 	}
-	if err := Render(&tf, s, "terraform"); err != nil {
+	if err := Render(&tf, s, "terraform", RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(tf.String(), `"rg $${evil}"`) {
 		t.Errorf("terraform quoting:\n%s", tf.String())
 	}
-	if err := Render(&bicep, s, "bicep"); err != nil {
+	if err := Render(&bicep, s, "bicep", RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(bicep.String(), `issuer: 'https://x/\'\${a}"'`) {

@@ -14,15 +14,23 @@ import (
 // Formats of Render.
 var Formats = []string{"az", "terraform", "bicep"}
 
+// RenderOptions tune an output format.
+type RenderOptions struct {
+	// AzureRM is the major version of the Terraform azurerm provider: 5
+	// (default) names a federated credential's identity
+	// user_assigned_identity_id; 4 names it parent_id, with resource_group_name.
+	AzureRM int
+}
+
 // Render writes the set as an az script, Terraform or Bicep.
-func Render(w io.Writer, s *Set, format string) error {
+func Render(w io.Writer, s *Set, format string, o RenderOptions) error {
 	var out string
 	var err error
 	switch format {
 	case "az":
 		out = renderAz(s)
 	case "terraform":
-		out = renderTerraform(s)
+		out, err = renderTerraform(s, o.AzureRM)
 	case "bicep":
 		out, err = renderBicep(s)
 	default:
@@ -98,7 +106,13 @@ func renderAz(s *Set) string {
 
 // renderTerraform writes azurerm resources with hclwrite, which quotes and
 // escapes every value.
-func renderTerraform(s *Set) string {
+func renderTerraform(s *Set, azurerm int) (string, error) {
+	if azurerm == 0 {
+		azurerm = 5
+	}
+	if azurerm != 4 && azurerm != 5 {
+		return "", fmt.Errorf("azurerm provider version %d is not 4 or 5", azurerm)
+	}
 	f := hclwrite.NewEmptyFile()
 	body := f.Body()
 	ref := map[string]string{}
@@ -129,8 +143,12 @@ func renderTerraform(s *Set) string {
 		l := label("fic", c.Name)
 		blk := body.AppendNewBlock("resource", []string{"azurerm_federated_identity_credential", l}).Body()
 		blk.SetAttributeValue("name", cty.StringVal(c.Name))
-		blk.SetAttributeRaw("resource_group_name", rawExpr(ref[c.Identity.ClientID]+".resource_group_name"))
-		blk.SetAttributeRaw("parent_id", rawExpr(ref[c.Identity.ClientID]+".id"))
+		if azurerm == 4 {
+			blk.SetAttributeRaw("resource_group_name", rawExpr(ref[c.Identity.ClientID]+".resource_group_name"))
+			blk.SetAttributeRaw("parent_id", rawExpr(ref[c.Identity.ClientID]+".id"))
+		} else {
+			blk.SetAttributeRaw("user_assigned_identity_id", rawExpr(ref[c.Identity.ClientID]+".id"))
+		}
 		blk.SetAttributeValue("audience", cty.ListVal([]cty.Value{cty.StringVal(c.Audience)}))
 		blk.SetAttributeValue("issuer", cty.StringVal(c.Issuer))
 		blk.SetAttributeValue("subject", cty.StringVal(c.Subject))
@@ -140,7 +158,7 @@ func renderTerraform(s *Set) string {
 		prev[c.Identity.ClientID] = l
 		body.AppendNewline()
 	}
-	return header(s, "#") + "\n" + string(hclwrite.Format(f.Bytes()))
+	return header(s, "#") + fmt.Sprintf("# For the azurerm provider %d.x.\n\n", azurerm) + string(hclwrite.Format(f.Bytes())), nil
 }
 
 var hclStart = hcl.InitialPos
