@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -163,6 +164,9 @@ func (c Command) parse(o *offline, args []string) (ws []Workload, code int) {
 			fmt.Fprintln(c.Stderr, "error: "+p)
 		}
 		return nil, 1
+	}
+	if len(ws) == 0 {
+		fmt.Fprintf(c.Stderr, "%s: no workload in the input has %s: \"true\"\n", o.fs.Name(), injector.AnnotationInject)
 	}
 	return ws, 0
 }

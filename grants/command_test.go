@@ -61,6 +61,7 @@ func TestCommandErrors(t *testing.T) {
 		{"bad scope", "grants", pod, append(base, "--sa-client-id", clientOrders, "--tenant-id", tenant, "--scope", "tenant"), 2, `scope "tenant" is not object or vault`},
 		{"bad pair", "grants", pod, append(base, "--identity", "nameonly"), 2, `"nameonly" is not KEY=VALUE`},
 		{"not a workload", "explain", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, annotations: {kvinject.io/inject: \"true\"}}\n", []string{"-f", "-"}, 1, "kind ConfigMap is not injected"},
+		{"nothing opted in", "explain", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: app, image: app}]}\n", []string{"-f", "-"}, 0, `no workload in the input has kvinject.io/inject: "true"`},
 		{"unknown field", "explain", strings.Replace(pod, "spec:", "spec: {hostNetwrk: true}\nx:", 1), []string{"-f", "-"}, 1, "unknown field"},
 	} {
 		code, _, stderr := run(t, tc.sub, tc.stdin, tc.args...)
