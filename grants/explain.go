@@ -12,20 +12,21 @@ import (
 
 // Explanation is what one workload gets and needs, for kvinject explain.
 type Explanation struct {
-	Workload       string        `json:"workload"`
-	Kind           string        `json:"kind"`
-	Namespace      string        `json:"namespace"`
-	Name           string        `json:"name"`
-	ServiceAccount string        `json:"serviceAccount"`
-	Identity       IdentitySpec  `json:"identity"`
-	Subject        string        `json:"federatedCredentialSubject"`
-	Audience       string        `json:"audience"`
-	MountPath      string        `json:"mountPath"`
-	Containers     []string      `json:"containers"`
-	Refresh        string        `json:"refresh"`
-	Vaults         []string      `json:"vaults"`
-	Files          []FileSummary `json:"files"`
-	Warnings       []string      `json:"warnings,omitempty"`
+	Workload       string       `json:"workload"`
+	Kind           string       `json:"kind"`
+	Namespace      string       `json:"namespace"`
+	Name           string       `json:"name"`
+	ServiceAccount string       `json:"serviceAccount"`
+	Identity       IdentitySpec `json:"identity"`
+	Subject        string       `json:"federatedCredentialSubject"`
+	Audience       string       `json:"audience"`
+	MountPath      string       `json:"mountPath"`
+	// Containers get the mount; null is every container.
+	Containers []string      `json:"containers"`
+	Refresh    string        `json:"refresh"`
+	Vaults     []string      `json:"vaults"`
+	Files      []FileSummary `json:"files"`
+	Warnings   []string      `json:"warnings,omitempty"`
 }
 
 // IdentitySpec is the identity the agent signs in as and where each part
@@ -65,9 +66,6 @@ func Explain(ws []Workload, o Options) []Explanation {
 			Subject: Subject(p.Namespace, p.ServiceAccount), Audience: injector.TokenAudience,
 			MountPath: p.MountPath, Containers: p.Containers, Refresh: "once, at start",
 			Vaults: []string{}, Files: []FileSummary{}, Warnings: w.Warnings}
-		if e.Containers == nil {
-			e.Containers = []string{"(all)"}
-		}
 		if p.Refresh > 0 {
 			e.Refresh = fmt.Sprintf("every %s (%s sidecar)", p.Refresh, p.Sidecar)
 		}
@@ -136,7 +134,11 @@ func WriteText(w io.Writer, es []Explanation) error {
 		fmt.Fprintf(&b, "  identity:  client %s (%s)\n", e.Identity.ClientID, e.Identity.ClientIDFrom)
 		fmt.Fprintf(&b, "             tenant %s (%s)\n", e.Identity.TenantID, e.Identity.TenantIDFrom)
 		fmt.Fprintf(&b, "  federated credential subject: %s (audience %s)\n", e.Subject, e.Audience)
-		fmt.Fprintf(&b, "  files:     %s in containers %s, fetched %s\n", e.MountPath, strings.Join(e.Containers, ", "), e.Refresh)
+		containers := "every container"
+		if e.Containers != nil {
+			containers = "containers " + strings.Join(e.Containers, ", ")
+		}
+		fmt.Fprintf(&b, "  files:     %s in %s, fetched %s\n", e.MountPath, containers, e.Refresh)
 		fmt.Fprintf(&b, "  vaults:    %s\n", strings.Join(e.Vaults, ", "))
 		for _, f := range e.Files {
 			if f.Template {

@@ -106,9 +106,7 @@ func Read(r io.Reader, o ReadOptions) (workloads []Workload, problems []string, 
 		}
 		w := Workload{Kind: ob.kind, Namespace: pod.Namespace, Name: ob.name}
 		plan, warnings, err := injector.Explain(pod, standIn(sas, pod, o), o.Defaults)
-		for _, m := range warnings {
-			w.Warnings = append(w.Warnings, m)
-		}
+		w.Warnings = warnings
 		if err != nil {
 			var inv *injector.InvalidError
 			if errors.As(err, &inv) {
@@ -195,10 +193,6 @@ func decode(j []byte, where string) ([]object, []string) {
 	}
 	if tmpl != nil {
 		o.pod = &corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}
-		if head.Kind == "Pod" {
-			o.pod.Namespace = ""
-			o.namespace = head.Metadata.Namespace
-		}
 	}
 	return []object{o}, nil
 }
