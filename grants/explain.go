@@ -79,6 +79,9 @@ func Explain(ws []Workload, o Options) []Explanation {
 				fs.Need, fs.Scope = &need, o.ObjectScope(f.Object)
 				if !contains(e.Vaults, f.Object.Vault) {
 					e.Vaults = append(e.Vaults, f.Object.Vault)
+					if m := hostWarning(f.Object.Vault, p.Cloud); m != "" {
+						e.Warnings = append(e.Warnings, m)
+					}
 				}
 			}
 			e.Files = append(e.Files, fs)

@@ -146,6 +146,16 @@ func VaultName(vaultURL string) string {
 	return name
 }
 
+// hostWarning says when a vault URL's host is not <name>.<the cloud's vault
+// suffix>: the scope then names a vault the agent may not be reading.
+func hostWarning(vaultURL string, cloud config.Cloud) string {
+	u, err := url.Parse(vaultURL)
+	if err != nil || strings.EqualFold(u.Hostname(), VaultName(vaultURL)+"."+cloud.VaultSuffix) {
+		return ""
+	}
+	return fmt.Sprintf("vault %s is not <name>.%s; its scope assumes the vault is named %s", vaultURL, cloud.VaultSuffix, VaultName(vaultURL))
+}
+
 // VaultID is the vault's Azure resource ID.
 func VaultID(subscription, resourceGroup, vault string) string {
 	return "/subscriptions/" + subscription + "/resourceGroups/" + resourceGroup + "/providers/Microsoft.KeyVault/vaults/" + vault
@@ -251,6 +261,9 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 		for _, f := range w.Plan.Files {
 			if f.Object == nil {
 				continue
+			}
+			if m := hostWarning(f.Object.Vault, w.Plan.Cloud); m != "" && !slices.Contains(s.Warnings, m) {
+				s.Warnings = append(s.Warnings, m)
 			}
 			need := NeedOf(f.Object)
 			vault := VaultName(f.Object.Vault)

@@ -304,3 +304,22 @@ func TestQuoting(t *testing.T) {
 		t.Errorf("bicep quoting:\n%s", bicep.String())
 	}
 }
+
+// A vault URL whose host is not <name>.<vault suffix> gets a warning: the
+// role would go to the vault named by its first label.
+func TestForeignVaultHost(t *testing.T) {
+	doc := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    kvinject.io/inject: \"true\"\n    kvinject.io/client-id: " + clientOrders +
+		"\n    kvinject.io/secret-s: https://shop-kv.vault.azure.net.example.com/secrets/s\nspec:\n  containers:\n  - {name: app, image: app}\n"
+	ws := readShop(t, []byte(doc))
+	s, err := Derive(ws, options(ScopeObject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "vault https://shop-kv.vault.azure.net.example.com/ is not <name>.vault.azure.net; its scope assumes the vault is named shop-kv"
+	if !slices.Contains(s.Warnings, want) {
+		t.Errorf("grants warnings %q lack %q", s.Warnings, want)
+	}
+	if es := Explain(ws, options(ScopeObject)); !slices.Contains(es[0].Warnings, want) {
+		t.Errorf("explain warnings %q lack %q", es[0].Warnings, want)
+	}
+}
