@@ -52,6 +52,10 @@ func TestAzCommandsParse(t *testing.T) {
 	if len(seen) != 6 {
 		t.Errorf("checked %d commands, want 3 kinds in each of 2 goldens", len(seen))
 	}
+	// The check tells a bad command from a good one.
+	if code, _ := azRun(t, "az role assignment create --assignee-objectid x --role r --scope /s"); code != 2 {
+		t.Errorf("a misspelt flag exits %d, want az's parse error 2", code)
+	}
 }
 
 // logicalLines joins backslash continuations.
@@ -60,6 +64,13 @@ func logicalLines(script string) []string {
 }
 
 func azParses(t *testing.T, command string) {
+	if code, stderr := azRun(t, command); code != 1 || !strings.Contains(stderr, "az login") {
+		t.Errorf("%s\n: exit %d\n%s", command, code, stderr)
+	}
+}
+
+// azRun runs a command line with az offline and returns its exit code and stderr.
+func azRun(t *testing.T, command string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "-n", "bash", "-c", command)
@@ -67,8 +78,11 @@ func azParses(t *testing.T, command string) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
-	exit, _ := err.(*exec.ExitError)
-	if exit == nil || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "az login") {
-		t.Errorf("%s\n: %v\n%s", command, err, stderr.String())
+	if exit, ok := err.(*exec.ExitError); ok {
+		return exit.ExitCode(), stderr.String()
 	}
+	if err != nil {
+		t.Fatalf("%s: %v", command, err)
+	}
+	return 0, stderr.String()
 }
