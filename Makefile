@@ -45,13 +45,16 @@ image:
 # (CycloneDX, from both binaries' Go module graph), the OCI layout with the SBOM
 # attached to the image index, a kustomize overlay and a chart copy that pin
 # the image by tag and digest, install.yaml (the overlay rendered) and the
-# chart packaged as kvinject-<version>.tgz (helm push-able). Tag the
+# chart packaged as kvinject-<version>.tgz (helm push-able), and the kubectl
+# plugin's archives with its krew manifest (hack/krew: _out/release/krew). Tag the
 # commit first (git tag VERSION) so the version and the source agree.
 release:
 	@[[ "$(origin VERSION)" == "command line" ]] || { echo "make release needs VERSION=vX.Y.Z on the command line"; exit 2; }
 	$(MAKE) image VERSION=$(VERSION)
 	$(GO) run ./hack/release -version $(VERSION) -repo $(IMAGE) -created $(SOURCE_DATE_EPOCH) \
 	  -layout _out/kvinject-oci -binary _out/bin/linux-amd64/kvinject -binary _out/bin/linux-amd64/kvinject-agent -out _out/release
+	$(GO) run ./hack/krew -version $(VERSION) -created $(SOURCE_DATE_EPOCH) -out _out/release/krew \
+	  $(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=_out/bin/$(subst /,-,$(p))/kvinject)
 	assets=$$(hack/controlplane.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
 	$$assets/kubectl kustomize _out/release/kustomize >_out/release/install.yaml; \
 	$$tools/kvinject-helm lint _out/release/chart/kvinject; \

@@ -74,8 +74,12 @@ type spec struct {
 	containers []string // nil: every container
 	clientID   string
 	tenantID   string
-	resources  corev1.ResourceRequirements
-	files      []config.File // sorted by Name
+	// clientIDFrom and tenantIDFrom name where each came from, as problems
+	// name fields: the pod annotation, the ServiceAccount's, or a default.
+	clientIDFrom string
+	tenantIDFrom string
+	resources    corev1.ResourceRequirements
+	files        []config.File // sorted by Name
 	// metricsAddr is the sidecar's metrics listener; "" disables it.
 	metricsAddr string
 	// caConfigMap is the ConfigMap of extra CA certificates; "" for none.
@@ -198,7 +202,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	s.sidecar = p.parseSidecar(s.refresh)
 	s.mountPath = p.parseMountPath()
 	s.containers = p.parseContainers()
-	s.clientID, s.tenantID = p.parseIdentity()
+	s.clientID, s.tenantID, s.clientIDFrom, s.tenantIDFrom = p.parseIdentity()
 	p.fileMode = p.parseFileMode()
 	s.resources = p.parseResources()
 	s.metricsAddr = p.metricsAddr(s.refresh)
@@ -427,14 +431,15 @@ func (p *parser) parseContainers() []string {
 }
 
 // parseIdentity resolves client and tenant ID: pod annotation, then the
-// ServiceAccount's workload-identity annotations, then Defaults.
-func (p *parser) parseIdentity() (clientID, tenantID string) {
+// ServiceAccount's workload-identity annotations, then Defaults; and where
+// each came from.
+func (p *parser) parseIdentity() (clientID, tenantID, clientFrom, tenantFrom string) {
 	sa := ServiceAccountName(p.pod)
 	saRef := fmt.Sprintf("ServiceAccount %s", sa)
 	if p.pod.Namespace != "" {
 		saRef = fmt.Sprintf("ServiceAccount %s/%s", p.pod.Namespace, sa)
 	}
-	resolve := func(podKey, saKey, def, what string, valid func(string) bool, hint string) string {
+	resolve := func(podKey, saKey, def, what string, valid func(string) bool, hint string) (string, string) {
 		var v, field string
 		switch {
 		case p.ann[podKey] != "":
@@ -445,18 +450,18 @@ func (p *parser) parseIdentity() (clientID, tenantID string) {
 			v, field = def, "defaults: "+what // DefaultsClientID, DefaultsTenantID
 		default:
 			p.problems.add(podKey, "no %s for the agent: set %s on the pod, %s on %s, or the webhook's default", what, podKey, saKey, saRef)
-			return ""
+			return "", ""
 		}
 		if !valid(v) {
 			p.problems.add(field, "%q is not a valid %s; %s", v, what, hint)
 		}
-		return v
+		return v, field
 	}
-	clientID = resolve(AnnotationClientID, WorkloadIdentityClientID, p.d.ClientID, "client ID",
+	clientID, clientFrom = resolve(AnnotationClientID, WorkloadIdentityClientID, p.d.ClientID, "client ID",
 		isGUID, "use the application (client) ID, a GUID like 00000000-0000-0000-0000-000000000000")
-	tenantID = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
+	tenantID, tenantFrom = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
 		isTenant, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
-	return clientID, tenantID
+	return clientID, tenantID, clientFrom, tenantFrom
 }
 
 func (p *parser) parseCAConfigMap() string {
