@@ -34,7 +34,8 @@ type Plan struct {
 // warnings and errors (the same *InvalidError the webhook denies with). A
 // pod Inject leaves alone (not opted in, or injected before) has a nil Plan.
 func Explain(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*Plan, []string, error) {
-	out, warnings, err := Inject(pod, sa, d)
+	out, r, err := Inject(pod, sa, d)
+	warnings := r.Warnings
 	if err != nil || out.Annotations[AnnotationStatus] == pod.Annotations[AnnotationStatus] {
 		return nil, warnings, err
 	}

@@ -77,16 +77,16 @@ func FuzzInject(f *testing.F) {
 		pod.Annotations = decodeAnnotations(data)
 		reshape(pod, shape)
 		before := pod.DeepCopy()
-		out, warnings, err := Inject(pod, nil, testDefaults())
+		out, r, err := Inject(pod, nil, testDefaults())
 		if err != nil && !errors.As(err, new(*InvalidError)) {
 			t.Fatalf("error is %T, want *InvalidError: %v", err, err)
 		}
 		if !apiequality.Semantic.DeepEqual(pod, before) {
 			t.Fatal("Inject modified its input")
 		}
-		out2, warnings2, err2 := Inject(pod, nil, testDefaults())
+		out2, r2, err2 := Inject(pod, nil, testDefaults())
 		if (err == nil) != (err2 == nil) || (err != nil && err.Error() != err2.Error()) ||
-			strings.Join(warnings, "\n") != strings.Join(warnings2, "\n") || !sameJSON(t, out, out2) {
+			strings.Join(r.Warnings, "\n") != strings.Join(r2.Warnings, "\n") || !sameJSON(t, out, out2) {
 			t.Fatal("two calls with the same input differ")
 		}
 		if err != nil {

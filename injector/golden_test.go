@@ -78,7 +78,8 @@ func readCase(t *testing.T, path string) (*corev1.Pod, *corev1.ServiceAccount) {
 // comments, then the pod.
 func render(t *testing.T, pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) []byte {
 	t.Helper()
-	out, warnings, err := Inject(pod, sa, d)
+	out, r, err := Inject(pod, sa, d)
+	warnings := r.Warnings
 	var b bytes.Buffer
 	for _, w := range warnings {
 		b.WriteString("# warning: " + w + "\n")

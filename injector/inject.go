@@ -6,6 +6,7 @@ package injector
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -91,35 +92,65 @@ const (
 	workloadIdentitySkipContainers = "azure.workload.identity/skip-containers"
 )
 
-// Inject returns a mutated copy of pod and warnings for the user. pod is never
-// modified. A pod without kvinject.io/inject: "true" is returned unchanged.
+// Report is what Inject did to a pod, for the webhook's audit line and
+// kvinject inject: it comes from the parsed annotations, so nobody reads the
+// agent's configuration back out of the pod.
+type Report struct {
+	// Warnings are for the user (the admission response's warnings).
+	Warnings []string
+	// Mode is the agent Inject added: ModeInit, ModeSidecar or ModeClassic;
+	// ModeReinvoked when the pod was injected before (only mounts were
+	// added); "" when the pod is not opted in.
+	Mode string
+	// Vaults are the vault URLs the agent reads, distinct, in file order.
+	Vaults []string
+	// Objects are "<vault host>/<kind>/<name>[@<version>]", distinct, in
+	// file order.
+	Objects []string
+	// ClientIDFrom and TenantIDFrom name where the workload identity came
+	// from: the pod annotation, the ServiceAccount's, or a default.
+	ClientIDFrom, TenantIDFrom string
+}
+
+// Modes of Report.Mode.
+const (
+	ModeInit      = "init"
+	ModeSidecar   = "sidecar"
+	ModeClassic   = "classic"
+	ModeReinvoked = "reinvoked"
+)
+
+// Inject returns a mutated copy of pod and a report of what it did (with the
+// warnings for the user). pod is never modified. A pod without
+// kvinject.io/inject: "true" is returned unchanged.
 // sa may be nil when the pod's ServiceAccount is unknown (offline use).
 //
 // A pod that already carries kvinject.io/status: injected gets no second
 // agent: only containers added since (by later webhooks) get the secrets
 // mount (reinvoked), so Inject(Inject(p)) equals Inject(p).
 //
-// Errors are *InvalidError listing every problem at once.
-func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string, error) {
+// Errors are *InvalidError listing every problem at once; the report then
+// carries the warnings only.
+func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, Report, error) {
 	if pod == nil {
-		return nil, nil, fmt.Errorf("injector: nil pod")
+		return nil, Report{}, fmt.Errorf("injector: nil pod")
 	}
 	out := pod.DeepCopy()
 	v, set := out.Annotations[AnnotationInject]
 	switch {
 	case v == "true":
 	case !set || v == "false":
-		return out, ignoredWarnings(out), nil
+		return out, Report{Warnings: ignoredWarnings(out)}, nil
 	default:
-		return nil, nil, &InvalidError{Problems: []Problem{{Field: AnnotationInject,
+		return nil, Report{}, &InvalidError{Problems: []Problem{{Field: AnnotationInject,
 			Message: fmt.Sprintf("%q is not \"true\" or \"false\"; set \"true\" to inject", v)}}}
 	}
 	if out.Annotations[AnnotationStatus] == StatusInjected {
-		return reinvoked(out, d), nil, nil
+		return reinvoked(out, d), Report{Mode: ModeReinvoked}, nil
 	}
 	s, warnings, err := parseSpec(out, sa, d)
 	if err != nil {
-		return nil, warnings, err
+		return nil, Report{Warnings: warnings}, err
 	}
 	var ps problems
 	if d.Image == "" {
@@ -127,11 +158,43 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 	}
 	checkCollisions(out, s, &ps)
 	if err := ps.err(); err != nil {
-		return nil, warnings, err
+		return nil, Report{Warnings: warnings}, err
 	}
 	mutate(out, s, d)
 	setWarnings(out, warnings)
-	return out, warnings, nil
+	return out, report(s, warnings), nil
+}
+
+// report is the Report of an injection by s.
+func report(s *spec, warnings []string) Report {
+	r := Report{Warnings: warnings, Mode: ModeSidecar, ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom}
+	switch {
+	case s.refresh == 0:
+		r.Mode = ModeInit
+	case s.sidecar == SidecarClassic:
+		r.Mode = ModeClassic
+	}
+	for _, f := range s.files {
+		o := f.Object
+		if o == nil {
+			continue
+		}
+		host := o.Vault
+		if u, err := url.Parse(o.Vault); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		id := host + "/" + string(o.Kind) + "/" + o.Name
+		if o.Version != "" {
+			id += "@" + o.Version
+		}
+		if !slices.Contains(r.Vaults, o.Vault) {
+			r.Vaults = append(r.Vaults, o.Vault)
+		}
+		if !slices.Contains(r.Objects, id) {
+			r.Objects = append(r.Objects, id)
+		}
+	}
+	return r
 }
 
 // maxWarningsAnnotation bounds AnnotationWarnings, so that a pod with many

@@ -54,11 +54,11 @@ func testPod(ann map[string]string) *corev1.Pod {
 
 func mustInject(t *testing.T, pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod, []string) {
 	t.Helper()
-	out, warnings, err := Inject(pod, sa, d)
+	out, r, err := Inject(pod, sa, d)
 	if err != nil {
 		t.Fatalf("Inject: %v", err)
 	}
-	return out, warnings
+	return out, r.Warnings
 }
 
 func container(t *testing.T, cs []corev1.Container, name string) *corev1.Container {
@@ -305,7 +305,8 @@ func TestReinvocationMountsAddedContainers(t *testing.T) {
 func TestNotOptedIn(t *testing.T) {
 	for _, v := range []string{"-", "false"} {
 		pod := testPod(map[string]string{AnnotationInject: v})
-		out, warnings, err := Inject(pod, nil, testDefaults())
+		out, r, err := Inject(pod, nil, testDefaults())
+		warnings := r.Warnings
 		if err != nil || !apiequality.Semantic.DeepEqual(pod, out) {
 			t.Errorf("inject=%s: got error %v or a changed pod", v, err)
 		}
