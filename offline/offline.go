@@ -192,7 +192,8 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		pod.Namespace = o.Namespace
 	}
 	sa := standInServiceAccount(sas, pod, o)
-	injected, warnings, err := injector.Inject(pod, sa, o.Defaults)
+	injected, r, err := injector.Inject(pod, sa, o.Defaults)
+	warnings = r.Warnings
 	if err != nil {
 		var inv *injector.InvalidError
 		if !errors.As(err, &inv) {
@@ -204,7 +205,7 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		}
 		return false, prefix(warnings), prefix(ps)
 	}
-	if pod.Annotations[injector.AnnotationStatus] == injected.Annotations[injector.AnnotationStatus] {
+	if r.Mode == "" || r.Mode == injector.ModeReinvoked {
 		return false, prefix(warnings), nil // not opted in, or injected before
 	}
 	injected.Namespace = templateNamespace

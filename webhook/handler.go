@@ -53,9 +53,13 @@ type audit struct {
 	dryRun         bool
 	decision       string
 	message        string
-	vaults         []string
-	objects        []string
-	warnings       int
+	// mode, identityFrom, vaults and objects are injector.Report's: what
+	// the agent will do, from the annotations the injector parsed.
+	mode         string
+	identityFrom string
+	vaults       []string
+	objects      []string
+	warnings     int
 }
 
 // ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
@@ -172,13 +176,13 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		}
 	}
 	// Any other value is denied by the injector, with the fix.
-	mutated, warnings, err := injector.Inject(pod, sa, h.Defaults)
+	mutated, r, err := injector.Inject(pod, sa, h.Defaults)
 	if err != nil {
 		return denied(a, req.UID, err.Error())
 	}
-	a.vaults, a.objects = requested(mutated)
-	a.warnings = len(warnings)
-	allowed.Warnings = warnings
+	a.mode, a.identityFrom, a.vaults, a.objects = r.Mode, r.ClientIDFrom, r.Vaults, r.Objects
+	a.warnings = len(r.Warnings)
+	allowed.Warnings = r.Warnings
 	patch, err := podPatch(pod, mutated)
 	if err != nil {
 		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
@@ -236,6 +240,8 @@ func (h *Handler) log(ctx context.Context, a *audit) {
 		slog.String("namespace", a.namespace),
 		slog.String("pod", a.pod),
 		slog.String("serviceAccount", a.serviceAccount),
+		slog.String("mode", a.mode),
+		slog.String("identityFrom", a.identityFrom),
 		slog.Any("vaults", a.vaults),
 		slog.Any("objects", a.objects),
 		slog.Bool("dryRun", a.dryRun),

@@ -184,7 +184,8 @@ func TestReviewPatchesPodToInjectorOutput(t *testing.T) {
 		t.Fatalf("allowed=%v uid=%q result=%v", resp.Allowed, resp.UID, resp.Result)
 	}
 	pod, raw := requestPod(t, body)
-	want, wantWarnings, err := injector.Inject(pod, webSA, testDefaults())
+	want, wantReport, err := injector.Inject(pod, webSA, testDefaults())
+	wantWarnings := wantReport.Warnings
 	if err != nil {
 		t.Fatalf("Inject: %v", err)
 	}
@@ -214,6 +215,7 @@ func TestReviewPatchesPodToInjectorOutput(t *testing.T) {
 	for k, v := range map[string]any{
 		"msg": "admission review", "decision": "patched", "namespace": "shop", "pod": "web-7d9f8b6c5d-",
 		"serviceAccount": "web", "dryRun": false, "uid": "0df28fbd-5f5f-4c9a-8d3f-2f0a7b9d6c11",
+		"mode": injector.ModeSidecar, "identityFrom": "ServiceAccount shop/web annotation azure.workload.identity/client-id",
 	} {
 		if l[k] != v {
 			t.Errorf("audit %s = %v, want %v", k, l[k], v)

@@ -12,15 +12,26 @@ import (
 )
 
 // diffPatch returns the JSON patch (RFC 6902) that turns document a into
-// document b, both encoded by encoding/json from the same Go type, so equal
-// values have equal bytes and members come in the same order.
+// document b. It is the webhook's one way to derive a patch: a is the pod as
+// decoded from the review, b the injector's result, both encoded by
+// encoding/json from corev1.Pod, so equal values have equal bytes and members
+// come in the same order. The patch touches only what the injector changed,
+// so a field this build does not know (a newer API server's, dropped by the
+// decode on both sides) is never replaced or removed.
 //
-// It descends only into values whose bytes differ: an unchanged field costs
-// one bytes.Equal and is never touched by the patch, which also keeps fields
-// this build does not know about (a newer API server's) intact. Arrays are
-// diffed element by element when their length is kept, as appends when b
-// extends a, and replaced whole otherwise. Values are sliced out of a and b
-// in place, never decoded. The result is nil when a equals b.
+//  1. Values with equal bytes produce nothing; the patch is nil when a
+//     equals b. An unchanged field costs one bytes.Equal.
+//  2. Objects are diffed member by member (diffObject): a member only in b
+//     is added, one only in a removed, one in both diffed by these steps.
+//  3. Arrays of equal length are diffed element by element at each index.
+//  4. An array that b extends is aligned (align): when every element of a
+//     is kept in order, by equal bytes or an equal "name", the insertions
+//     are added at their index and the kept elements diffed in place
+//     (diffInserted). Any other array change replaces the array whole.
+//  5. Any other change (a scalar, a type change) is one replace.
+//
+// Values are sliced out of a and b in place, never decoded; FuzzDiffPatch
+// holds the result to the patch library's application of it.
 func diffPatch(a, b []byte) ([]byte, error) {
 	p := patchWriters.Get().(*patchWriter)
 	defer p.release()
@@ -274,13 +285,6 @@ var errSyntax = errors.New("malformed JSON")
 
 // appendMembers appends the members of a JSON object to out.
 func appendMembers(out []member, obj []byte) ([]member, error) {
-	return appendIndexedMembers(out, obj, nil, 0)
-}
-
-// appendIndexedMembers is appendMembers for an object at base in a text
-// whose objects' and arrays' ends are indexed (scan.ends): those values are
-// skipped without scanning them.
-func appendIndexedMembers(out []member, obj []byte, ends []int32, base int) ([]member, error) {
 	i := skipSpace(obj, 1)
 	if i < len(obj) && obj[i] == '}' {
 		return out, nil
@@ -302,9 +306,7 @@ func appendIndexedMembers(out []member, obj []byte, ends []int32, base int) ([]m
 			return nil, errSyntax
 		}
 		i = skipSpace(obj, i+1)
-		if ends != nil && i < len(obj) && (obj[i] == '{' || obj[i] == '[') {
-			end = int(ends[base+i]) - base
-		} else if end, err = skipValue(obj, i); err != nil {
+		if end, err = skipValue(obj, i); err != nil {
 			return nil, err
 		}
 		out = append(out, member{key: key, value: obj[i:end]})
