@@ -22,9 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kvinject/kvinject/injector"
@@ -37,8 +37,12 @@ type Options struct {
 	// Host and Port are where the HTTPS server listens; Host "" is every address.
 	Host string
 	Port int
-	// CertDir holds tls.crt and tls.key, re-read whenever they change.
+	// CertDir holds tls.crt and tls.key, re-read whenever they change;
+	// unused when GetCertificate is set.
 	CertDir string
+	// GetCertificate, when set, supplies the serving certificate for every
+	// TLS handshake instead of CertDir (a self-managed certificate source).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// TLSMinVersion is e.g. tls.VersionTLS12.
 	TLSMinVersion uint16
 	// MetricsBindAddress serves Prometheus metrics over HTTP; "" or "0"
@@ -55,17 +59,25 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Start runs the webhook until ctx is cancelled. It returns once the server
-// is ready to answer reviews (TLS listener up, ServiceAccount cache synced),
-// or with the error that kept it from getting there. After a nil error, done
-// receives the result of the shutdown once ctx is cancelled and in-flight
-// reviews have finished.
+// Start runs the webhook on controller-runtime's manager until ctx is
+// cancelled. It returns once the server is ready to answer reviews
+// (ServiceAccount cache synced, TLS listener up), or with the error that kept
+// it from getting there. After a nil error, done receives the manager's
+// result once ctx is cancelled and in-flight reviews have finished.
 //
-// The pieces are controller-runtime's (webhook server, cache, metrics server,
-// healthz), run here without its manager: the manager also links leader
-// election and event recording, and with them every typed client-go
-// clientset, informer and lister, into the one binary that every pod's agent
-// also runs.
+// The manager runs the ServiceAccount cache, the metrics server, the health
+// probes and the review server; the review server is ours (reviewServer),
+// added as a plain runnable, because controller-runtime's webhook server sets
+// no read or idle timeouts and no connection or HTTP/2 stream limits.
+//
+//  1. The cache holds ServiceAccount metadata only, and its informer is
+//     requested before the manager starts, so the manager waits for it to
+//     sync before it starts the review server.
+//  2. The review server is in the manager's leader-election group (election
+//     is off, so it runs at once after the caches): on shutdown the manager
+//     stops it, letting in-flight reviews finish, before it stops the cache
+//     they read.
+//  3. The whole shutdown is bounded by GracefulShutdownTimeout.
 func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	if o.Config == nil {
 		return nil, errors.New("webhook: Options.Config is nil: need a kubeconfig or in-cluster config to watch ServiceAccounts")
@@ -74,176 +86,88 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		o.Logger = slog.Default()
 	}
 	logger := logr.FromSlogHandler(o.Logger.Handler())
-	// controller-runtime's components (the webhook server, certwatcher, cache)
-	// log through its global logger.
+	// controller-runtime's components (certwatcher, cache) log through its
+	// global logger.
 	ctrllog.SetLogger(logger)
 	grace := o.GracefulShutdownTimeout
 	if grace == 0 {
 		grace = 15 * time.Second
 	}
-
 	cfg := rest.CopyConfig(o.Config)
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	httpClient, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: API server client: %w", err)
-	}
-	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: API server REST mapper: %w", err)
 	}
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	saMeta := newServiceAccountMeta()
-	saCache, err := cache.New(cfg, cache.Options{
-		HTTPClient: httpClient,
-		Scheme:     scheme,
-		Mapper:     mapper,
-		// The cache holds ServiceAccount metadata and nothing else: any other
-		// read fails instead of silently starting an informer that RBAC would
-		// refuse.
-		ReaderFailOnMissingInformer: true,
-		DefaultTransform:            cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			// The injector never modifies the ServiceAccount, so reviews read
-			// the cached object without a deep copy.
-			saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("webhook: serviceaccount cache: %w", err)
-	}
-	informer, err := saCache.GetInformer(ctx, saMeta)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: serviceaccount informer: %w", err)
-	}
-	// Cache misses go to the API server directly.
-	live, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: scheme, Mapper: mapper})
-	if err != nil {
-		return nil, fmt.Errorf("webhook: API server reader: %w", err)
-	}
-
 	metricsAddr := o.MetricsBindAddress
 	if metricsAddr == "" {
 		// controller-runtime would take "" to mean :8080 on every interface.
 		metricsAddr = "0"
 	}
-	// nil when disabled. It serves controller-runtime's metrics.Registry,
-	// where the review metrics are registered.
-	metricsSrv, err := metricsserver.NewServer(metricsserver.Options{BindAddress: metricsAddr}, cfg, httpClient)
+	saMeta := newServiceAccountMeta()
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme:                  scheme,
+		Logger:                  logger,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		GracefulShutdownTimeout: &grace,
+		Cache: cache.Options{
+			// Any read but a ServiceAccount's fails instead of silently
+			// starting an informer that RBAC would refuse.
+			ReaderFailOnMissingInformer: true,
+			DefaultTransform:            cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// The injector never modifies the ServiceAccount, so reviews
+				// read the cached object without a deep copy.
+				saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
+			},
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("webhook: metrics server: %w", err)
+		return nil, fmt.Errorf("webhook: manager: %w", err)
+	}
+	informer, err := mgr.GetCache().GetInformer(ctx, saMeta)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: serviceaccount informer: %w", err)
 	}
 
 	mux := http.NewServeMux()
+	mux.Handle(Path, &Handler{
+		Defaults: o.Defaults,
+		// Cache misses go to the API server directly.
+		ServiceAccounts: cachedServiceAccounts{cache: mgr.GetCache(), live: mgr.GetAPIReader()},
+		Log:             o.Logger,
+	})
 	server := newServer(o, mux)
-	serverStarted := server.StartedChecker()
-	cacheSynced := func(*http.Request) error {
+	if err := mgr.Add(manager.RunnableFunc(server.Start)); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("serviceaccounts", func(*http.Request) error {
 		if !informer.HasSynced() {
 			return errors.New("serviceaccount cache not synced yet")
 		}
 		return nil
+	}); err != nil {
+		return nil, err
 	}
-	mux.Handle(Path, &Handler{
-		Defaults:        o.Defaults,
-		ServiceAccounts: cachedServiceAccounts{cache: saCache, live: live},
-		Log:             o.Logger,
-	})
-
-	var probes *http.Server
-	var probesListener net.Listener
-	if addr := o.HealthProbeBindAddress; addr != "" && addr != "0" {
-		// Bound here so that a taken port fails Start, before anything runs.
-		if probesListener, err = net.Listen("tcp", addr); err != nil {
-			return nil, fmt.Errorf("webhook: health probes: listen on %s: %w", addr, err)
-		}
-		probes = newProbeServer(
-			map[string]healthz.Checker{"ping": healthz.Ping},
-			map[string]healthz.Checker{"serviceaccounts": cacheSynced, "webhook": serverStarted},
-		)
+	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
+		return nil, err
 	}
-
-	// runCtx ends on shutdown or on the first component to fail. The servers
-	// stop then (the webhook server finishing in-flight reviews); the cache
-	// stops only after them, so that those reviews can still read it.
-	runCtx, stopRun := context.WithCancel(logr.NewContext(ctx, logger))
-	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(runCtx))
-	var (
-		servers, all sync.WaitGroup
-		mu           sync.Mutex
-		failure      error // the first component's error, under mu
-	)
-	run := func(ctx context.Context, name string, start func(context.Context) error) {
-		all.Add(1)
-		go func() {
-			defer all.Done()
-			if err := start(ctx); err != nil {
-				mu.Lock()
-				if failure == nil {
-					failure = fmt.Errorf("%s: %w", name, err)
-				}
-				mu.Unlock()
-				stopRun()
-			}
-		}()
-	}
-	serve := func(name string, start func(context.Context) error) {
-		servers.Add(1)
-		run(runCtx, name, func(ctx context.Context) error {
-			defer servers.Done()
-			return start(ctx)
-		})
-	}
-	serve("webhook server", server.Start)
-	if metricsSrv != nil {
-		serve("metrics server", metricsSrv.Start)
-	}
-	if probes != nil {
-		serve("health probes", func(ctx context.Context) error {
-			return serveUntilDone(ctx, probes, func() error { return probes.Serve(probesListener) })
-		})
-	}
-	run(cacheCtx, "serviceaccount cache", saCache.Start)
 
 	result := make(chan error, 1)
-	go func() {
-		<-runCtx.Done()
-		stopRun()
-		stopped := make(chan struct{})
-		go func() {
-			servers.Wait()
-			stopCache()
-			all.Wait()
-			close(stopped)
-		}()
-		var timeout error
-		select {
-		case <-stopped:
-		case <-time.After(grace):
-			stopCache()
-			timeout = fmt.Errorf("webhook: shutdown did not finish within the grace period of %s", grace)
+	go func() { result <- mgr.Start(logr.NewContext(ctx, logger)) }()
+	select {
+	case <-server.listening:
+	case err := <-result:
+		if err == nil {
+			err = ctx.Err()
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		result <- errors.Join(failure, timeout)
-	}()
-
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for cacheSynced(nil) != nil || serverStarted(nil) != nil {
-		select {
-		case <-runCtx.Done():
-			err := <-result
-			if err == nil {
-				err = ctx.Err()
-			}
-			return nil, fmt.Errorf("webhook: stopped before it was ready: %w", err)
-		case <-tick.C:
-		}
+		return nil, fmt.Errorf("webhook: stopped before it was ready: %w", err)
 	}
 	o.Logger.Info("webhook ready", "port", o.Port, "certDir", o.CertDir)
 	return result, nil
@@ -279,18 +203,21 @@ type reviewServer struct {
 	handler http.Handler
 	mu      sync.Mutex
 	addr    string // set once listening
+	// listening is closed once the listener is up.
+	listening chan struct{}
 }
 
 // newServer returns the review server for o, serving mux. Handlers are
 // registered on mux directly: the review handler records its own metrics.
 func newServer(o Options, mux *http.ServeMux) *reviewServer {
-	return &reviewServer{o: o, handler: mux}
+	return &reviewServer{o: o, handler: mux, listening: make(chan struct{})}
 }
 
 // Start serves until ctx is done, then lets in-flight reviews finish.
 //
-//  1. The certificate watcher loads tls.crt and tls.key, and fails Start if
-//     it cannot; it then reloads them whenever they change.
+//  1. Certificates come from Options.GetCertificate when set; otherwise a
+//     certificate watcher loads tls.crt and tls.key from CertDir, failing
+//     Start if it cannot, and reloads them whenever they change.
 //  2. The listener admits at most maxConnections connections; further ones
 //     wait in the kernel's backlog until one closes.
 //  3. Every request has readHeaderTimeout for its headers and readTimeout
@@ -303,24 +230,28 @@ func (s *reviewServer) Start(ctx context.Context) error {
 	if minVersion == 0 {
 		minVersion = tls.VersionTLS12
 	}
-	watcher, err := certwatcher.New(filepath.Join(s.o.CertDir, "tls.crt"), filepath.Join(s.o.CertDir, "tls.key"))
-	if err != nil {
-		return err
-	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go func() {
-		if err := watcher.Start(watchCtx); err != nil {
-			ctrllog.FromContext(ctx).Error(err, "certificate watcher")
+	getCertificate := s.o.GetCertificate
+	if getCertificate == nil {
+		watcher, err := certwatcher.New(filepath.Join(s.o.CertDir, "tls.crt"), filepath.Join(s.o.CertDir, "tls.key"))
+		if err != nil {
+			return err
 		}
-	}()
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go func() {
+			if err := watcher.Start(watchCtx); err != nil {
+				ctrllog.FromContext(ctx).Error(err, "certificate watcher")
+			}
+		}()
+		getCertificate = watcher.GetCertificate
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort(s.o.Host, strconv.Itoa(s.o.Port)))
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
 		// ServeTLS offers HTTP/2 and HTTP/1.1 over this configuration.
-		TLSConfig:         &tls.Config{MinVersion: minVersion, GetCertificate: watcher.GetCertificate},
+		TLSConfig:         &tls.Config{MinVersion: minVersion, GetCertificate: getCertificate},
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -337,6 +268,7 @@ func (s *reviewServer) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.addr = l.Addr().String()
 	s.mu.Unlock()
+	close(s.listening)
 	limited := netutil.LimitListener(l, maxConnections)
 	return serveUntilDone(ctx, srv, func() error { return srv.ServeTLS(limited, "", "") })
 }
@@ -359,25 +291,8 @@ func (s *reviewServer) StartedChecker() healthz.Checker {
 	}
 }
 
-// newProbeServer serves /healthz and /readyz (and /healthz/<check>,
-// /readyz/<check> for one check), as controller-runtime's manager does.
-func newProbeServer(live, ready map[string]healthz.Checker) *http.Server {
-	mux := http.NewServeMux()
-	for path, checks := range map[string]map[string]healthz.Checker{"/healthz": live, "/readyz": ready} {
-		h := http.StripPrefix(path, &healthz.Handler{Checks: checks})
-		mux.Handle(path, h)
-		mux.Handle(path+"/", h)
-	}
-	return &http.Server{
-		Handler:           mux,
-		MaxHeaderBytes:    1 << 20,
-		IdleTimeout:       90 * time.Second,
-		ReadHeaderTimeout: 32 * time.Second,
-	}
-}
-
 // serveUntilDone runs serve (srv's) until ctx is done, then lets open
-// requests finish; Start bounds the whole shutdown by the grace period.
+// requests finish; the manager bounds the shutdown by the grace period.
 func serveUntilDone(ctx context.Context, srv *http.Server, serve func() error) error {
 	shutdown := make(chan error, 1)
 	go func() {
