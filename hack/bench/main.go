@@ -36,6 +36,7 @@ type options struct {
 	fleetDuration time.Duration
 	review        string
 	vary          string
+	capture       bool
 	skipWebhook   bool
 	skipAgent     bool
 	skipGoBench   bool
@@ -70,8 +71,9 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections of the saturation runs")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long the idle sidecar is watched")
 	flag.DurationVar(&o.fleetDuration, "fleet-duration", 60*time.Second, "how long the 100-sidecar fleet runs")
-	flag.StringVar(&o.review, "review", "webhook/testdata/review-web.json", "AdmissionReview body sent to the webhook")
-	flag.StringVar(&o.vary, "vary", "7d9f8b6c5d", "string of the review (its pod-template-hash) that the distinct-pods runs replace by a counter, so no review repeats; \"\" skips those runs")
+	flag.StringVar(&o.review, "review", capturedReview, "AdmissionReview body sent to the webhook")
+	flag.StringVar(&o.vary, "vary", "auto", "string of the review that the distinct-pods runs replace by a counter, so no review repeats; auto: the suffix of its kube-api-access-* volume (each replica's own), \"\" skips those runs")
+	flag.BoolVar(&o.capture, "capture", false, "only rewrite "+capturedReview+" from a real API server (needs KUBEBUILDER_ASSETS), measuring nothing")
 	flag.BoolVar(&o.skipWebhook, "skip-webhook", false, "skip the webhook load runs (no control plane needed)")
 	flag.BoolVar(&o.skipAgent, "skip-agent", false, "skip the agent runs")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
@@ -96,6 +98,13 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Print(r.markdown())
+		return
+	}
+	if o.capture {
+		if err := capture(ctx, "webhook/testdata/review-web.json", capturedReview); err != nil {
+			log.Error("capture failed", "error", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if !o.skipNode && cluster.Outside() {

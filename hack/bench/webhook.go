@@ -128,9 +128,18 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		// The webhook must really patch: a denial would be cheaper.
 		{name: "webhook", url: hookURL, expect: `"patchType":"JSONPatch"`, p: hookProc, r: &res.Webhook},
 	}
-	if o.vary != "" {
-		res.Vary, res.Distinct = o.vary, &serverResults{}
-		servers = append(servers, server{name: "webhook, distinct pods", url: hookURL, expect: `"patchType":"JSONPatch"`, vary: o.vary, p: hookProc, r: res.Distinct})
+	if vary := o.vary; vary != "" {
+		if vary == "auto" {
+			raw, err := os.ReadFile(review)
+			if err != nil {
+				return nil, err
+			}
+			if vary, err = accessSuffix(raw); err != nil {
+				return nil, fmt.Errorf("-vary auto: %s: %w", review, err)
+			}
+		}
+		res.Vary, res.Distinct = vary, &serverResults{}
+		servers = append(servers, server{name: "webhook, distinct pods", url: hookURL, expect: `"patchType":"JSONPatch"`, vary: vary, p: hookProc, r: res.Distinct})
 	}
 	// Read the webhook's idle memory a moment after it is ready.
 	time.Sleep(time.Second)
