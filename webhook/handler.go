@@ -63,6 +63,20 @@ type audit struct {
 }
 
 // ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
+// It keeps no state between reviews.
+//
+//  1. The body is read within the shared budget (readBody), and at most
+//     GOMAXPROCS reviews are decoded and answered at once.
+//  2. The review, then the pod in request.object, are decoded once, by
+//     encoding/json, so a repeated key resolves as the API server resolves
+//     it; anything but a pod CREATE, or a pod without kvinject.io/inject (or
+//     with "false"), is allowed untouched.
+//  3. The pod's ServiceAccount is read (cache, then API server on a miss)
+//     and injector.Inject decides: a denial carries its problems, an
+//     injection its warnings, and its Report fills the audit line.
+//  4. The patch is the diff of the two pods' encodings (diffPatch).
+//  5. The answer is written and flushed before the metrics and the audit
+//     line, which never hold a secret value (only names and vault URLs).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if r.Method != http.MethodPost {
