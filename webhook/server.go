@@ -178,11 +178,14 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 // timeoutSeconds (30 s at most) for the answer.
 const (
 	readHeaderTimeout = 5 * time.Second
-	// readTimeout bounds reading a request, headers and body; on HTTP/2, per
-	// stream. The API server sends a body at once; a slow one holds part of
-	// the body budget at most this long, shorter than the webhook's
-	// timeoutSeconds (5 s in manifests/), so a genuine review waiting for
-	// the budget is still answered in time.
+	// readTimeout bounds reading a request's body, from the moment its
+	// headers are in; on HTTP/2, per stream. The API server sends a body at
+	// once; a slow one holds part of the body budget at most this long,
+	// shorter than the webhook's timeoutSeconds (5 s in manifests/), so a
+	// genuine review waiting for the budget is still answered in time. It
+	// is set per request, not as http.Server.ReadTimeout, whose clock starts
+	// at the TLS handshake for a connection's first request: a connection
+	// the API server dialed and parked for 3 s would fail its first review.
 	readTimeout  = 3 * time.Second
 	writeTimeout = 30 * time.Second
 	// idleTimeout closes kept-alive connections the API server no longer uses.
@@ -220,9 +223,9 @@ func newServer(o Options, mux *http.ServeMux) *reviewServer {
 //     Start if it cannot, and reloads them whenever they change.
 //  2. The listener admits at most maxConnections connections; further ones
 //     wait in the kernel's backlog until one closes.
-//  3. Every request has readHeaderTimeout for its headers and readTimeout
-//     for headers and body, so a slow client is cut off; kept-alive
-//     connections close after idleTimeout.
+//  3. Every request has readHeaderTimeout for its headers, then readTimeout
+//     for its body from the moment its handler starts, so a slow client is
+//     cut off; kept-alive connections close after idleTimeout.
 //  4. An HTTP/2 connection carries at most maxStreams requests at once, with
 //     small receive windows: the Handler's budget bounds their bodies.
 func (s *reviewServer) Start(ctx context.Context) error {
@@ -251,10 +254,17 @@ func (s *reviewServer) Start(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		// ServeTLS offers HTTP/2 and HTTP/1.1 over this configuration.
-		TLSConfig:         &tls.Config{MinVersion: minVersion, GetCertificate: getCertificate},
-		Handler:           s.handler,
+		TLSConfig: &tls.Config{MinVersion: minVersion, GetCertificate: getCertificate},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// HTTP/1.1's and HTTP/2's response writers both support it;
+			// without it a body would have no bound, so refuse.
+			if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+				http.Error(w, "no read deadline: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			s.handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

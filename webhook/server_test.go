@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -405,4 +406,44 @@ func TestHostileTrafficStaysBounded(t *testing.T) {
 		t.Fatalf("genuine review under hostile traffic: %v %+v", err, out.Response)
 	}
 	t.Logf("heap grew by %.1f MiB under hostile traffic", float64(int64(heapInUse())-int64(before))/(1<<20))
+}
+
+// A connection the API server dialed and kept idle in its pool before its
+// first request (Go's Transport parks a spare dialed connection) must still
+// get its review answered: the body's deadline counts from the request's
+// arrival, not from the TLS handshake.
+func TestFirstRequestOnAParkedConnectionIsAnswered(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := newServingCert(t, 1)
+	writeSecretVolume(t, dir, c, 1)
+	port := freePort(t)
+	startServer(t, Options{Host: "127.0.0.1", Port: port, CertDir: dir}, newHarness(serviceAccounts{"shop/web": webSA}).h)
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Parked for longer than the body's bound, less than the header bound.
+	time.Sleep(readTimeout + 500*time.Millisecond)
+	body := review(t, nil)
+	req, _ := http.NewRequest(http.MethodPost, "https://localhost"+Path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.Response == nil || out.Response.Patch == nil {
+		t.Fatalf("review on a parked connection: %v %+v", err, out.Response)
+	}
 }
