@@ -441,4 +441,6 @@ func (m *Manager) writeFiles(keyPEM, certPEM []byte) error {
 	return nil
 }
 
-func tlsPair(certPEM, keyPEM []byte) (tls.Certificate, error) { return tls.X509KeyPair(certPEM, keyPEM) }
+func tlsPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
