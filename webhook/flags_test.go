@@ -170,3 +170,34 @@ func TestEveryFlagDocumentsItsTwin(t *testing.T) {
 		}
 	})
 }
+
+func TestSelfManagedTLSFlags(t *testing.T) {
+	_, err := parseFlags(t, "--agent-image", "x", "--self-managed-tls", "--service", "Web_hook")
+	for _, s := range []string{
+		`--namespace (KVINJECT_NAMESPACE): "" is not a name`,
+		`--service (KVINJECT_SERVICE): "Web_hook" is not a name`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not say %q:\n%v", s, err)
+		}
+	}
+
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	f := BindFlags(fs)
+	t.Setenv("KVINJECT_NAMESPACE", "kvinject-system")
+	t.Setenv("KVINJECT_SELF_MANAGED_TLS", "true")
+	if err := f.Parse([]string{"--kubeconfig", kubeconfig(t), "--agent-image", "x", "--webhook-configuration", "kvi"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Options(); err != nil {
+		t.Fatal(err)
+	}
+	got := f.SelfManagedTLS()
+	want := SelfManagedTLS{Enabled: true, Namespace: "kvinject-system", SecretName: "kvinject-webhook-tls", Configuration: "kvi", Service: "kvinject-webhook"}
+	if got != want {
+		t.Errorf("SelfManagedTLS() = %+v; want %+v", got, want)
+	}
+	if n := got.DNSNames(); n[0] != "kvinject-webhook.kvinject-system.svc" || n[1] != "kvinject-webhook.kvinject-system.svc.cluster.local" {
+		t.Errorf("DNSNames() = %q", n)
+	}
+}
