@@ -216,6 +216,7 @@ func TestValues(t *testing.T) {
 		"KVINJECT_VAULT": "https://kv.vault.azure.net/", "KVINJECT_TENANT_ID": "00000000-0000-0000-0000-000000000001",
 		"KVINJECT_REFRESH": "1h", "KVINJECT_DISABLE_INSTANCE_DISCOVERY": "true",
 		"KVINJECT_AGENT_CPU_LIMIT": "100m", "KVINJECT_SIDECAR": "classic", "KVINJECT_CA_CONFIGMAP": "corp-root-ca",
+		"KVINJECT_AGENT_METRICS": "false",
 	} {
 		if env[name] != want {
 			t.Errorf("%s=%q, want %q", name, env[name], want)

@@ -42,6 +42,7 @@ type DefaultsFlags struct {
 	cpuLimit, memoryLimit          string
 	volumeSizeLimit                string
 	caConfigMap                    string
+	metrics                        bool
 }
 
 // BindDefaultsFlags defines the injector's flags on fs.
@@ -68,6 +69,7 @@ func BindDefaultsFlags(fs *flag.FlagSet) *DefaultsFlags {
 	fs.StringVar(&f.memoryLimit, "agent-memory-limit", quantity(res.Limits, corev1.ResourceMemory), "agent memory limit; empty for none")
 	fs.StringVar(&f.volumeSizeLimit, "volume-size-limit", injector.DefaultVolumeSizeLimit, "size limit of the in-memory secrets volume")
 	fs.StringVar(&f.caConfigMap, "ca-configmap", "", "default ConfigMap (in each pod's namespace) of extra PEM CA certificates the agent trusts besides its image's bundle; empty for none")
+	fs.BoolVar(&f.metrics, "agent-metrics", true, "sidecars serve Prometheus metrics on the pod IP unless a pod sets kvinject.io/metrics: \"false\"; false turns them off for every pod that does not set it to \"true\"")
 	return f
 }
 
@@ -97,6 +99,7 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 		Sidecar:         f.sidecar,
 		MountPath:       f.mountPath,
 		CAConfigMap:     f.caConfigMap,
+		NoMetrics:       !f.metrics,
 	}
 	if d.Image == "" {
 		bad("agent-image", "is required: the agent runs from the webhook's own image, e.g. ghcr.io/kvinject/kvinject:v1.0.0")

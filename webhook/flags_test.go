@@ -55,7 +55,7 @@ func TestFlagDefaults(t *testing.T) {
 	d := o.Defaults
 	if d.Image != "ghcr.io/kvinject/kvinject:v1" || d.Cloud != public || d.Sidecar != injector.SidecarNative ||
 		d.MountPath != injector.DefaultMountPath || d.FileMode != injector.DefaultFileMode || d.Refresh != 0 ||
-		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit {
+		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit || d.NoMetrics {
 		t.Errorf("defaults %+v", d)
 	}
 	want := injector.DefaultResources()
@@ -83,6 +83,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	t.Setenv("KVINJECT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION", "true")
 	t.Setenv("KVINJECT_AGENT_MEMORY_LIMIT", "")
 	t.Setenv("KVINJECT_TLS_MIN_VERSION", "1.3")
+	t.Setenv("KVINJECT_AGENT_METRICS", "false")
 	// The flag wins over its twin.
 	o, err := parseFlags(t, "--vault", "flag-vault", "--client-id", "00000000-0000-0000-0000-0000000000c1", "--tenant-id", "tid",
 		"--sidecar", "classic", "--mount-path", "/secrets", "--file-mode", "0400", "--agent-cpu-request", "5m",
@@ -96,7 +97,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	if d.Image != "from-env:1" || d.Vault != "flag-vault" || d.ClientID != "00000000-0000-0000-0000-0000000000c1" || d.TenantID != "tid" ||
 		d.Refresh != config.Duration(5*time.Minute) || d.Cloud != wantCloud || d.Sidecar != "classic" ||
 		d.MountPath != "/secrets" || d.FileMode != 0o400 || d.ImagePullPolicy != corev1.PullIfNotPresent ||
-		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" {
+		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" || !d.NoMetrics {
 		t.Errorf("defaults %+v", d)
 	}
 	if q := d.Resources.Requests[corev1.ResourceCPU]; q.String() != "5m" {
