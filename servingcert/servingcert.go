@@ -15,11 +15,13 @@
 //  4. CA renewal: when the signing CA expires within RenewBefore, a new CA goes
 //     first in ca.crt and the old one stays after it while it is valid;
 //     tls.crt stays signed by the old CA for now. Expired CAs leave ca.crt.
-//  5. caBundle: every webhook of the configuration WebhookName whose caBundle
-//     differs from ca.crt is set to it, in one optimistic-locked patch (a
-//     Conflict retries); an equal caBundle is not written.
-//  6. Serving switch: tls.crt is reissued from the signing CA only in a later
-//     pass than the one that put that CA into the configuration's caBundle, so
+//  5. caBundle: every webhook of the configuration WebhookName gets ca.crt
+//     followed by whatever still-valid CA its caBundle held besides, in one
+//     optimistic-locked patch (a Conflict retries); an equal caBundle is not
+//     written. Keeping what is there means a replica with a stale read of
+//     the Secret never takes a newer CA out of the bundle; only expiry does.
+//  6. Serving switch: tls.crt is reissued from the signing CA only in a pass
+//     that found that CA already in every webhook's caBundle, so
 //     the API server trusts a serving certificate before any replica serves
 //     it. It is also reissued when it expires within RenewBefore or does not
 //     cover DNSNames.
@@ -201,7 +203,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	bundle := encodeCerts(st.cas)
 
 	// Step 5, before step 6 so the switch waits for a later pass.
-	trusted, err := m.patchBundle(ctx, bundle)
+	trusted, err := m.patchBundle(ctx, st.cas, now)
 	if err != nil {
 		return err
 	}
@@ -238,29 +240,57 @@ func (m *Manager) update(ctx context.Context, s *corev1.Secret, what string) err
 	return m.reconcile(ctx)
 }
 
-// patchBundle is step 5. It reports whether the configuration trusted bundle
+// patchBundle is step 5. It reports whether every webhook trusted signer
 // already before this call.
-func (m *Manager) patchBundle(ctx context.Context, bundle []byte) (bool, error) {
+func (m *Manager) patchBundle(ctx context.Context, cas []*x509.Certificate, now time.Time) (bool, error) {
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	if err := m.Client.Get(ctx, types.NamespacedName{Name: m.WebhookName}, &mwc); err != nil {
 		return false, fmt.Errorf("servingcert: get MutatingWebhookConfiguration %s: %w", m.WebhookName, err)
 	}
 	orig := mwc.DeepCopy()
-	differs := false
+	trusted, differs := true, false
 	for i := range mwc.Webhooks {
-		if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, bundle) {
-			mwc.Webhooks[i].ClientConfig.CABundle = bundle
-			differs = true
+		cc := &mwc.Webhooks[i].ClientConfig
+		current := decodeCerts(cc.CABundle)
+		if !slices.ContainsFunc(current, cas[0].Equal) {
+			trusted = false
+		}
+		// A replica that read the Secret before another renewed it must not
+		// take the new CA back out: what is in the bundle and still valid stays.
+		want := slices.Clone(cas)
+		for _, c := range current {
+			if now.Before(c.NotAfter) && !slices.ContainsFunc(want, c.Equal) {
+				want = append(want, c)
+			}
+		}
+		if b := encodeCerts(want); !bytes.Equal(cc.CABundle, b) {
+			cc.CABundle, differs = b, true
 		}
 	}
 	if !differs {
-		return true, nil
+		return trusted, nil
 	}
 	if err := m.Client.Patch(ctx, &mwc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return false, fmt.Errorf("servingcert: patch caBundle of MutatingWebhookConfiguration %s: %w", m.WebhookName, err)
 	}
 	m.Logger.Info("caBundle updated", "mutatingWebhookConfiguration", m.WebhookName)
-	return false, nil
+	return trusted, nil
+}
+
+// decodeCerts is every certificate of a PEM bundle, skipping what does not
+// parse.
+func decodeCerts(bundle []byte) []*x509.Certificate {
+	var cs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, bundle = pem.Decode(bundle)
+		if b == nil {
+			return cs
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil && b.Type == "CERTIFICATE" {
+			cs = append(cs, c)
+		}
+	}
 }
 
 func (m *Manager) needsCert(cert *x509.Certificate, signer *x509.Certificate, now time.Time) bool {

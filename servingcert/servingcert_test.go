@@ -250,3 +250,42 @@ func TestMissingConfigurationNamesIt(t *testing.T) {
 		t.Fatalf("err = %v; want it to name the configuration", err)
 	}
 }
+
+// A replica that read the Secret before another renewed the CA must not take
+// the new CA out of the caBundle (step 5): what is there and valid stays.
+func TestStaleReplicaKeepsNewerCA(t *testing.T) {
+	c := newClient(t)
+	clk := &clock{t: time.Now()}
+	m := newManager(t, c, clk)
+	ctx := context.Background()
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newer, _, err := m.newCA(clk.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, types.NamespacedName{Name: "kvinject"}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.CABundle = encodeCerts([]*x509.Certificate{newer})
+	}
+	if err := c.Update(ctx, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, types.NamespacedName{Name: "kvinject"}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range mwc.Webhooks {
+		got := decodeCerts(w.ClientConfig.CABundle)
+		if len(got) != 2 || !got[1].Equal(newer) {
+			t.Errorf("webhook %s: caBundle holds %d CAs; want the Secret's and the newer one kept", w.Name, len(got))
+		}
+	}
+	served(t, c, m)
+}
