@@ -27,6 +27,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -154,7 +155,7 @@ func TestDefaultEqualsKustomize(t *testing.T) {
 }
 
 func TestLint(t *testing.T) {
-	for _, args := range [][]string{nil, {"-f", "testdata/all-values.yaml"}} {
+	for _, args := range [][]string{nil, {"-f", "testdata/all-values.yaml"}, {"--set", "tls.mode=selfManaged"}} {
 		run(t, "kvinject-helm", append(append([]string{"lint"}, args...), chart)...)
 	}
 }
@@ -215,6 +216,7 @@ func TestValues(t *testing.T) {
 		"KVINJECT_VAULT": "https://kv.vault.azure.net/", "KVINJECT_TENANT_ID": "00000000-0000-0000-0000-000000000001",
 		"KVINJECT_REFRESH": "1h", "KVINJECT_DISABLE_INSTANCE_DISCOVERY": "true",
 		"KVINJECT_AGENT_CPU_LIMIT": "100m", "KVINJECT_SIDECAR": "classic", "KVINJECT_CA_CONFIGMAP": "corp-root-ca",
+		"KVINJECT_AGENT_METRICS": "false",
 	} {
 		if env[name] != want {
 			t.Errorf("%s=%q, want %q", name, env[name], want)
@@ -252,7 +254,7 @@ func TestValues(t *testing.T) {
 	helmFails(t, "tls.caBundle", "-set", "tls.mode=secret", "-set", "tls.secretName=x")
 	helmFails(t, "tls.secretName", "-set", "tls.mode=secret")
 	// values.schema.json names the value at fault.
-	helmFails(t, "'/tls/mode': value must be one of 'certManager', 'secret'", "-set", "tls.mode=selfManaged")
+	helmFails(t, "'/tls/mode': value must be one of 'certManager', 'secret', 'selfManaged'", "-set", "tls.mode=none")
 	helmFails(t, "additional properties 'replicas' not allowed", "-set", "replicas=3")
 	helmFails(t, "'/webhook/failurePolicy'", "-set", "webhook.failurePolicy=Deny")
 	helmFails(t, "'/image/digest'", "-set", "image.digest=v1.2.3")
@@ -547,4 +549,75 @@ func sidecarMetricsPort(t *testing.T) string {
 	}
 	t.Fatal("the injected sidecar declares no metrics port")
 	return ""
+}
+
+// TLS without cert-manager: no cert-manager objects, no caBundle rendered
+// (the webhook keeps it), flags that name the rendered Secret, configuration
+// and Service, and RBAC for exactly those.
+func TestSelfManagedTLS(t *testing.T) {
+	objs := helm(t, "-set", "tls.mode=selfManaged")
+	for k := range objs {
+		if strings.Contains(k, "cert-manager") {
+			t.Errorf("tls.mode=selfManaged renders %s", k)
+		}
+	}
+	mwc := decodeInto(t, get(objs, "MutatingWebhookConfiguration", "/kvinject"), &admissionregistrationv1.MutatingWebhookConfiguration{})
+	if len(mwc.Webhooks[0].ClientConfig.CABundle) != 0 || len(mwc.Annotations) != 0 {
+		t.Errorf("caBundle %q, annotations %v; want neither", mwc.Webhooks[0].ClientConfig.CABundle, mwc.Annotations)
+	}
+	dep := decodeInto(t, get(objs, "Deployment", "kvinject-system/kvinject-webhook"), &appsv1.Deployment{})
+	spec := dep.Spec.Template.Spec
+	c := spec.Containers[0]
+	if v := spec.Volumes[0]; v.Name != "tls" || v.EmptyDir == nil || v.Secret != nil || c.VolumeMounts[0].ReadOnly {
+		t.Errorf("tls volume %+v, mount %+v; want a writable emptyDir", v, c.VolumeMounts[0])
+	}
+
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	f := webhook.BindFlags(fs)
+	for _, e := range c.Env {
+		if e.Name == "KVINJECT_NAMESPACE" {
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("KVINJECT_NAMESPACE = %+v; want the pod's namespace", e)
+			}
+			t.Setenv(e.Name, dep.Namespace) // what the downward API gives
+		} else if e.ValueFrom == nil {
+			t.Setenv(e.Name, e.Value)
+		}
+	}
+	if c.Args[0] != "webhook" {
+		t.Fatalf("args %q", c.Args)
+	}
+	if err := f.Parse(c.Args[1:]); err != nil {
+		t.Fatal(err)
+	}
+	got := f.SelfManagedTLS()
+	want := webhook.SelfManagedTLS{Enabled: true, Namespace: "kvinject-system", SecretName: "kvinject-webhook-tls", Configuration: mwc.Name, Service: "kvinject-webhook"}
+	if got != want {
+		t.Errorf("flags give %+v; want %+v", got, want)
+	}
+	if get(objs, "Service", "kvinject-system/"+got.Service) == nil {
+		t.Errorf("--service=%s is no rendered Service", got.Service)
+	}
+
+	role := decodeInto(t, get(objs, "Role", "kvinject-system/kvinject-webhook-tls"), &rbacv1.Role{})
+	wantRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{got.SecretName}, Verbs: []string{"get", "update"}},
+	}
+	if !reflect.DeepEqual(role.Rules, wantRules) {
+		t.Errorf("Role rules %+v; want %+v", role.Rules, wantRules)
+	}
+	cr := decodeInto(t, get(objs, "ClusterRole", "/kvinject-webhook-tls"), &rbacv1.ClusterRole{})
+	wantRules = []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{mwc.Name}, Verbs: []string{"get", "patch"}}}
+	if !reflect.DeepEqual(cr.Rules, wantRules) {
+		t.Errorf("ClusterRole rules %+v; want %+v", cr.Rules, wantRules)
+	}
+	for _, k := range [][2]string{{"RoleBinding", "kvinject-system/kvinject-webhook-tls"}, {"ClusterRoleBinding", "/kvinject-webhook-tls"}} {
+		if get(objs, k[0], k[1]) == nil {
+			t.Errorf("%s %s not rendered", k[0], k[1])
+		}
+	}
+	if get(helm(t), "Role", "kvinject-system/kvinject-webhook-tls") != nil {
+		t.Error("the Secret-writing Role is rendered outside selfManaged mode")
+	}
 }

@@ -104,7 +104,7 @@ var Annotations = []Annotation{
 	{Name: "sidecar", Type: "`native` or `classic`", Default: "webhook `--sidecar` (`native`)",
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
-	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "`\"true\"` for a sidecar",
+	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "webhook `--agent-metrics` (`true`) for a sidecar",
 		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port " + strconv.Itoa(config.MetricsPort) + ", named `" + MetricsPortName + "` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
 		Example: `"false"`},
 	{Name: "mount-path", Type: "absolute path", Default: "webhook `--mount-path` (`/mnt/secrets`)",

@@ -44,6 +44,9 @@ type Defaults struct {
 	// CAConfigMap names a ConfigMap (in each pod's namespace) of extra CA
 	// certificates for the agent; "" for none.
 	CAConfigMap string
+	// NoMetrics turns the sidecars' metrics off unless a pod's
+	// kvinject.io/metrics is "true"; the zero value serves them.
+	NoMetrics bool
 }
 
 // Names kvinject adds to a pod. They are fixed so that reinvocation and

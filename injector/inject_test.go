@@ -408,12 +408,16 @@ func TestMetrics(t *testing.T) {
 		change  func(*corev1.Pod)
 		on      bool
 		warning string
+		off     bool // the webhook's --agent-metrics=false
 	}{
 		{name: "native sidecar", ann: refresh, on: true},
 		{name: "classic sidecar", ann: map[string]string{AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}, on: true},
 		{name: "explicitly on", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "true"}, on: true},
 		{name: "off", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "false"}},
 		{name: "init only"},
+		{name: "webhook off", ann: refresh, off: true},
+		{name: "webhook off, pod on", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "true"}, off: true, on: true},
+		{name: "webhook off, pod off", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "false"}, off: true},
 		{name: "on without refresh", ann: map[string]string{AnnotationMetrics: "true"}, warning: "kvinject.io/metrics has no effect without kvinject.io/refresh"},
 		{name: "hostNetwork", ann: refresh, change: func(p *corev1.Pod) { p.Spec.HostNetwork = true }, warning: "a hostNetwork pod shares the node's network"},
 		{name: "hostNetwork, off", ann: map[string]string{AnnotationRefresh: "1m", AnnotationMetrics: "false"}, change: func(p *corev1.Pod) { p.Spec.HostNetwork = true }},
@@ -428,7 +432,9 @@ func TestMetrics(t *testing.T) {
 			if tc.change != nil {
 				tc.change(pod)
 			}
-			out, warnings := mustInject(t, pod, nil, testDefaults())
+			d := testDefaults()
+			d.NoMetrics = tc.off
+			out, warnings := mustInject(t, pod, nil, d)
 			if tc.warning == "" && len(warnings) > 0 || tc.warning != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tc.warning)) {
 				t.Errorf("warnings %q, want %q", warnings, tc.warning)
 			}

@@ -343,6 +343,9 @@ func (p *parser) metricsAddr(refresh time.Duration) string {
 			p.problems.add(AnnotationMetrics, "%q is not \"true\" or \"false\"", v)
 			return ""
 		}
+		if p.d.NoMetrics {
+			return ""
+		}
 	}
 	if refresh == 0 {
 		return ""

@@ -42,6 +42,7 @@ type DefaultsFlags struct {
 	cpuLimit, memoryLimit          string
 	volumeSizeLimit                string
 	caConfigMap                    string
+	metrics                        bool
 }
 
 // BindDefaultsFlags defines the injector's flags on fs.
@@ -68,6 +69,7 @@ func BindDefaultsFlags(fs *flag.FlagSet) *DefaultsFlags {
 	fs.StringVar(&f.memoryLimit, "agent-memory-limit", quantity(res.Limits, corev1.ResourceMemory), "agent memory limit; empty for none")
 	fs.StringVar(&f.volumeSizeLimit, "volume-size-limit", injector.DefaultVolumeSizeLimit, "size limit of the in-memory secrets volume")
 	fs.StringVar(&f.caConfigMap, "ca-configmap", "", "default ConfigMap (in each pod's namespace) of extra PEM CA certificates the agent trusts besides its image's bundle; empty for none")
+	fs.BoolVar(&f.metrics, "agent-metrics", true, "sidecars serve Prometheus metrics on the pod IP unless a pod sets kvinject.io/metrics: \"false\"; false turns them off for every pod that does not set it to \"true\"")
 	return f
 }
 
@@ -97,6 +99,7 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 		Sidecar:         f.sidecar,
 		MountPath:       f.mountPath,
 		CAConfigMap:     f.caConfigMap,
+		NoMetrics:       !f.metrics,
 	}
 	if d.Image == "" {
 		bad("agent-image", "is required: the agent runs from the webhook's own image, e.g. ghcr.io/kvinject/kvinject:v1.0.0")
@@ -214,6 +217,23 @@ type Flags struct {
 	healthAddr      string
 	shutdownTimeout time.Duration
 	kubeconfig      string
+	selfTLS         SelfManagedTLS
+}
+
+// SelfManagedTLS are the flags of the mode in which the webhook keeps its
+// own serving certificate and caBundle (package servingcert).
+type SelfManagedTLS struct {
+	Enabled       bool
+	Namespace     string
+	SecretName    string
+	Configuration string
+	Service       string
+}
+
+// DNSNames are the names the API server reaches the Service by.
+func (s SelfManagedTLS) DNSNames() []string {
+	svc := s.Service + "." + s.Namespace + ".svc"
+	return []string{svc, svc + ".cluster.local"}
 }
 
 // BindFlags defines the webhook's flags on fs and notes each one's
@@ -228,6 +248,11 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.DurationVar(&f.shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second, "how long in-flight reviews may finish after SIGTERM")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses $KUBECONFIG, then the in-cluster config, then ~/.kube/config")
+	fs.BoolVar(&f.selfTLS.Enabled, "self-managed-tls", false, "issue the serving certificate into --cert-dir from a CA kept in --self-managed-tls-secret and keep the caBundle of --webhook-configuration, without cert-manager")
+	fs.StringVar(&f.selfTLS.Namespace, "namespace", "", "the webhook's namespace, of its Service and --self-managed-tls-secret (with --self-managed-tls; the manifests set it from the pod's namespace)")
+	fs.StringVar(&f.selfTLS.SecretName, "self-managed-tls-secret", "kvinject-webhook-tls", "Secret holding the CA and serving certificate (with --self-managed-tls)")
+	fs.StringVar(&f.selfTLS.Configuration, "webhook-configuration", "kvinject", "MutatingWebhookConfiguration whose caBundle the webhook keeps (with --self-managed-tls)")
+	fs.StringVar(&f.selfTLS.Service, "service", "kvinject-webhook", "Service the API server calls the webhook through, named in the serving certificate (with --self-managed-tls)")
 	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + EnvName(fl.Name) + "]" })
 	return f
 }
@@ -263,6 +288,10 @@ func ApplyEnv(fs *flag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
+// SelfManagedTLS is the self-managed TLS mode's settings; Enabled false
+// when the serving certificate comes mounted (cert-manager or your own).
+func (f *Flags) SelfManagedTLS() SelfManagedTLS { return f.selfTLS }
+
 // Options validates the flags, loads the kubeconfig and returns the
 // webhook's options, without a Logger.
 func (f *Flags) Options() (Options, error) {
@@ -296,6 +325,21 @@ func (f *Flags) Options() (Options, error) {
 	}
 	if f.shutdownTimeout <= 0 {
 		bad("graceful-shutdown-timeout", "%s is not positive", f.shutdownTimeout)
+	}
+	if s := f.selfTLS; s.Enabled {
+		for _, v := range []struct{ flag, value string }{
+			{"namespace", s.Namespace}, {"service", s.Service},
+		} {
+			if errs := validation.IsDNS1123Label(v.value); len(errs) > 0 {
+				bad(v.flag, "%q is not a name (%s); it is needed with --self-managed-tls", v.value, strings.Join(errs, "; "))
+			}
+		}
+		if errs := validation.IsDNS1123Subdomain(s.SecretName); len(errs) > 0 {
+			bad("self-managed-tls-secret", "%q is not a Secret name (%s)", s.SecretName, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsDNS1123Subdomain(s.Configuration); len(errs) > 0 {
+			bad("webhook-configuration", "%q is not a MutatingWebhookConfiguration name (%s)", s.Configuration, strings.Join(errs, "; "))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Options{}, err

@@ -55,7 +55,7 @@ func TestFlagDefaults(t *testing.T) {
 	d := o.Defaults
 	if d.Image != "ghcr.io/kvinject/kvinject:v1" || d.Cloud != public || d.Sidecar != injector.SidecarNative ||
 		d.MountPath != injector.DefaultMountPath || d.FileMode != injector.DefaultFileMode || d.Refresh != 0 ||
-		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit {
+		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit || d.NoMetrics {
 		t.Errorf("defaults %+v", d)
 	}
 	want := injector.DefaultResources()
@@ -83,6 +83,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	t.Setenv("KVINJECT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION", "true")
 	t.Setenv("KVINJECT_AGENT_MEMORY_LIMIT", "")
 	t.Setenv("KVINJECT_TLS_MIN_VERSION", "1.3")
+	t.Setenv("KVINJECT_AGENT_METRICS", "false")
 	// The flag wins over its twin.
 	o, err := parseFlags(t, "--vault", "flag-vault", "--client-id", "00000000-0000-0000-0000-0000000000c1", "--tenant-id", "tid",
 		"--sidecar", "classic", "--mount-path", "/secrets", "--file-mode", "0400", "--agent-cpu-request", "5m",
@@ -96,7 +97,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	if d.Image != "from-env:1" || d.Vault != "flag-vault" || d.ClientID != "00000000-0000-0000-0000-0000000000c1" || d.TenantID != "tid" ||
 		d.Refresh != config.Duration(5*time.Minute) || d.Cloud != wantCloud || d.Sidecar != "classic" ||
 		d.MountPath != "/secrets" || d.FileMode != 0o400 || d.ImagePullPolicy != corev1.PullIfNotPresent ||
-		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" {
+		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" || !d.NoMetrics {
 		t.Errorf("defaults %+v", d)
 	}
 	if q := d.Resources.Requests[corev1.ResourceCPU]; q.String() != "5m" {
@@ -169,4 +170,35 @@ func TestEveryFlagDocumentsItsTwin(t *testing.T) {
 			t.Errorf("--%s usage %q does not name %s", f.Name, f.Usage, EnvName(f.Name))
 		}
 	})
+}
+
+func TestSelfManagedTLSFlags(t *testing.T) {
+	_, err := parseFlags(t, "--agent-image", "x", "--self-managed-tls", "--service", "Web_hook")
+	for _, s := range []string{
+		`--namespace (KVINJECT_NAMESPACE): "" is not a name`,
+		`--service (KVINJECT_SERVICE): "Web_hook" is not a name`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not say %q:\n%v", s, err)
+		}
+	}
+
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	f := BindFlags(fs)
+	t.Setenv("KVINJECT_NAMESPACE", "kvinject-system")
+	t.Setenv("KVINJECT_SELF_MANAGED_TLS", "true")
+	if err := f.Parse([]string{"--kubeconfig", kubeconfig(t), "--agent-image", "x", "--webhook-configuration", "kvi"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Options(); err != nil {
+		t.Fatal(err)
+	}
+	got := f.SelfManagedTLS()
+	want := SelfManagedTLS{Enabled: true, Namespace: "kvinject-system", SecretName: "kvinject-webhook-tls", Configuration: "kvi", Service: "kvinject-webhook"}
+	if got != want {
+		t.Errorf("SelfManagedTLS() = %+v; want %+v", got, want)
+	}
+	if n := got.DNSNames(); n[0] != "kvinject-webhook.kvinject-system.svc" || n[1] != "kvinject-webhook.kvinject-system.svc.cluster.local" {
+		t.Errorf("DNSNames() = %q", n)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -131,5 +132,45 @@ func TestChartAllValuesDryRun(t *testing.T) {
 	// PriorityClass, PDB and cert-manager objects are turned off.
 	if len(applied) != 7 {
 		t.Errorf("dry run applied %d objects, want 7: %v", len(applied), applied)
+	}
+}
+
+// tls.mode=selfManaged installs without cert-manager (this API server has no
+// cert-manager CRDs, so a cert-manager object would fail the apply), and the
+// webhook's ServiceAccount may do exactly what servingcert needs, as the API
+// server's authorizer answers it.
+func TestChartSelfManagedTLSInstalls(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	apply(ctx, t, c, render(t, "--set", "tls.mode=selfManaged"))
+
+	sa := "system:serviceaccount:kvinject-system:kvinject-webhook"
+	for _, tc := range []struct {
+		attrs authorizationv1.ResourceAttributes
+		want  bool
+	}{
+		{authorizationv1.ResourceAttributes{Namespace: "kvinject-system", Resource: "secrets", Verb: "create"}, true},
+		{authorizationv1.ResourceAttributes{Namespace: "kvinject-system", Resource: "secrets", Verb: "get", Name: "kvinject-webhook-tls"}, true},
+		{authorizationv1.ResourceAttributes{Namespace: "kvinject-system", Resource: "secrets", Verb: "update", Name: "kvinject-webhook-tls"}, true},
+		{authorizationv1.ResourceAttributes{Namespace: "kvinject-system", Resource: "secrets", Verb: "get", Name: "other"}, false},
+		{authorizationv1.ResourceAttributes{Namespace: "kvinject-system", Resource: "secrets", Verb: "list"}, false},
+		{authorizationv1.ResourceAttributes{Namespace: "default", Resource: "secrets", Verb: "create"}, false},
+		{authorizationv1.ResourceAttributes{Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Verb: "patch", Name: "kvinject"}, true},
+		{authorizationv1.ResourceAttributes{Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Verb: "get", Name: "kvinject"}, true},
+		{authorizationv1.ResourceAttributes{Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Verb: "patch", Name: "other"}, false},
+		{authorizationv1.ResourceAttributes{Group: "admissionregistration.k8s.io", Resource: "validatingwebhookconfigurations", Verb: "patch", Name: "kvinject"}, false},
+	} {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: sa, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kvinject-system", "system:authenticated"},
+			ResourceAttributes: &tc.attrs,
+		}}
+		got, err := c.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != tc.want {
+			t.Errorf("%s %s %s/%s: allowed %v, want %v", tc.attrs.Verb, tc.attrs.Resource, tc.attrs.Namespace, tc.attrs.Name, got.Status.Allowed, tc.want)
+		}
 	}
 }

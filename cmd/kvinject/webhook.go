@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/kvinject/kvinject/servingcert"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -34,6 +35,14 @@ func runWebhook(ctx context.Context, args []string) int {
 	}
 	opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	opts.Logger.Info("starting kvinject webhook", "version", version, "port", opts.Port, "agentImage", opts.Defaults.Image)
+	if st := flags.SelfManagedTLS(); st.Enabled {
+		// Self-managed TLS only fills --cert-dir (and keeps caBundle); the
+		// server reloads the files as it does a mounted Secret's.
+		if err := runServingCert(ctx, st, opts); err != nil {
+			opts.Logger.Error("webhook failed", "error", err)
+			return 1
+		}
+	}
 	done, err := webhook.Start(ctx, opts)
 	if err == nil {
 		err = <-done
@@ -43,4 +52,23 @@ func runWebhook(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// runServingCert writes the first serving certificate into opts.CertDir and
+// keeps it and the caBundle current until ctx is done.
+func runServingCert(ctx context.Context, st webhook.SelfManagedTLS, opts webhook.Options) error {
+	c, err := servingcert.NewClient(opts.Config)
+	if err != nil {
+		return err
+	}
+	m := &servingcert.Manager{
+		Client:      c,
+		Namespace:   st.Namespace,
+		SecretName:  st.SecretName,
+		WebhookName: st.Configuration,
+		DNSNames:    st.DNSNames(),
+		Dir:         opts.CertDir,
+		Logger:      opts.Logger,
+	}
+	return m.Run(ctx)
 }

@@ -97,6 +97,7 @@ flag name → value, rendered sorted by flag name; unset values render nothing.
   "tls-min-version" $w.tlsMinVersion
   "graceful-shutdown-timeout" $w.gracefulShutdownTimeout
 -}}
+{{- if eq $d.metrics false }}{{ $_ := set $flags "agent-metrics" "false" }}{{ end -}}
 {{- if $d.disableInstanceDiscovery }}{{ $_ := set $flags "disable-instance-discovery" "true" }}{{ end -}}
 {{- if $d.disableChallengeResourceVerification }}{{ $_ := set $flags "disable-challenge-resource-verification" "true" }}{{ end -}}
 {{- range $name := keys $flags | sortAlpha }}
