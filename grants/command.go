@@ -83,8 +83,8 @@ type list []string
 func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
-// offline are the flags explain and grants share with kvinject inject.
-type offline struct {
+// sharedFlags are the flags explain and grants share with kvinject inject.
+type sharedFlags struct {
 	fs                           *flag.FlagSet
 	defaults                     *webhook.DefaultsFlags
 	file, clientID, tenantID, ns string
@@ -92,8 +92,8 @@ type offline struct {
 	vaultGroups                  pairs
 }
 
-func (c Command) bind(name, usage string) *offline {
-	o := &offline{fs: flag.NewFlagSet(name, flag.ContinueOnError), vaultGroups: pairs{}}
+func (c Command) bind(name, usage string) *sharedFlags {
+	o := &sharedFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), vaultGroups: pairs{}}
 	fs := o.fs
 	fs.SetOutput(c.Stderr)
 	fs.Usage = func() {
@@ -114,7 +114,7 @@ func (c Command) bind(name, usage string) *offline {
 
 // parse parses args and reads the workloads; code is non-zero when the
 // command should stop.
-func (c Command) parse(o *offline, args []string) (ws []Workload, code int) {
+func (c Command) parse(o *sharedFlags, args []string) (ws []Workload, code int) {
 	if err := o.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, -1

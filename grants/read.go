@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/injector"
+	"github.com/kvinject/kvinject/offline"
 )
 
 // Workload is one opted-in workload of a manifest stream and its plan.
@@ -105,7 +106,7 @@ func Read(r io.Reader, o ReadOptions) (workloads []Workload, problems []string, 
 			pod.Namespace = o.Namespace
 		}
 		w := Workload{Kind: ob.kind, Namespace: pod.Namespace, Name: ob.name}
-		plan, warnings, err := injector.Explain(pod, standIn(sas, pod, o), o.Defaults)
+		plan, warnings, err := injector.Explain(pod, offline.StandInServiceAccount(sas, pod, o.ClientID, o.TenantID), o.Defaults)
 		w.Warnings = warnings
 		if err != nil {
 			var inv *injector.InvalidError
@@ -202,23 +203,4 @@ func strict(j []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
-}
-
-// standIn is the pod's ServiceAccount from the stream, with the stand-in
-// client and tenant filling in what it does not set.
-func standIn(sas map[string]*corev1.ServiceAccount, pod *corev1.Pod, o ReadOptions) *corev1.ServiceAccount {
-	name := injector.ServiceAccountName(pod)
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pod.Namespace}}
-	if found, ok := sas[pod.Namespace+"/"+name]; ok {
-		sa = found.DeepCopy()
-	}
-	if sa.Annotations == nil {
-		sa.Annotations = map[string]string{}
-	}
-	for key, v := range map[string]string{injector.WorkloadIdentityClientID: o.ClientID, injector.WorkloadIdentityTenantID: o.TenantID} {
-		if sa.Annotations[key] == "" && v != "" {
-			sa.Annotations[key] = v
-		}
-	}
-	return sa
 }

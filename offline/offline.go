@@ -191,7 +191,7 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 	if pod.Namespace == "" {
 		pod.Namespace = o.Namespace
 	}
-	sa := standInServiceAccount(sas, pod, o)
+	sa := StandInServiceAccount(sas, pod, o.ClientID, o.TenantID)
 	injected, r, err := injector.Inject(pod, sa, o.Defaults)
 	warnings = r.Warnings
 	if err != nil {
@@ -215,13 +215,12 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 	return true, prefix(warnings), nil
 }
 
-// standInServiceAccount is the pod's ServiceAccount from the stream, with
-// Options.ClientID and TenantID filling in what it does not set.
-func standInServiceAccount(sas map[string]*corev1.ServiceAccount, pod *corev1.Pod, o Options) *corev1.ServiceAccount {
-	name := pod.Spec.ServiceAccountName
-	if name == "" {
-		name = "default"
-	}
+// StandInServiceAccount is the pod's ServiceAccount from the stream (sas,
+// keyed by namespace/name), with clientID and tenantID standing in for the
+// workload-identity annotations it does not set, as the webhook would read
+// them from the API server.
+func StandInServiceAccount(sas map[string]*corev1.ServiceAccount, pod *corev1.Pod, clientID, tenantID string) *corev1.ServiceAccount {
+	name := injector.ServiceAccountName(pod)
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pod.Namespace}}
 	if found, ok := sas[pod.Namespace+"/"+name]; ok {
 		sa = found.DeepCopy()
@@ -229,7 +228,7 @@ func standInServiceAccount(sas map[string]*corev1.ServiceAccount, pod *corev1.Po
 	if sa.Annotations == nil {
 		sa.Annotations = map[string]string{}
 	}
-	for key, v := range map[string]string{injector.WorkloadIdentityClientID: o.ClientID, injector.WorkloadIdentityTenantID: o.TenantID} {
+	for key, v := range map[string]string{injector.WorkloadIdentityClientID: clientID, injector.WorkloadIdentityTenantID: tenantID} {
 		if sa.Annotations[key] == "" && v != "" {
 			sa.Annotations[key] = v
 		}
