@@ -745,14 +745,14 @@ func TestConfigOfAnotherRelease(t *testing.T) {
 	h := newHarness(t)
 	h.secret("s", "value-Vv3")
 	c := h.config(0, secretFile(h, "s", "s", ""))
-	c.Version = config.Version + 1
+	c.Version = config.VersionEnv + 1
 	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
 		t.Fatal("init accepted a config of another schema version")
 	}
 	msg := h.termination()
 	for _, want := range []string{
-		fmt.Sprintf("KVINJECT_CONFIG has schema version %d", config.Version+1),
-		fmt.Sprintf("this agent supports version %d", config.Version),
+		fmt.Sprintf("KVINJECT_CONFIG has schema version %d", config.VersionEnv+1),
+		fmt.Sprintf("this agent supports version %d, %d", config.Version, config.VersionEnv),
 		"Fix: run an agent image of the same release as the webhook",
 		"KVINJECT_AGENT_IMAGE",
 	} {
@@ -762,5 +762,48 @@ func TestConfigOfAnotherRelease(t *testing.T) {
 	}
 	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 0 {
 		t.Errorf("%d GETs with a config the agent cannot read", n)
+	}
+}
+
+// TestEnvFile: the variables are written into the env file in the kubelet's
+// format, in the same snapshot as the files; a value the format cannot carry
+// fails the cycle before anything is written, naming the variable, the file
+// and the object, never the value.
+func TestEnvFile(t *testing.T) {
+	h := newHarness(t)
+	h.secret("db-password", "pw $one\"#-Ee4")
+	c := h.config(0, secretFile(h, "db-password", "db-password", ""),
+		config.File{Name: "dsn", Mode: 0o440, Template: `Server=db;Password={{ secret "db-password" }}`})
+	c.Version = config.VersionEnv
+	c.Env = []config.Env{{Name: "ConnectionStrings__Db", File: "dsn"}, {Name: "DB_PASSWORD", File: "db-password"}}
+	if err := h.run(t.Context(), agent.ModeInit, c); err != nil {
+		t.Fatalf("init: %v\n%s", err, h.termination())
+	}
+	want := "ConnectionStrings__Db='Server=db;Password=pw $one\"#-Ee4'\nDB_PASSWORD='pw $one\"#-Ee4'\n"
+	if got := h.read(config.EnvFile); got != want {
+		t.Errorf("%s = %q, want %q", config.EnvFile, got, want)
+	}
+	fi, err := os.Stat(filepath.Join(h.dir, h.dataTarget(), config.EnvFile))
+	must(t, err)
+	if fi.Mode().Perm() != 0o400 {
+		t.Errorf("env file mode %v, want 0400 (only the kubelet reads it)", fi.Mode().Perm())
+	}
+
+	h2 := newHarness(t)
+	h2.secret("api-key", "it's-Ff5")
+	c = h2.config(0, secretFile(h2, "api-key", "api-key", ""))
+	c.Version = config.VersionEnv
+	c.Env = []config.Env{{Name: "API_KEY", File: "api-key"}}
+	if err := h2.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded with a value the env file cannot carry")
+	}
+	msg := h2.termination()
+	for _, want := range []string{`environment variable "API_KEY"`, "single quote", "from file api-key (secret api-key in vault", "Fix:"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(h2.dir, "api-key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("files were written although the env file could not be")
 	}
 }

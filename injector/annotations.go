@@ -47,6 +47,9 @@ const (
 	FileTemplate   = "template-"
 )
 
+// EnvPrefix is the prefix of the per-variable annotations: Prefix + EnvPrefix + "<NAME>".
+const EnvPrefix = "env-"
+
 // Annotation describes one kvinject annotation. The table Annotations is the
 // single source for the parser, the validation messages, the "did you mean"
 // suggestions and the generated reference (README.md, docs/annotations.md).
@@ -72,6 +75,15 @@ func (a Annotation) perFile() (string, bool) {
 	return strings.CutSuffix(a.Name, "<file>")
 }
 
+// family reports whether the annotation is a family whose key ends in a
+// name of the user's ("<file>" or "<NAME>") and returns the part before it.
+func (a Annotation) family() (string, bool) {
+	if p, ok := a.perFile(); ok {
+		return p, true
+	}
+	return strings.CutSuffix(a.Name, "<NAME>")
+}
+
 // Annotations is every annotation kvinject reads or writes, in reference order.
 var Annotations = []Annotation{
 	{Name: "inject", Type: "`\"true\"` or `\"false\"`", Default: "`\"false\"`",
@@ -95,6 +107,9 @@ var Annotations = []Annotation{
 	{Name: FileTemplate + "<file>", Type: "Go `text/template`", Default: "–",
 		Help:    "Render `<file>` from the other files' objects, named by their file: `{{ secret \"db-password\" }}`. Functions: " + funcList() + ".",
 		Example: `"Server=db;Password={{ secret \"db-password\" }}"`},
+	{Name: EnvPrefix + "<NAME>", Type: "file name", Default: "–",
+		Help:    "Set environment variable `<NAME>` of the targeted containers to the content of `<file>`, one of the pod's files (an object or a template). The agent writes every variable into `" + config.EnvFile + "` in the same snapshot as the files, and the kubelet reads it when it starts each container (`env[].valueFrom.fileKeyRef`, Kubernetes 1.35+ with `EnvFiles` on). A value with a `'`, an empty one, or one over 64 KiB cannot be carried: the agent stops with an error naming the variable. Values are read at container start only (see *Environment variables* in docs/annotations.md).",
+		Example: "db-password"},
 	{Name: "objects", Type: "YAML list", Default: "–",
 		Help:    "Objects in the Secrets Store CSI Azure provider's shape (`objectName`, `objectType`, `objectVersion`, `objectAlias`, `objectFormat`, `objectEncoding`, `filePermission`, plus `vault`), either a plain list or the provider's `array:` of strings, so a SecretProviderClass migrates by copy-paste.",
 		Example: "- {objectName: db-password, objectType: secret}"},
@@ -152,7 +167,7 @@ func lookup(key string) (a Annotation, file string, ok bool) {
 		return Annotation{}, "", false
 	}
 	for _, a := range Annotations {
-		if p, isFile := a.perFile(); isFile {
+		if p, isFamily := a.family(); isFamily {
 			if f, ok := strings.CutPrefix(name, p); ok {
 				return a, f, true
 			}
@@ -168,7 +183,7 @@ func suggest(key string) string {
 	name := strings.TrimPrefix(key, Prefix)
 	best, bestDist := "", 4
 	for _, a := range Annotations {
-		if p, isFile := a.perFile(); isFile {
+		if p, isFamily := a.family(); isFamily {
 			// Compare the family prefix and keep the user's file name:
 			// "secrets-db" suggests "secret-db".
 			if i := strings.IndexAny(name, "-_."); i > 0 && i < len(name)-1 {

@@ -232,6 +232,11 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 			ps.add("spec.containers", "the pod already has a container %q, which kvinject adds; rename it", c.Name)
 		}
 		targeted := s.targets(c.Name)
+		for _, e := range c.Env {
+			if targeted && slices.ContainsFunc(s.env, func(v config.Env) bool { return v.Name == e.Name }) {
+				ps.add(Prefix+EnvPrefix+e.Name, "container %q already sets environment variable %s; remove it from the container or remove the annotation", c.Name, e.Name)
+			}
+		}
 		for _, m := range c.VolumeMounts {
 			switch {
 			case m.Name == TokenVolume:
@@ -317,6 +322,10 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		ServiceAccount: ServiceAccountName(pod),
 		MetricsAddr:    s.metricsAddr,
 		Files:          s.files,
+		Env:            s.env,
+	}
+	if len(s.env) > 0 {
+		cfg.Version = config.VersionEnv
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
@@ -325,14 +334,17 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 	}
 
 	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
+	env := envVars(s.env)
 	for i := range pod.Spec.InitContainers {
 		if c := &pod.Spec.InitContainers[i]; s.targets(c.Name) {
 			c.VolumeMounts = append(c.VolumeMounts, mount)
+			c.Env = append(c.Env, env...)
 		}
 	}
 	for i := range pod.Spec.Containers {
 		if c := &pod.Spec.Containers[i]; s.targets(c.Name) {
 			c.VolumeMounts = append(c.VolumeMounts, mount)
+			c.Env = append(c.Env, env...)
 		}
 	}
 
@@ -399,6 +411,20 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		}
 		pod.Annotations[workloadIdentitySkipContainers] = skip
 	}
+}
+
+// envVars are the targeted containers' variables: each reads its key from
+// the agent's env file when the kubelet starts the container, which is after
+// the agent's first snapshot (the agent is the first init container, and a
+// native sidecar's startup probe holds the app until it is ready). The value
+// never enters the pod spec.
+func envVars(env []config.Env) []corev1.EnvVar {
+	out := make([]corev1.EnvVar, len(env))
+	for i, e := range env {
+		out[i] = corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{
+			FileKeyRef: &corev1.FileKeySelector{VolumeName: SecretsVolume, Path: config.EnvFile, Key: e.Name}}}
+	}
+	return out
 }
 
 // setFileGroup makes the agent's files readable by the app containers.

@@ -491,3 +491,20 @@ func TestTemplateFuncNamesMatchParser(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvCollision: a targeted container that already sets the variable is
+// denied, naming the annotation and the container; an untargeted one is fine.
+func TestEnvCollision(t *testing.T) {
+	pod := testPod(map[string]string{Prefix + EnvPrefix + "DB_PASSWORD": "db-password", AnnotationContainers: "app"})
+	pod.Spec.Containers[1].Env = []corev1.EnvVar{{Name: "DB_PASSWORD", Value: "proxy's own"}}
+	out, _ := mustInject(t, pod, nil, testDefaults())
+	if c := container(t, out.Spec.Containers, "proxy"); len(c.Env) != 1 {
+		t.Errorf("untargeted proxy got variables: %+v", c.Env)
+	}
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "DB_PASSWORD", Value: "old"}}
+	_, _, err := Inject(pod, nil, testDefaults())
+	want := `kvinject.io/env-DB_PASSWORD: container "app" already sets environment variable DB_PASSWORD`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}

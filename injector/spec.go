@@ -84,6 +84,8 @@ type spec struct {
 	metricsAddr string
 	// caConfigMap is the ConfigMap of extra CA certificates; "" for none.
 	caConfigMap string
+	// env are the targeted containers' variables from files, sorted by Name.
+	env []config.Env
 }
 
 // Name rules are small functions rather than regular expressions: counted
@@ -224,6 +226,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	}
 	sort.Slice(s.files, func(i, j int) bool { return s.files[i].Name < s.files[j].Name })
 	p.checkTemplates(s.files)
+	s.env = p.parseEnv(keys, s.files)
 	if len(s.files) == 0 && len(p.problems) == 0 {
 		p.problems.add(AnnotationInject, "no objects requested; add e.g. %s<file>: <secret name> or %s", Prefix+FileSecret, AnnotationObjects)
 	}
@@ -591,6 +594,32 @@ func (p *parser) parseFileAnnotation(key string, a Annotation, file string, clou
 	}
 	f.Object = obj
 	return f, true
+}
+
+// parseEnv parses the env-<NAME> annotations; keys are sorted, so the
+// variables are sorted by name.
+func (p *parser) parseEnv(keys []string, files []config.File) []config.Env {
+	var env []config.Env
+	for _, k := range keys {
+		a, name, ok := lookup(k)
+		if !ok || a.Name != EnvPrefix+"<NAME>" {
+			continue
+		}
+		file := p.ann[k]
+		if msgs := validation.IsRelaxedEnvVarName(name); len(msgs) > 0 {
+			p.problems.add(k, "%q is not a valid environment variable name: %s", name, strings.Join(msgs, "; "))
+			continue
+		}
+		if !slices.ContainsFunc(files, func(f config.File) bool { return f.Name == file }) {
+			p.problems.add(k, "names file %q, which no annotation of this pod writes; name one of the pod's files, e.g. %s<file>: %s and %s: <file>", file, Prefix+FileSecret, exampleOf(Prefix+FileSecret+"x"), k)
+			continue
+		}
+		env = append(env, config.Env{Name: name, File: file})
+	}
+	if src, taken := p.fileSource[config.EnvFile]; taken && len(env) > 0 {
+		p.problems.add(src, "file %q is where kvinject writes the environment variables; give the file another name", config.EnvFile)
+	}
+	return env
 }
 
 // claim records that file comes from source, and reports a duplicate.

@@ -28,9 +28,22 @@ const EnvVar = "KVINJECT_CONFIG"
 // agent may safely ignore needs no bump (encoding/json ignores unknown fields).
 const Version = 1
 
+// VersionEnv is the schema version of a config with Env: an agent of the
+// release before it would ignore Env and leave the env file unwritten, so the
+// app would fail to start on a missing env file instead of the agent saying
+// why. The injector writes it only for pods with environment variables, so
+// every other pod still runs with an agent of either release.
+const VersionEnv = 2
+
 // SupportedVersions are the schema versions Load accepts. A config without
 // a version is version 1, the schema before the field existed.
-var SupportedVersions = []int{1}
+var SupportedVersions = []int{1, 2}
+
+// EnvFile is the name of the env file in Dir that the agent writes, in the
+// kubelet's env-file format, when Config.Env is set: the app containers'
+// env[].valueFrom.fileKeyRef entries point at it. The injector refuses a
+// user file of this name.
+const EnvFile = "kvinject.env"
 
 // MetricsPort is the port of a sidecar agent's Prometheus metrics, on every
 // address of the pod (DefaultMetricsAddr) so that Prometheus can scrape the
@@ -94,6 +107,17 @@ type Config struct {
 	// Files are written in one atomic snapshot per cycle. Order is the order of
 	// the annotations after sorting by file name, so the config is deterministic.
 	Files []File `json:"files"`
+	// Env are the app containers' environment variables that the agent
+	// writes into EnvFile in the same snapshot as Files, sorted by Name.
+	Env []Env `json:"env,omitempty"`
+}
+
+// Env is one environment variable whose value is the content of a file.
+type Env struct {
+	// Name is the variable's name, valid for the API server.
+	Name string `json:"name"`
+	// File is the Name of one of Config.Files.
+	File string `json:"file"`
 }
 
 // Object identifies one Key Vault object. Two files that name the same Object
@@ -235,6 +259,11 @@ func Load(data []byte) (*Config, error) {
 	for i, f := range c.Files {
 		if (f.Object == nil) == (f.Template == "") {
 			return nil, fmt.Errorf("%s: files[%d] %q: exactly one of object and template must be set", EnvVar, i, f.Name)
+		}
+	}
+	for i, e := range c.Env {
+		if !slices.ContainsFunc(c.Files, func(f File) bool { return f.Name == e.File }) {
+			return nil, fmt.Errorf("%s: env[%d] %q: file %q is not one of files", EnvVar, i, e.Name, e.File)
 		}
 	}
 	return &c, nil
