@@ -171,6 +171,7 @@ type appReport struct {
 	Mount      string              `json:"mount"`
 	Tokens     map[string]string   `json:"tokens"`
 	Agents     []map[string]string `json:"agents"`
+	Env        map[string]string   `json:"env"`
 }
 
 // appReports reads the app container's log through the kubelet.

@@ -6,9 +6,11 @@
 // write there, its identity and confinement from /proc/self/status, the
 // volume's mount, any JSON web token its file system or environment holds
 // (by audience), and the agents it can see when the pod shares its process
-// namespace. A new line whenever that view changes, checked every interval.
+// namespace, and the environment variables named by -env (their values: test
+// values only, the report goes to the pod's log). A new line whenever that
+// view changes, checked every interval.
 //
-// Usage: testapp [-dir /mnt/secrets] [-interval 1s] [-once]
+// Usage: testapp [-dir /mnt/secrets] [-env NAME,...] [-interval 1s] [-once]
 package main
 
 import (
@@ -47,16 +49,28 @@ type report struct {
 	// Agents is /proc/<pid>/status of each other process whose command is a
 	// kvinject binary (shareProcessNamespace pods only).
 	Agents []map[string]string `json:"agents,omitempty"`
+	// Env holds each variable named by -env that is set, by name.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 func main() {
 	dir := flag.String("dir", "/mnt/secrets", "the secrets volume's mount path")
 	interval := flag.Duration("interval", time.Second, "how often to look again")
 	once := flag.Bool("once", false, "report once and exit 0 (a Job's container)")
+	env := flag.String("env", "", "comma-separated names of environment variables to report")
 	flag.Parse()
 	var last []byte
 	for {
-		b, _ := json.Marshal(look(*dir))
+		r := look(*dir)
+		if *env != "" {
+			r.Env = map[string]string{}
+			for _, name := range strings.Split(*env, ",") {
+				if v, ok := os.LookupEnv(name); ok {
+					r.Env[name] = v
+				}
+			}
+		}
+		b, _ := json.Marshal(r)
 		if !bytes.Equal(b, last) {
 			fmt.Printf("%s%s\n", ReportPrefix, b)
 			last = b

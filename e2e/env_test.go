@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	"github.com/kvinject/kvinject/e2e/fakeazure"
+	"github.com/kvinject/kvinject/injector"
+)
+
+// envValue is a value the env file carries literally: blanks, $, ", #, =,
+// a backslash and a newline (the kubelet's format has no escaping).
+const envValue = "pa$$ w\"rd #1=\\\nline two"
+
+// An app that reads only its environment, from a Deployment with a native
+// sidecar in a restricted namespace: the kubelet sets each variable from the
+// agent's env file when it starts the app, the values match the vault, and
+// neither the Pod object nor the agent's log holds them.
+func TestNodeEnvVars(t *testing.T) {
+	t.Parallel()
+	s := testNode(t)
+	ctx := t.Context()
+	const clientID = "00000000-0000-0000-0000-00000000e101"
+	ns := nodeNamespace(t, s, "web", clientID)
+	s.setSecret(t, "node-env-db", envValue)
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-db")
+
+	tmpl := nodePodSpec("web", map[string]string{
+		"kvinject.io/secret-db-password":        "node-env-db",
+		"kvinject.io/template-dsn":              `Server=db;Password={{ secret "db-password" }}`,
+		"kvinject.io/refresh":                   "1m",
+		"kvinject.io/env-DB_PASSWORD":           "db-password",
+		"kvinject.io/env-ConnectionStrings__Db": "dsn",
+	}, "-env", "DB_PASSWORD,ConnectionStrings__Db,UNSET_VAR")
+	if _, err := s.c.Kube.AppsV1().Deployments(ns).Create(ctx, deployment("web", tmpl), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitPod(t, s, ns, "app=web", running)
+	r := waitReport(t, s, ns, pod.Name, time.Minute, func(appReport) bool { return true })
+	want := map[string]string{"DB_PASSWORD": envValue, "ConnectionStrings__Db": "Server=db;Password=" + envValue}
+	for k, v := range want {
+		if r.Env[k] != v {
+			t.Errorf("the app's %s = %q, want %q", k, r.Env[k], v)
+		}
+	}
+	if len(r.Env) != len(want) {
+		t.Errorf("the app's environment has %v, want only %v", r.Env, want)
+	}
+	got, err := s.c.Kube.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(got)
+	if strings.Contains(string(b), "pa$$") {
+		t.Errorf("the Pod object holds the value")
+	}
+	out, _, err := kubectl(ctx, s.c, nil, "logs", "-n", ns, pod.Name, "-c", injector.AgentContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "pa$$") {
+		t.Errorf("the agent's log holds the value:\n%s", out)
+	}
+}
+
+// A Job whose app reads its environment, with an init agent, completes.
+func TestNodeEnvJob(t *testing.T) {
+	t.Parallel()
+	s := testNode(t)
+	ctx := t.Context()
+	const clientID = "00000000-0000-0000-0000-00000000e102"
+	ns := nodeNamespace(t, s, "batch", clientID)
+	s.setSecret(t, "node-env-job", "job-env-token")
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-job")
+
+	tmpl := nodePodSpec("batch", map[string]string{
+		"kvinject.io/secret-token": "node-env-job",
+		"kvinject.io/env-TOKEN":    "token",
+	}, "-once", "-env", "TOKEN")
+	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	tmpl.Labels = map[string]string{"app": "batch"}
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"}, Spec: batchv1.JobSpec{Template: tmpl, BackoffLimit: ptr.To(int32(0))}}
+	if _, err := s.c.Kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last *batchv1.Job
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		j, err := s.c.Kube.BatchV1().Jobs(ns).Get(ctx, "batch", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = j
+		for _, c := range j.Status.Conditions {
+			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil || last.Status.Succeeded != 1 {
+		t.Fatalf("the Job did not complete: %v, status %+v\nkubelet (tail):\n%s", err, last.Status, s.c.NodeLog("kubelet"))
+	}
+	pod := waitPod(t, s, ns, "app=batch", func(*corev1.Pod) bool { return true })
+	rs, err := appReports(ctx, s, ns, pod.Name)
+	if err != nil || len(rs) != 1 || rs[0].Env["TOKEN"] != "job-env-token" {
+		t.Errorf("the Job's app saw %+v (%v), want TOKEN = job-env-token", rs, err)
+	}
+}
+
+// A value the env file cannot carry (a single quote) stops the init agent
+// with a message naming the variable, the file and the object, never the
+// value; the app never starts (no container fails on a parse error).
+func TestNodeEnvValueRefused(t *testing.T) {
+	t.Parallel()
+	s := testNode(t)
+	const clientID = "00000000-0000-0000-0000-00000000e103"
+	ns := nodeNamespace(t, s, "web", clientID)
+	s.setSecret(t, "node-env-quote", "it's-secret")
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-quote")
+
+	tmpl := nodePodSpec("web", map[string]string{
+		"kvinject.io/secret-api-key": "node-env-quote",
+		"kvinject.io/env-API_KEY":    "api-key",
+	}, "-env", "API_KEY")
+	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	agent := failedPod(t, s, ns, "web", tmpl)
+	msg := agent.State.Terminated.Message
+	for _, w := range []string{`environment variable "API_KEY"`, "single quote", "from file api-key (secret node-env-quote in vault " + s.vaultURL, "Fix:"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("termination message lacks %q:\n%s", w, msg)
+		}
+	}
+	if strings.Contains(msg, "it's-secret") {
+		t.Errorf("termination message holds the value:\n%s", msg)
+	}
+}
