@@ -779,7 +779,7 @@ func TestEnvFile(t *testing.T) {
 	if err := h.run(t.Context(), agent.ModeInit, c); err != nil {
 		t.Fatalf("init: %v\n%s", err, h.termination())
 	}
-	want := "ConnectionStrings__Db='Server=db;Password=pw $one\"#-Ee4'\nDB_PASSWORD='pw $one\"#-Ee4'\n"
+	want := config.EnvCheck + "='" + config.EnvCheckValue + "'\nConnectionStrings__Db='Server=db;Password=pw $one\"#-Ee4'\nDB_PASSWORD='pw $one\"#-Ee4'\n"
 	if got := h.read(config.EnvFile); got != want {
 		t.Errorf("%s = %q, want %q", config.EnvFile, got, want)
 	}

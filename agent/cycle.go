@@ -251,9 +251,10 @@ func (a *agent) withEnvFile(files []snapshot.File) ([]snapshot.File, error) {
 	for _, f := range files {
 		byName[f.Name] = f.Data
 	}
-	vars := make([]envfile.Var, len(a.cfg.Env))
-	for i, e := range a.cfg.Env {
-		vars[i] = envfile.Var{Name: e.Name, Value: byName[e.File]}
+	vars := make([]envfile.Var, 0, len(a.cfg.Env)+1)
+	vars = append(vars, envfile.Var{Name: config.EnvCheck, Value: []byte(config.EnvCheckValue)})
+	for _, e := range a.cfg.Env {
+		vars = append(vars, envfile.Var{Name: e.Name, Value: byName[e.File]})
 	}
 	data, err := envfile.Encode(vars)
 	if err != nil {

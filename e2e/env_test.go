@@ -45,6 +45,9 @@ func TestNodeEnvVars(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := waitPod(t, s, ns, "app=web", running)
+	if c := initStatus(pod, injector.EnvCheckContainer); c == nil || c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
+		t.Errorf("the env check did not pass on a kubelet with EnvFiles: %+v", c)
+	}
 	r := waitReport(t, s, ns, pod.Name, time.Minute, func(appReport) bool { return true })
 	want := map[string]string{"DB_PASSWORD": envValue, "ConnectionStrings__Db": "Server=db;Password=" + envValue}
 	for k, v := range want {

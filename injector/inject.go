@@ -50,9 +50,12 @@ type Defaults struct {
 const (
 	AgentContainer = "kvinject-agent"
 	InitContainer  = "kvinject-init" // classic mode only
-	SecretsVolume  = "kvinject-secrets"
-	TokenVolume    = "kvinject-token"
-	CAVolume       = "kvinject-ca" // only with a CA ConfigMap
+	// EnvCheckContainer proves that the node's kubelet reads env files
+	// (config.EnvCheck); only in pods with environment variables.
+	EnvCheckContainer = "kvinject-env-check"
+	SecretsVolume     = "kvinject-secrets"
+	TokenVolume       = "kvinject-token"
+	CAVolume          = "kvinject-ca" // only with a CA ConfigMap
 
 	// MetricsPortName names the sidecar's metrics port (config.MetricsPort),
 	// which the Helm chart's PodMonitor scrapes. An IANA service name: at
@@ -189,7 +192,7 @@ func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
-			if c.Name == AgentContainer || c.Name == InitContainer || !s.targets(c.Name) {
+			if c.Name == AgentContainer || c.Name == InitContainer || c.Name == EnvCheckContainer || !s.targets(c.Name) {
 				continue
 			}
 			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
@@ -228,7 +231,7 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 		}
 	}
 	for _, c := range allContainers(pod) {
-		if c.Name == AgentContainer || c.Name == InitContainer {
+		if c.Name == AgentContainer || c.Name == InitContainer || c.Name == EnvCheckContainer {
 			ps.add("spec.containers", "the pod already has a container %q, which kvinject adds; rename it", c.Name)
 		}
 		targeted := s.targets(c.Name)
@@ -371,6 +374,11 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		}
 		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, c)
 	}
+	if len(s.env) > 0 {
+		// Right after the agent (and before every container that gets a
+		// variable): the kubelet starts it once the first snapshot is there.
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 1, envCheckContainer(s, d))
+	}
 
 	size := d.VolumeSizeLimit
 	if size.IsZero() {
@@ -476,21 +484,41 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 			{Name: SecretsVolume, MountPath: AgentDir},
 			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
 		},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptrTo(true),
-			RunAsUser:                ptrTo(int64(AgentUID)),
-			RunAsGroup:               ptrTo(int64(AgentGID)),
-			AllowPrivilegeEscalation: ptrTo(false),
-			ReadOnlyRootFilesystem:   ptrTo(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext: agentSecurityContext(),
 	}
 	if s.caConfigMap != "" {
 		c.Env = append(c.Env, corev1.EnvVar{Name: "SSL_CERT_DIR", Value: CADir})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CAVolume, MountPath: CADir, ReadOnly: true})
 	}
 	return c
+}
+
+// envCheckContainer fails the pod, before any app container starts, on a
+// node whose kubelet does not read env files (config.EnvCheck).
+func envCheckContainer(s *spec, d Defaults) corev1.Container {
+	return corev1.Container{
+		Name:            EnvCheckContainer,
+		Image:           d.Image,
+		ImagePullPolicy: d.ImagePullPolicy,
+		Command:         []string{AgentBinary},
+		Args:            []string{"env-check"},
+		Env: []corev1.EnvVar{{Name: config.EnvCheck, ValueFrom: &corev1.EnvVarSource{
+			FileKeyRef: &corev1.FileKeySelector{VolumeName: SecretsVolume, Path: config.EnvFile, Key: config.EnvCheck}}}},
+		Resources:       *s.resources.DeepCopy(),
+		SecurityContext: agentSecurityContext(),
+	}
+}
+
+func agentSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptrTo(true),
+		RunAsUser:                ptrTo(int64(AgentUID)),
+		RunAsGroup:               ptrTo(int64(AgentGID)),
+		AllowPrivilegeEscalation: ptrTo(false),
+		ReadOnlyRootFilesystem:   ptrTo(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -610,6 +610,10 @@ func (p *parser) parseEnv(keys []string, files []config.File) []config.Env {
 			p.problems.add(k, "%q is not a valid environment variable name: %s", name, strings.Join(msgs, "; "))
 			continue
 		}
+		if name == config.EnvCheck {
+			p.problems.add(k, "%s is kvinject's own check that the kubelet reads env files; choose another name", name)
+			continue
+		}
 		if !slices.ContainsFunc(files, func(f config.File) bool { return f.Name == file }) {
 			p.problems.add(k, "names file %q, which no annotation of this pod writes; name one of the pod's files, e.g. %s<file>: %s and %s: <file>", file, Prefix+FileSecret, exampleOf(Prefix+FileSecret+"x"), k)
 			continue

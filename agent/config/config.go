@@ -45,6 +45,18 @@ var SupportedVersions = []int{1, 2}
 // user file of this name.
 const EnvFile = "kvinject.env"
 
+// EnvCheck is a variable the agent writes first into EnvFile, always with
+// EnvCheckValue (not a secret). The injector gives it to a check container
+// (kvinject-agent env-check) that runs after the agent's first snapshot and
+// before any app container: a kubelet that does not read env files (before
+// 1.35, or EnvFiles off) sets it to "" without a word, as it would the app's
+// variables, and the check fails the pod instead of letting the app start
+// with empty values. It proves the feature on the node that runs the pod.
+const (
+	EnvCheck      = "KVINJECT_ENV_CHECK"
+	EnvCheckValue = "read-by-kubelet"
+)
+
 // MetricsPort is the port of a sidecar agent's Prometheus metrics, on every
 // address of the pod (DefaultMetricsAddr) so that Prometheus can scrape the
 // pod IP: each pod has its own network namespace, so many pods on one node
