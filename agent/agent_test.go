@@ -807,3 +807,63 @@ func TestEnvFile(t *testing.T) {
 		t.Errorf("files were written although the env file could not be")
 	}
 }
+
+// TestSidecarRestartOnChange: with OnChange restart the sidecar keeps
+// running while refreshes find nothing new, returns ErrRestart (and writes
+// no termination message) only after a refresh published the new snapshot,
+// and a restarted sidecar whose first cycle writes (the vault changed during
+// the restart) or finds the snapshot does not exit again: no restart loop.
+func TestSidecarRestartOnChange(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Rr2")
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""))
+	c.Version, c.OnChange = config.VersionEnv, config.OnChangeRestart
+	c.Env = []config.Env{{Name: "API_KEY", File: "api-key"}}
+	sidecar := func() (<-chan error, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- h.run(ctx, agent.ModeSidecar, c) }()
+		return done, cancel
+	}
+	gets := func() int { return h.srv.Count(fakeazure.EndpointGetSecret, h.clientID) }
+	stillRunning := func(done <-chan error, what string) {
+		n := gets()
+		eventually(t, "three refreshes", 30*time.Second, func() bool { return gets() >= n+3 })
+		select {
+		case err := <-done:
+			t.Fatalf("%s: the sidecar exited (%v) although nothing changed", what, err)
+		default:
+		}
+	}
+
+	done, cancel := sidecar()
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	stillRunning(done, "unchanged refreshes")
+	h.secret("api-key", "key-two-Rr2")
+	select {
+	case err := <-done:
+		if !errors.Is(err, agent.ErrRestart) {
+			t.Fatalf("after a change: %v, want ErrRestart", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sidecar did not exit after the change")
+	}
+	cancel()
+	if got := h.read(config.EnvFile); !strings.Contains(got, "API_KEY='key-two-Rr2'") {
+		t.Errorf("the sidecar exited before publishing the new value")
+	}
+	if msg := h.termination(); msg != "" {
+		t.Errorf("a restart wrote a termination message: %s", msg)
+	}
+
+	// Restarted while the vault changed again: its first cycle writes the
+	// new value for the restarting apps, and it does not exit for it.
+	h.secret("api-key", "key-three-Rr2")
+	done, cancel = sidecar()
+	defer cancel()
+	eventually(t, "the value of the restart", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		return string(b) == "key-three-Rr2"
+	})
+	stillRunning(done, "after a restart")
+}

@@ -80,26 +80,27 @@ func failureText(f keyvault.Failure) string {
 // is written unless every object was fetched and every file rendered. With
 // retry, transient failures are retried until ctx ends; without, each
 // object is tried once.
-func (a *agent) cycle(ctx context.Context, retry bool) error {
+// changed reports whether the cycle published a new snapshot.
+func (a *agent) cycle(ctx context.Context, retry bool) (changed bool, err error) {
 	objects, err := a.fetchAll(ctx, retry)
 	if err == nil {
-		err = a.publish(objects)
+		changed, err = a.publish(objects)
 	}
 	a.metrics.cycle(err)
-	return err
+	return changed, err
 }
 
-func (a *agent) publish(objects map[string]render.Object) error {
+func (a *agent) publish(objects map[string]render.Object) (bool, error) {
 	files, notAfter, err := render.Files(a.cfg.Files, objects, a.limits)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if files, err = a.withEnvFile(files); err != nil {
-		return err
+		return false, err
 	}
 	changed, err := a.writer.Write(files)
 	if err != nil {
-		return fmt.Errorf("write files: %w", err)
+		return false, fmt.Errorf("write files: %w", err)
 	}
 	a.metrics.published(a.cfg.Files, changed, notAfter)
 	if changed {
@@ -107,7 +108,7 @@ func (a *agent) publish(objects map[string]render.Object) error {
 	} else {
 		a.log.Debug("files unchanged")
 	}
-	return nil
+	return changed, nil
 }
 
 // errSiblingFailed ends the fetches of a cycle that has already failed.

@@ -30,6 +30,7 @@ const (
 	AnnotationCPULimit      = Prefix + "cpu-limit"
 	AnnotationMemoryLimit   = Prefix + "memory-limit"
 	AnnotationMetrics       = Prefix + "metrics"
+	AnnotationOnChange      = Prefix + "on-change"
 	AnnotationStatus        = Prefix + "status"
 	AnnotationWarnings      = Prefix + "warnings"
 )
@@ -119,6 +120,9 @@ var Annotations = []Annotation{
 	{Name: "sidecar", Type: "`native` or `classic`", Default: "webhook `--sidecar` (`native`)",
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
+	{Name: "on-change", Type: "`none` or `restart`", Default: "`none`",
+		Help:    "What a refreshing native sidecar does when a refresh publishes new content. `none`: files change in place, variables keep the values of the container's start. `restart`: the agent exits with code " + strconv.Itoa(config.RestartExitCode) + " and the kubelet restarts every container of the pod in place (`restartPolicyRules` `RestartAllContainers`, Kubernetes 1.36+): same pod, IP and volume; apps start again with the new files and variables. Replicas restart at their own refresh, spread over one interval. No preStop hooks, a 2 s grace period (see *Restart on change* in docs/annotations.md).",
+		Example: "restart"},
 	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "`\"true\"` for a sidecar",
 		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port " + strconv.Itoa(config.MetricsPort) + ", named `" + MetricsPortName + "` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
 		Example: `"false"`},

@@ -326,8 +326,9 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		MetricsAddr:    s.metricsAddr,
 		Files:          s.files,
 		Env:            s.env,
+		OnChange:       s.onChange,
 	}
-	if len(s.env) > 0 {
+	if len(s.env) > 0 || s.onChange != "" {
 		cfg.Version = config.VersionEnv
 	}
 	cfgJSON, err := json.Marshal(cfg)
@@ -364,6 +365,13 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		c := agent(AgentContainer, "sidecar")
 		always := corev1.ContainerRestartPolicyAlways
 		c.RestartPolicy = &always
+		if s.onChange == config.OnChangeRestart {
+			c.RestartPolicyRules = []corev1.ContainerRestartRule{{
+				Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+				ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+					Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{config.RestartExitCode}},
+			}}
+		}
 		c.StartupProbe = &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentBinary, "probe"}}},
 			// The first fetch may retry for minutes (Retry-After, a federated

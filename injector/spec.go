@@ -86,6 +86,8 @@ type spec struct {
 	caConfigMap string
 	// env are the targeted containers' variables from files, sorted by Name.
 	env []config.Env
+	// onChange is config.OnChangeRestart or "".
+	onChange string
 }
 
 // Name rules are small functions rather than regular expressions: counted
@@ -227,6 +229,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	sort.Slice(s.files, func(i, j int) bool { return s.files[i].Name < s.files[j].Name })
 	p.checkTemplates(s.files)
 	s.env = p.parseEnv(keys, s.files)
+	s.onChange = p.parseOnChange(s.refresh, s.sidecar)
 	if len(s.files) == 0 && len(p.problems) == 0 {
 		p.problems.add(AnnotationInject, "no objects requested; add e.g. %s<file>: <secret name> or %s", Prefix+FileSecret, AnnotationObjects)
 	}
@@ -624,6 +627,26 @@ func (p *parser) parseEnv(keys []string, files []config.File) []config.Env {
 		p.problems.add(src, "file %q is where kvinject writes the environment variables; give the file another name", config.EnvFile)
 	}
 	return env
+}
+
+// parseOnChange parses kvinject.io/on-change. Restart needs a native sidecar
+// that refreshes: only it sees changes, and the kubelet's restart rule is
+// set on it.
+func (p *parser) parseOnChange(refresh time.Duration, sidecar string) string {
+	v, ok := p.ann[AnnotationOnChange]
+	switch {
+	case !ok || v == "none":
+		return ""
+	case v != config.OnChangeRestart:
+		p.problems.add(AnnotationOnChange, "%q is not none or %s", v, config.OnChangeRestart)
+	case refresh == 0:
+		p.problems.add(AnnotationOnChange, "restart needs a refreshing agent; set %s, e.g. %s", AnnotationRefresh, exampleOf(AnnotationRefresh))
+	case sidecar == SidecarClassic:
+		p.problems.add(AnnotationOnChange, "restart needs the native sidecar; remove %s: %s", AnnotationSidecar, SidecarClassic)
+	default:
+		return v
+	}
+	return ""
 }
 
 // claim records that file comes from source, and reports a duplicate.

@@ -28,11 +28,12 @@ const EnvVar = "KVINJECT_CONFIG"
 // agent may safely ignore needs no bump (encoding/json ignores unknown fields).
 const Version = 1
 
-// VersionEnv is the schema version of a config with Env: an agent of the
-// release before it would ignore Env and leave the env file unwritten, so the
-// app would fail to start on a missing env file instead of the agent saying
-// why. The injector writes it only for pods with environment variables, so
-// every other pod still runs with an agent of either release.
+// VersionEnv is the schema version of a config with Env or OnChange: an
+// agent of the release before it would ignore Env and leave the env file
+// unwritten (the app would fail to start on a missing env file instead of
+// the agent saying why), or ignore OnChange and never restart. The injector
+// writes it only for pods that use either, so every other pod still runs
+// with an agent of either release.
 const VersionEnv = 2
 
 // SupportedVersions are the schema versions Load accepts. A config without
@@ -122,7 +123,21 @@ type Config struct {
 	// Env are the app containers' environment variables that the agent
 	// writes into EnvFile in the same snapshot as Files, sorted by Name.
 	Env []Env `json:"env,omitempty"`
+	// OnChange is what a sidecar does after it published a new snapshot:
+	// "" nothing (the files change in place), or OnChangeRestart.
+	OnChange string `json:"onChange,omitempty"`
 }
+
+// OnChangeRestart makes a sidecar exit with RestartExitCode after a refresh
+// published a new snapshot; the injector gives the native sidecar a
+// restartPolicyRules entry matching that code with RestartAllContainers, so
+// the kubelet restarts every container of the pod in place and the apps
+// start again with the new variables and files.
+const OnChangeRestart = "restart"
+
+// RestartExitCode is the sidecar's exit code that asks for the restart: an
+// uncommon code, so no crash of the agent (1, 2, 137 for a kill) matches it.
+const RestartExitCode = 117
 
 // Env is one environment variable whose value is the content of a file.
 type Env struct {
@@ -272,6 +287,9 @@ func Load(data []byte) (*Config, error) {
 		if (f.Object == nil) == (f.Template == "") {
 			return nil, fmt.Errorf("%s: files[%d] %q: exactly one of object and template must be set", EnvVar, i, f.Name)
 		}
+	}
+	if c.OnChange != "" && c.OnChange != OnChangeRestart {
+		return nil, fmt.Errorf("%s: onChange %q: want %q or nothing", EnvVar, c.OnChange, OnChangeRestart)
 	}
 	for i, e := range c.Env {
 		if !slices.ContainsFunc(c.Files, func(f File) bool { return f.Name == e.File }) {

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -117,6 +118,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			TerminationLog: termLog,
 			Logger:         log,
 		})
+		if errors.Is(err, agent.ErrRestart) {
+			return config.RestartExitCode
+		}
 		if err != nil {
 			return 1
 		}
