@@ -146,3 +146,62 @@ func TestNodeEnvValueRefused(t *testing.T) {
 		t.Errorf("termination message holds the value:\n%s", msg)
 	}
 }
+
+// kvinject.io/on-change: restart on the real node: after a rotation the
+// agent publishes the new snapshot and exits with its restart code, the
+// kubelet restarts every container in place, and the app, which reads only
+// its environment, runs with the new value; the pod, its UID and its IP stay,
+// every restart count is one, and with nothing more to change nothing more
+// restarts.
+func TestNodeEnvRestartOnChange(t *testing.T) {
+	t.Parallel()
+	s := testNode(t)
+	ctx := t.Context()
+	const clientID = "00000000-0000-0000-0000-00000000e104"
+	const interval = 3 * time.Second
+	ns := nodeNamespace(t, s, "web", clientID)
+	s.setSecret(t, "node-env-rotate", "rotate-one")
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-rotate")
+
+	tmpl := nodePodSpec("web", map[string]string{
+		"kvinject.io/secret-api-key": "node-env-rotate",
+		"kvinject.io/env-API_KEY":    "api-key",
+		"kvinject.io/refresh":        interval.String(),
+		"kvinject.io/on-change":      "restart",
+	}, "-env", "API_KEY")
+	if _, err := s.c.Kube.AppsV1().Deployments(ns).Create(ctx, deployment("web", tmpl), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := waitPod(t, s, ns, "app=web", running)
+	waitReport(t, s, ns, before.Name, time.Minute, func(r appReport) bool { return r.Env["API_KEY"] == "rotate-one" })
+
+	s.setSecret(t, "node-env-rotate", "rotate-two")
+	waitReport(t, s, ns, before.Name, 10*interval+time.Minute, func(r appReport) bool { return r.Env["API_KEY"] == "rotate-two" })
+	after := waitPod(t, s, ns, "app=web", func(p *corev1.Pod) bool {
+		a, app := initStatus(p, injector.AgentContainer), initStatus(p, "app")
+		return running(p) && a != nil && a.Started != nil && *a.Started && app.RestartCount >= 1
+	})
+	if after.UID != before.UID || after.Status.PodIP != before.Status.PodIP {
+		t.Errorf("the pod changed: UID %s -> %s, IP %s -> %s", before.UID, after.UID, before.Status.PodIP, after.Status.PodIP)
+	}
+	for _, name := range []string{injector.AgentContainer, injector.EnvCheckContainer, "app"} {
+		if c := initStatus(after, name); c == nil || c.RestartCount != 1 {
+			t.Errorf("container %s: %+v, want restart count 1 (one restart for one rotation)", name, c)
+		}
+	}
+	// Three more refreshes with nothing new restart nothing.
+	gets := func() int { return s.srv.Count(fakeazure.EndpointGetSecret, clientID) }
+	n := gets()
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 10*interval, true, func(context.Context) (bool, error) {
+		return gets() >= n+3, nil
+	}); err != nil {
+		t.Fatalf("no refreshes after the restart: %v", err)
+	}
+	got, err := s.c.Kube.CoreV1().Pods(ns).Get(ctx, after.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := initStatus(got, "app"); c.RestartCount != 1 {
+		t.Errorf("the app restarted again without a change: restart count %d", c.RestartCount)
+	}
+}
