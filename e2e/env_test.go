@@ -9,7 +9,9 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
@@ -203,5 +205,38 @@ func TestNodeEnvRestartOnChange(t *testing.T) {
 	}
 	if c := initStatus(got, "app"); c.RestartCount != 1 {
 		t.Errorf("the app restarted again without a change: restart count %d", c.RestartCount)
+	}
+}
+
+// On an API server without EnvFiles (before 1.35, or the gate off) a pod
+// that asks for environment variables is never created: the server drops the
+// injected fileKeyRef and refuses the empty valueFrom that remains, so no
+// container can start with an empty variable. From 1.35 it is admitted with
+// the fileKeyRefs as injected. Run against the oldest supported release with
+// `make e2e K8S_VERSION=1.33.13` (run -run TestEnvFilesOnTheServer).
+func TestEnvFilesOnTheServer(t *testing.T) {
+	t.Parallel()
+	s := testStack(t)
+	ns := testNamespace(t, s.c, nil)
+	createServiceAccount(t, s, ns, "web", "00000000-0000-0000-0000-00000000d0e1")
+	pod := appPod("web", "web", map[string]string{
+		"kvinject.io/secret-db-password": "db-password",
+		"kvinject.io/env-DB_PASSWORD":    "db-password",
+	})
+	got, err := s.c.Kube.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
+	if s.c.Version.LessThan(version.MustParseSemantic("v1.35.0")) {
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "valueFrom") {
+			t.Fatalf("server %s: %v, want the pod refused as invalid", s.c.Version, err)
+		}
+		t.Logf("server %s refuses the pod: %v", s.c.Version, err)
+		return
+	}
+	if err != nil {
+		t.Fatalf("server %s: %v", s.c.Version, err)
+	}
+	c := got.Spec.Containers[0]
+	if len(c.Env) != 1 || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FileKeyRef == nil ||
+		c.Env[0].ValueFrom.FileKeyRef.Key != "DB_PASSWORD" {
+		t.Errorf("server %s: the app's env is %+v, want the fileKeyRef as injected", s.c.Version, c.Env)
 	}
 }
