@@ -508,3 +508,27 @@ func TestEnvCollision(t *testing.T) {
 		t.Errorf("err = %v, want %q", err, want)
 	}
 }
+
+// TestOnChange: restart needs a refreshing native sidecar and is the only
+// value besides none; the agent gets the restart rule only with restart.
+func TestOnChange(t *testing.T) {
+	for v, want := range map[string]string{
+		"bogus":   `kvinject.io/on-change: "bogus" is not none or restart`,
+		"restart": "kvinject.io/on-change: restart needs the native sidecar",
+	} {
+		_, _, err := Inject(testPod(map[string]string{AnnotationOnChange: v, AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}), nil, testDefaults())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("on-change %q: %v, want %q", v, err, want)
+		}
+	}
+	for v, rules := range map[string]int{"none": 0, "restart": 1} {
+		out, _ := mustInject(t, testPod(map[string]string{AnnotationOnChange: v, AnnotationRefresh: "1m"}), nil, testDefaults())
+		a := container(t, out.Spec.InitContainers, AgentContainer)
+		if len(a.RestartPolicyRules) != rules {
+			t.Errorf("on-change %q: restart rules %+v", v, a.RestartPolicyRules)
+		}
+		if cfg := agentConfig(t, a); (cfg.OnChange == config.OnChangeRestart) != (rules == 1) || (cfg.Version == config.VersionEnv) != (rules == 1) {
+			t.Errorf("on-change %q: config onChange %q version %d", v, cfg.OnChange, cfg.Version)
+		}
+	}
+}
