@@ -785,8 +785,8 @@ func TestEnvFile(t *testing.T) {
 	}
 	fi, err := os.Stat(filepath.Join(h.dir, h.dataTarget(), config.EnvFile))
 	must(t, err)
-	if fi.Mode().Perm() != 0o400 {
-		t.Errorf("env file mode %v, want 0400 (only the kubelet reads it)", fi.Mode().Perm())
+	if fi.Mode().Perm() != 0o440 {
+		t.Errorf("env file mode %v, want 0440 (the files' group may read it)", fi.Mode().Perm())
 	}
 
 	h2 := newHarness(t)

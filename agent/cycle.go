@@ -266,9 +266,11 @@ func (a *agent) withEnvFile(files []snapshot.File) ([]snapshot.File, error) {
 		}
 		return nil, err
 	}
-	// Only the kubelet, as root, reads the env file: no app container needs
-	// it through the mount.
-	return append(files, snapshot.File{Name: config.EnvFile, Mode: 0o400, Data: data}), nil
+	// The kubelet reads it as root; the group may read it too, as the other
+	// files, so that apps that read every file of the mount (.NET's
+	// key-per-file, Spring's configtree) do not fail on it. It holds nothing
+	// the targeted containers do not get as variables anyway.
+	return append(files, snapshot.File{Name: config.EnvFile, Mode: 0o440, Data: data}), nil
 }
 
 // envAnnotation is the injector's annotation prefix for variables, for the
