@@ -273,6 +273,9 @@ func (a *agent) runInit(ctx context.Context) error {
 //     next one, and each needs a real change in the vault seen by two
 //     cycles of one process. Replicas restart when their own refresh sees
 //     the change, so step 2's phases spread them over one Refresh.
+//  6. With an OnChange hook, a refresh that published a new snapshot POSTs
+//     to it (callHook) before the next slot; the first cycle does not (the
+//     app starts after it).
 func (a *agent) runSidecar(ctx context.Context) error {
 	start := time.Now()
 	a.metrics = newMetrics()
@@ -315,6 +318,9 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		if changed && a.cfg.OnChange == config.OnChangeRestart {
 			a.log.Info("new snapshot published; exiting to restart the pod's containers", "exitCode", config.RestartExitCode)
 			return ErrRestart
+		}
+		if changed && a.cfg.OnChange != "" && a.cfg.OnChange != config.OnChangeRestart {
+			a.callHook(ctx, a.cfg.OnChange)
 		}
 		notBefore := time.Now()
 		if err != nil {

@@ -14,11 +14,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -866,4 +868,54 @@ func TestSidecarRestartOnChange(t *testing.T) {
 		return string(b) == "key-three-Rr2"
 	})
 	stillRunning(done, "after a restart")
+}
+
+// TestSidecarHook: a refresh that published a new snapshot POSTs to the
+// on-change hook once the files hold the new value, retrying a failed call;
+// unchanged refreshes and the first cycle call nothing.
+func TestSidecarHook(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Hh3")
+	var mu sync.Mutex
+	var seen []string // the file's content at each call
+	fail := 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method != http.MethodPost || r.URL.Path != "/reload" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		seen = append(seen, string(b))
+		if fail > 0 {
+			fail--
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""))
+	c.Version, c.OnChange = config.VersionEnv, srv.URL+"/reload"
+	stop := h.start(c)
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	gets := func() int { return h.srv.Count(fakeazure.EndpointGetSecret, h.clientID) }
+	n := gets()
+	eventually(t, "three refreshes", 30*time.Second, func() bool { return gets() >= n+3 })
+	mu.Lock()
+	if len(seen) != 0 {
+		t.Errorf("the hook was called %d times without a change", len(seen))
+	}
+	mu.Unlock()
+	h.secret("api-key", "key-two-Hh3")
+	eventually(t, "the hook's retry", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 2
+	})
+	must(t, stop())
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[0] != "key-two-Hh3" || seen[1] != "key-two-Hh3" {
+		t.Errorf("the hook saw %q, want the new value at every call", seen)
+	}
 }

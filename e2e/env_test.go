@@ -244,3 +244,36 @@ func TestEnvFilesOnTheServer(t *testing.T) {
 		t.Errorf("server %s: the app's env is %+v, want the fileKeyRef as injected", s.c.Version, c.Env)
 	}
 }
+
+// kvinject.io/on-change with a hook on the pod's loopback: after a rotation
+// the agent POSTs to the app, and at that call the files already hold the
+// new value; the first snapshot calls nothing.
+func TestNodeHookOnChange(t *testing.T) {
+	t.Parallel()
+	s := testNode(t)
+	ctx := t.Context()
+	const clientID = "00000000-0000-0000-0000-00000000e105"
+	const interval = 3 * time.Second
+	ns := nodeNamespace(t, s, "web", clientID)
+	s.setSecret(t, "node-hook-db", "hook-one")
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-hook-db")
+
+	tmpl := nodePodSpec("web", map[string]string{
+		"kvinject.io/secret-db-password": "node-hook-db",
+		"kvinject.io/refresh":            interval.String(),
+		"kvinject.io/on-change":          "http://127.0.0.1:8081/reload",
+	}, "-hook", "127.0.0.1:8081")
+	if _, err := s.c.Kube.AppsV1().Deployments(ns).Create(ctx, deployment("web", tmpl), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitPod(t, s, ns, "app=web", running)
+	first := waitReport(t, s, ns, pod.Name, time.Minute, func(r appReport) bool { return r.Files["db-password"].Content == "hook-one" })
+	if first.HookCalls != 0 {
+		t.Errorf("the hook was called %d times before any change", first.HookCalls)
+	}
+	s.setSecret(t, "node-hook-db", "hook-two")
+	r := waitReport(t, s, ns, pod.Name, 10*interval+time.Minute, func(r appReport) bool { return r.HookCalls > 0 })
+	if r.HookCalls != 1 || r.HookSaw["db-password"] != "hook-two" {
+		t.Errorf("hook calls %d, the files held %q at the call; want one call after the new value", r.HookCalls, r.HookSaw["db-password"])
+	}
+}

@@ -513,8 +513,11 @@ func TestEnvCollision(t *testing.T) {
 // value besides none; the agent gets the restart rule only with restart.
 func TestOnChange(t *testing.T) {
 	for v, want := range map[string]string{
-		"bogus":   `kvinject.io/on-change: "bogus" is not none or restart`,
-		"restart": "kvinject.io/on-change: restart needs the native sidecar",
+		"bogus":                     `kvinject.io/on-change: "bogus" is not none, restart or a hook`,
+		"http://10.0.0.1:80/reload": "the host must be 127.0.0.1 or [::1]",
+		"http://127.0.0.1/reload":   "needs a port",
+		"https://127.0.0.1:8443/":   "want http://127.0.0.1:<port>/<path>",
+		"restart":                   "kvinject.io/on-change: restart needs the native sidecar",
 	} {
 		_, _, err := Inject(testPod(map[string]string{AnnotationOnChange: v, AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}), nil, testDefaults())
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -529,6 +532,23 @@ func TestOnChange(t *testing.T) {
 		}
 		if cfg := agentConfig(t, a); (cfg.OnChange == config.OnChangeRestart) != (rules == 1) || (cfg.Version == config.VersionEnv) != (rules == 1) {
 			t.Errorf("on-change %q: config onChange %q version %d", v, cfg.OnChange, cfg.Version)
+		}
+	}
+}
+
+// TestOnChangeHook: a loopback hook works with either sidecar and needs no
+// restart rule.
+func TestOnChangeHook(t *testing.T) {
+	for _, sidecar := range []string{SidecarNative, SidecarClassic} {
+		out, _ := mustInject(t, testPod(map[string]string{AnnotationOnChange: "http://127.0.0.1:8080/reload", AnnotationRefresh: "1m", AnnotationSidecar: sidecar}), nil, testDefaults())
+		var a *corev1.Container
+		if sidecar == SidecarNative {
+			a = container(t, out.Spec.InitContainers, AgentContainer)
+		} else {
+			a = container(t, out.Spec.Containers, AgentContainer)
+		}
+		if cfg := agentConfig(t, a); cfg.OnChange != "http://127.0.0.1:8080/reload" || len(a.RestartPolicyRules) != 0 {
+			t.Errorf("%s: onChange %q, rules %+v", sidecar, cfg.OnChange, a.RestartPolicyRules)
 		}
 	}
 }

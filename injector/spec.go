@@ -634,13 +634,18 @@ func (p *parser) parseEnv(keys []string, files []config.File) []config.Env {
 // set on it.
 func (p *parser) parseOnChange(refresh time.Duration, sidecar string) string {
 	v, ok := p.ann[AnnotationOnChange]
+	hook := strings.HasPrefix(v, "http")
 	switch {
 	case !ok || v == "none":
 		return ""
-	case v != config.OnChangeRestart:
-		p.problems.add(AnnotationOnChange, "%q is not none or %s", v, config.OnChangeRestart)
+	case hook && config.CheckHook(v) != nil:
+		p.problems.add(AnnotationOnChange, "%v", config.CheckHook(v))
+	case !hook && v != config.OnChangeRestart:
+		p.problems.add(AnnotationOnChange, "%q is not none, %s or a hook http://127.0.0.1:<port>/<path>", v, config.OnChangeRestart)
 	case refresh == 0:
-		p.problems.add(AnnotationOnChange, "restart needs a refreshing agent; set %s, e.g. %s", AnnotationRefresh, exampleOf(AnnotationRefresh))
+		p.problems.add(AnnotationOnChange, "%s needs a refreshing agent; set %s, e.g. %s", v, AnnotationRefresh, exampleOf(AnnotationRefresh))
+	case hook:
+		return v
 	case sidecar == SidecarClassic:
 		p.problems.add(AnnotationOnChange, "restart needs the native sidecar; remove %s: %s", AnnotationSidecar, SidecarClassic)
 	default:

@@ -9,6 +9,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -123,8 +124,9 @@ type Config struct {
 	// Env are the app containers' environment variables that the agent
 	// writes into EnvFile in the same snapshot as Files, sorted by Name.
 	Env []Env `json:"env,omitempty"`
-	// OnChange is what a sidecar does after it published a new snapshot:
-	// "" nothing (the files change in place), or OnChangeRestart.
+	// OnChange is what a sidecar does after a refresh published a new
+	// snapshot: "" nothing (the files change in place), OnChangeRestart, or
+	// a hook URL on the pod's loopback (CheckHook) that it POSTs to.
 	OnChange string `json:"onChange,omitempty"`
 }
 
@@ -134,6 +136,25 @@ type Config struct {
 // the kubelet restarts every container of the pod in place and the apps
 // start again with the new variables and files.
 const OnChangeRestart = "restart"
+
+// CheckHook reports whether u can be an on-change hook: an http URL on the
+// pod's own loopback (127.0.0.1 or [::1]) with an explicit port, so the
+// agent never sends anything out of the pod.
+func CheckHook(u string) error {
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Errorf("hook %q is not a URL: %w", u, err)
+	case p.Scheme != "http" || p.User != nil || p.RawQuery != "" || p.Fragment != "":
+		return fmt.Errorf("hook %q: want http://127.0.0.1:<port>/<path> (http, no user, query or fragment)", u)
+	case p.Hostname() != "127.0.0.1" && p.Hostname() != "::1":
+		return fmt.Errorf("hook %q: the host must be 127.0.0.1 or [::1], the pod's own loopback", u)
+	}
+	if n, err := strconv.Atoi(p.Port()); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("hook %q: needs a port, 1 to 65535", u)
+	}
+	return nil
+}
 
 // RestartExitCode is the sidecar's exit code that asks for the restart: an
 // uncommon code, so no crash of the agent (1, 2, 137 for a kill) matches it.
@@ -289,7 +310,9 @@ func Load(data []byte) (*Config, error) {
 		}
 	}
 	if c.OnChange != "" && c.OnChange != OnChangeRestart {
-		return nil, fmt.Errorf("%s: onChange %q: want %q or nothing", EnvVar, c.OnChange, OnChangeRestart)
+		if err := CheckHook(c.OnChange); err != nil {
+			return nil, fmt.Errorf("%s: onChange: %w", EnvVar, err)
+		}
 	}
 	for i, e := range c.Env {
 		if !slices.ContainsFunc(c.Files, func(f File) bool { return f.Name == e.File }) {

@@ -10,7 +10,10 @@
 // values only, the report goes to the pod's log). A new line whenever that
 // view changes, checked every interval.
 //
-// Usage: testapp [-dir /mnt/secrets] [-env NAME,...] [-interval 1s] [-once]
+// With -hook it also serves POST /reload on that loopback address (an
+// on-change hook) and reports the calls and what the files held at the last.
+//
+// Usage: testapp [-dir /mnt/secrets] [-env NAME,...] [-hook 127.0.0.1:8081] [-interval 1s] [-once]
 package main
 
 import (
@@ -21,10 +24,12 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -51,6 +56,31 @@ type report struct {
 	Agents []map[string]string `json:"agents,omitempty"`
 	// Env holds each variable named by -env that is set, by name.
 	Env map[string]string `json:"env,omitempty"`
+	// HookCalls counts POST /reload calls; HookSaw is the files' content at
+	// the last one.
+	HookCalls int               `json:"hookCalls,omitempty"`
+	HookSaw   map[string]string `json:"hookSaw,omitempty"`
+}
+
+var (
+	hookMu    sync.Mutex
+	hookCalls int
+	hookSaw   map[string]string
+)
+
+// serveHook answers POST /reload on addr, recording what the files hold.
+func serveHook(addr, dir string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
+		saw := map[string]string{}
+		for name, f := range look(dir).Files {
+			saw[name] = f.Content
+		}
+		hookMu.Lock()
+		hookCalls, hookSaw = hookCalls+1, saw
+		hookMu.Unlock()
+	})
+	go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(addr, mux)) }()
 }
 
 func main() {
@@ -58,7 +88,11 @@ func main() {
 	interval := flag.Duration("interval", time.Second, "how often to look again")
 	once := flag.Bool("once", false, "report once and exit 0 (a Job's container)")
 	env := flag.String("env", "", "comma-separated names of environment variables to report")
+	hook := flag.String("hook", "", "serve POST /reload on this address")
 	flag.Parse()
+	if *hook != "" {
+		serveHook(*hook, *dir)
+	}
 	var last []byte
 	for {
 		r := look(*dir)
@@ -70,6 +104,9 @@ func main() {
 				}
 			}
 		}
+		hookMu.Lock()
+		r.HookCalls, r.HookSaw = hookCalls, hookSaw
+		hookMu.Unlock()
 		b, _ := json.Marshal(r)
 		if !bytes.Equal(b, last) {
 			fmt.Printf("%s%s\n", ReportPrefix, b)
