@@ -79,7 +79,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	p := &pod{deadline: o.Deadline}
 	defer func() {
-		if err != nil && o.TerminationLog != "" {
+		if err != nil && !errors.Is(err, ErrRestart) && o.TerminationLog != "" {
 			if werr := writeTermination(o.TerminationLog, p.explain(err)); werr != nil {
 				o.Logger.Error("write termination message", "path", o.TerminationLog, "error", werr.Error())
 			}
@@ -102,6 +102,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	return a.runSidecar(ctx)
 }
+
+// ErrRestart is Run's result when a sidecar with OnChange restart published
+// a new snapshot: the process exits with config.RestartExitCode. It is not a
+// failure and writes no termination message.
+var ErrRestart = errors.New("new snapshot published: restart the pod's containers")
 
 // Probe reports nil once dir holds a complete, ready snapshot.
 func Probe(dir string) error {
@@ -228,7 +233,7 @@ func checkFiles(files []config.File) error {
 func (a *agent) first(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, a.deadline)
 	defer cancel()
-	if err := a.cycle(cctx, true); err != nil {
+	if _, err := a.cycle(cctx, true); err != nil {
 		return err
 	}
 	if err := a.writer.MarkReady(); err != nil {
@@ -260,6 +265,17 @@ func (a *agent) runInit(ctx context.Context) error {
 //     Retry-After the vault gave, so an outage never raises the sidecar's
 //     request rate above its healthy one (one GET per object per Refresh).
 //  4. A cycle never runs into the next slot: it is bounded by Refresh.
+//  5. With OnChange restart, a refresh that published a new snapshot ends
+//     the sidecar with ErrRestart (exit RestartExitCode), and the kubelet
+//     restarts the pod's containers. Only a refresh does: the first cycle
+//     of a process never does, whether it wrote or found the snapshot the
+//     restarted apps are about to read, so a restart cannot trigger the
+//     next one, and each needs a real change in the vault seen by two
+//     cycles of one process. Replicas restart when their own refresh sees
+//     the change, so step 2's phases spread them over one Refresh.
+//  6. With an OnChange hook, a refresh that published a new snapshot POSTs
+//     to it (callHook) before the next slot; the first cycle does not (the
+//     app starts after it).
 func (a *agent) runSidecar(ctx context.Context) error {
 	start := time.Now()
 	a.metrics = newMetrics()
@@ -293,11 +309,18 @@ func (a *agent) runSidecar(ctx context.Context) error {
 			return nil
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(interval, a.deadline))
-		err := a.cycle(cctx, false)
+		changed, err := a.cycle(cctx, false)
 		cancel()
 		if ctx.Err() != nil {
 			a.log.Info("terminating")
 			return nil
+		}
+		if changed && a.cfg.OnChange == config.OnChangeRestart {
+			a.log.Info("new snapshot published; exiting to restart the pod's containers", "exitCode", config.RestartExitCode)
+			return ErrRestart
+		}
+		if changed && a.cfg.OnChange != "" && a.cfg.OnChange != config.OnChangeRestart {
+			a.callHook(ctx, a.cfg.OnChange)
 		}
 		notBefore := time.Now()
 		if err != nil {

@@ -14,11 +14,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -745,14 +747,14 @@ func TestConfigOfAnotherRelease(t *testing.T) {
 	h := newHarness(t)
 	h.secret("s", "value-Vv3")
 	c := h.config(0, secretFile(h, "s", "s", ""))
-	c.Version = config.Version + 1
+	c.Version = config.VersionEnv + 1
 	if err := h.run(t.Context(), agent.ModeInit, c); err == nil {
 		t.Fatal("init accepted a config of another schema version")
 	}
 	msg := h.termination()
 	for _, want := range []string{
-		fmt.Sprintf("KVINJECT_CONFIG has schema version %d", config.Version+1),
-		fmt.Sprintf("this agent supports version %d", config.Version),
+		fmt.Sprintf("KVINJECT_CONFIG has schema version %d", config.VersionEnv+1),
+		fmt.Sprintf("this agent supports version %d, %d", config.Version, config.VersionEnv),
 		"Fix: run an agent image of the same release as the webhook",
 		"KVINJECT_AGENT_IMAGE",
 	} {
@@ -762,5 +764,158 @@ func TestConfigOfAnotherRelease(t *testing.T) {
 	}
 	if n := h.srv.Count(fakeazure.EndpointGetSecret, h.clientID); n != 0 {
 		t.Errorf("%d GETs with a config the agent cannot read", n)
+	}
+}
+
+// TestEnvFile: the variables are written into the env file in the kubelet's
+// format, in the same snapshot as the files; a value the format cannot carry
+// fails the cycle before anything is written, naming the variable, the file
+// and the object, never the value.
+func TestEnvFile(t *testing.T) {
+	h := newHarness(t)
+	h.secret("db-password", "pw $one\"#-Ee4")
+	c := h.config(0, secretFile(h, "db-password", "db-password", ""),
+		config.File{Name: "dsn", Mode: 0o440, Template: `Server=db;Password={{ secret "db-password" }}`})
+	c.Version = config.VersionEnv
+	c.Env = []config.Env{{Name: "ConnectionStrings__Db", File: "dsn"}, {Name: "DB_PASSWORD", File: "db-password"}}
+	if err := h.run(t.Context(), agent.ModeInit, c); err != nil {
+		t.Fatalf("init: %v\n%s", err, h.termination())
+	}
+	want := config.EnvCheck + "='" + config.EnvCheckValue + "'\nConnectionStrings__Db='Server=db;Password=pw $one\"#-Ee4'\nDB_PASSWORD='pw $one\"#-Ee4'\n"
+	if got := h.read(config.EnvFile); got != want {
+		t.Errorf("%s = %q, want %q", config.EnvFile, got, want)
+	}
+	fi, err := os.Stat(filepath.Join(h.dir, h.dataTarget(), config.EnvFile))
+	must(t, err)
+	if fi.Mode().Perm() != 0o440 {
+		t.Errorf("env file mode %v, want 0440 (the files' group may read it)", fi.Mode().Perm())
+	}
+
+	h2 := newHarness(t)
+	h2.secret("api-key", "it's-Ff5")
+	c = h2.config(0, secretFile(h2, "api-key", "api-key", ""))
+	c.Version = config.VersionEnv
+	c.Env = []config.Env{{Name: "API_KEY", File: "api-key"}}
+	if err := h2.run(t.Context(), agent.ModeInit, c); err == nil {
+		t.Fatal("init succeeded with a value the env file cannot carry")
+	}
+	msg := h2.termination()
+	for _, want := range []string{`environment variable "API_KEY"`, "single quote", "from file api-key (secret api-key in vault", "Fix:"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(h2.dir, "api-key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("files were written although the env file could not be")
+	}
+}
+
+// TestSidecarRestartOnChange: with OnChange restart the sidecar keeps
+// running while refreshes find nothing new, returns ErrRestart (and writes
+// no termination message) only after a refresh published the new snapshot,
+// and a restarted sidecar whose first cycle writes (the vault changed during
+// the restart) or finds the snapshot does not exit again: no restart loop.
+func TestSidecarRestartOnChange(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Rr2")
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""))
+	c.Version, c.OnChange = config.VersionEnv, config.OnChangeRestart
+	c.Env = []config.Env{{Name: "API_KEY", File: "api-key"}}
+	sidecar := func() (<-chan error, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- h.run(ctx, agent.ModeSidecar, c) }()
+		return done, cancel
+	}
+	gets := func() int { return h.srv.Count(fakeazure.EndpointGetSecret, h.clientID) }
+	stillRunning := func(done <-chan error, what string) {
+		n := gets()
+		eventually(t, "three refreshes", 30*time.Second, func() bool { return gets() >= n+3 })
+		select {
+		case err := <-done:
+			t.Fatalf("%s: the sidecar exited (%v) although nothing changed", what, err)
+		default:
+		}
+	}
+
+	done, cancel := sidecar()
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	stillRunning(done, "unchanged refreshes")
+	h.secret("api-key", "key-two-Rr2")
+	select {
+	case err := <-done:
+		if !errors.Is(err, agent.ErrRestart) {
+			t.Fatalf("after a change: %v, want ErrRestart", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sidecar did not exit after the change")
+	}
+	cancel()
+	if got := h.read(config.EnvFile); !strings.Contains(got, "API_KEY='key-two-Rr2'") {
+		t.Errorf("the sidecar exited before publishing the new value")
+	}
+	if msg := h.termination(); msg != "" {
+		t.Errorf("a restart wrote a termination message: %s", msg)
+	}
+
+	// Restarted while the vault changed again: its first cycle writes the
+	// new value for the restarting apps, and it does not exit for it.
+	h.secret("api-key", "key-three-Rr2")
+	done, cancel = sidecar()
+	defer cancel()
+	eventually(t, "the value of the restart", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		return string(b) == "key-three-Rr2"
+	})
+	stillRunning(done, "after a restart")
+}
+
+// TestSidecarHook: a refresh that published a new snapshot POSTs to the
+// on-change hook once the files hold the new value, retrying a failed call;
+// unchanged refreshes and the first cycle call nothing.
+func TestSidecarHook(t *testing.T) {
+	h := newHarness(t)
+	h.secret("api-key", "key-one-Hh3")
+	var mu sync.Mutex
+	var seen []string // the file's content at each call
+	fail := 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method != http.MethodPost || r.URL.Path != "/reload" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(h.dir, "api-key"))
+		seen = append(seen, string(b))
+		if fail > 0 {
+			fail--
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	c := h.config(200*time.Millisecond, secretFile(h, "api-key", "api-key", ""))
+	c.Version, c.OnChange = config.VersionEnv, srv.URL+"/reload"
+	stop := h.start(c)
+	eventually(t, "the first snapshot", 30*time.Second, func() bool { return agent.Probe(h.dir) == nil })
+	gets := func() int { return h.srv.Count(fakeazure.EndpointGetSecret, h.clientID) }
+	n := gets()
+	eventually(t, "three refreshes", 30*time.Second, func() bool { return gets() >= n+3 })
+	mu.Lock()
+	if len(seen) != 0 {
+		t.Errorf("the hook was called %d times without a change", len(seen))
+	}
+	mu.Unlock()
+	h.secret("api-key", "key-two-Hh3")
+	eventually(t, "the hook's retry", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 2
+	})
+	must(t, stop())
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[0] != "key-two-Hh3" || seen[1] != "key-two-Hh3" {
+		t.Errorf("the hook saw %q, want the new value at every call", seen)
 	}
 }

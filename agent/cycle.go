@@ -10,8 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvinject/kvinject/agent/config"
+	"github.com/kvinject/kvinject/agent/envfile"
 	"github.com/kvinject/kvinject/agent/keyvault"
 	"github.com/kvinject/kvinject/agent/render"
+	"github.com/kvinject/kvinject/agent/snapshot"
 )
 
 // Backoff between attempts at one object in a first fetch (backoff).
@@ -77,23 +80,27 @@ func failureText(f keyvault.Failure) string {
 // is written unless every object was fetched and every file rendered. With
 // retry, transient failures are retried until ctx ends; without, each
 // object is tried once.
-func (a *agent) cycle(ctx context.Context, retry bool) error {
+// changed reports whether the cycle published a new snapshot.
+func (a *agent) cycle(ctx context.Context, retry bool) (changed bool, err error) {
 	objects, err := a.fetchAll(ctx, retry)
 	if err == nil {
-		err = a.publish(objects)
+		changed, err = a.publish(objects)
 	}
 	a.metrics.cycle(err)
-	return err
+	return changed, err
 }
 
-func (a *agent) publish(objects map[string]render.Object) error {
+func (a *agent) publish(objects map[string]render.Object) (bool, error) {
 	files, notAfter, err := render.Files(a.cfg.Files, objects, a.limits)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if files, err = a.withEnvFile(files); err != nil {
+		return false, err
 	}
 	changed, err := a.writer.Write(files)
 	if err != nil {
-		return fmt.Errorf("write files: %w", err)
+		return false, fmt.Errorf("write files: %w", err)
 	}
 	a.metrics.published(a.cfg.Files, changed, notAfter)
 	if changed {
@@ -101,7 +108,7 @@ func (a *agent) publish(objects map[string]render.Object) error {
 	} else {
 		a.log.Debug("files unchanged")
 	}
-	return nil
+	return changed, nil
 }
 
 // errSiblingFailed ends the fetches of a cycle that has already failed.
@@ -231,4 +238,65 @@ func backoff(n int) time.Duration {
 		d *= 2
 	}
 	return backoffFloor + rand.N(min(d, backoffCap)+1)
+}
+
+// withEnvFile adds config.EnvFile to a cycle's files when the pod has
+// environment variables, so the variables and the files are one snapshot. A
+// value the env-file format cannot carry fails the cycle, as a file that
+// does not render does: nothing is published.
+func (a *agent) withEnvFile(files []snapshot.File) ([]snapshot.File, error) {
+	if len(a.cfg.Env) == 0 {
+		return files, nil
+	}
+	byName := make(map[string][]byte, len(files))
+	for _, f := range files {
+		byName[f.Name] = f.Data
+	}
+	vars := make([]envfile.Var, 0, len(a.cfg.Env)+1)
+	vars = append(vars, envfile.Var{Name: config.EnvCheck, Value: []byte(config.EnvCheckValue)})
+	for _, e := range a.cfg.Env {
+		vars = append(vars, envfile.Var{Name: e.Name, Value: byName[e.File]})
+	}
+	data, err := envfile.Encode(vars)
+	if err != nil {
+		var ee *envfile.Error
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("%w, from file %s (%s)\n  Fix: store a value the env file can carry, or read it from the file instead of %s%s",
+				err, a.envSource(ee.Name), a.objectOf(a.envSource(ee.Name)), envAnnotation, ee.Name)
+		}
+		return nil, err
+	}
+	// The kubelet reads it as root; the group may read it too, as the other
+	// files, so that apps that read every file of the mount (.NET's
+	// key-per-file, Spring's configtree) do not fail on it. It holds nothing
+	// the targeted containers do not get as variables anyway.
+	return append(files, snapshot.File{Name: config.EnvFile, Mode: 0o440, Data: data}), nil
+}
+
+// envAnnotation is the injector's annotation prefix for variables, for the
+// fix in error messages (the agent does not import the injector).
+const envAnnotation = "kvinject.io/env-"
+
+// envSource is the file that feeds variable name.
+func (a *agent) envSource(name string) string {
+	for _, e := range a.cfg.Env {
+		if e.Name == name {
+			return e.File
+		}
+	}
+	return ""
+}
+
+// objectOf describes what file is rendered from: an object or a template.
+func (a *agent) objectOf(file string) string {
+	for _, f := range a.cfg.Files {
+		if f.Name != file {
+			continue
+		}
+		if f.Object != nil {
+			return fmt.Sprintf("%s %s in vault %s", f.Object.Kind, f.Object.Name, f.Object.Vault)
+		}
+		return "a template"
+	}
+	return "no file"
 }

@@ -171,6 +171,9 @@ type appReport struct {
 	Mount      string              `json:"mount"`
 	Tokens     map[string]string   `json:"tokens"`
 	Agents     []map[string]string `json:"agents"`
+	Env        map[string]string   `json:"env"`
+	HookCalls  int                 `json:"hookCalls"`
+	HookSaw    map[string]string   `json:"hookSaw"`
 }
 
 // appReports reads the app container's log through the kubelet.

@@ -30,6 +30,7 @@ const (
 	AnnotationCPULimit      = Prefix + "cpu-limit"
 	AnnotationMemoryLimit   = Prefix + "memory-limit"
 	AnnotationMetrics       = Prefix + "metrics"
+	AnnotationOnChange      = Prefix + "on-change"
 	AnnotationStatus        = Prefix + "status"
 	AnnotationWarnings      = Prefix + "warnings"
 )
@@ -46,6 +47,9 @@ const (
 	FilePublicCert = "public-cert-"
 	FileTemplate   = "template-"
 )
+
+// EnvPrefix is the prefix of the per-variable annotations: Prefix + EnvPrefix + "<NAME>".
+const EnvPrefix = "env-"
 
 // Annotation describes one kvinject annotation. The table Annotations is the
 // single source for the parser, the validation messages, the "did you mean"
@@ -72,6 +76,15 @@ func (a Annotation) perFile() (string, bool) {
 	return strings.CutSuffix(a.Name, "<file>")
 }
 
+// family reports whether the annotation is a family whose key ends in a
+// name of the user's ("<file>" or "<NAME>") and returns the part before it.
+func (a Annotation) family() (string, bool) {
+	if p, ok := a.perFile(); ok {
+		return p, true
+	}
+	return strings.CutSuffix(a.Name, "<NAME>")
+}
+
 // Annotations is every annotation kvinject reads or writes, in reference order.
 var Annotations = []Annotation{
 	{Name: "inject", Type: "`\"true\"` or `\"false\"`", Default: "`\"false\"`",
@@ -95,6 +108,9 @@ var Annotations = []Annotation{
 	{Name: FileTemplate + "<file>", Type: "Go `text/template`", Default: "–",
 		Help:    "Render `<file>` from the other files' objects, named by their file: `{{ secret \"db-password\" }}`. Functions: " + funcList() + ".",
 		Example: `"Server=db;Password={{ secret \"db-password\" }}"`},
+	{Name: EnvPrefix + "<NAME>", Type: "file name", Default: "–",
+		Help:    "Set environment variable `<NAME>` of the targeted containers to the content of `<file>`, one of the pod's files (an object or a template). The agent writes every variable into `" + config.EnvFile + "` in the same snapshot as the files, and the kubelet reads it when it starts each container (`env[].valueFrom.fileKeyRef`, Kubernetes 1.35+ with `EnvFiles` on). A value with a `'`, an empty one, or one over 64 KiB cannot be carried: the agent stops with an error naming the variable. Values are read at container start only (see *Environment variables* in docs/annotations.md).",
+		Example: "db-password"},
 	{Name: "objects", Type: "YAML list", Default: "–",
 		Help:    "Objects in the Secrets Store CSI Azure provider's shape (`objectName`, `objectType`, `objectVersion`, `objectAlias`, `objectFormat`, `objectEncoding`, `filePermission`, plus `vault`), either a plain list or the provider's `array:` of strings, so a SecretProviderClass migrates by copy-paste.",
 		Example: "- {objectName: db-password, objectType: secret}"},
@@ -104,6 +120,9 @@ var Annotations = []Annotation{
 	{Name: "sidecar", Type: "`native` or `classic`", Default: "webhook `--sidecar` (`native`)",
 		Help:    "How a refreshing agent runs: `native` is an init container with `restartPolicy: Always` (Jobs complete); `classic` is an init container plus a regular container.",
 		Example: "native"},
+	{Name: "on-change", Type: "`none`, `restart` or `http://127.0.0.1:<port>/<path>`", Default: "`none`",
+		Help:    "What a refreshing native sidecar does when a refresh publishes new content. `none`: files change in place, variables keep the values of the container's start. `restart`: the agent exits with code " + strconv.Itoa(config.RestartExitCode) + " and the kubelet restarts every container of the pod in place (`restartPolicyRules` `RestartAllContainers`, Kubernetes 1.36+): same pod, IP and volume; apps start again with the new files and variables. Replicas restart at their own refresh, spread over one interval. No preStop hooks, a 2 s grace period (see *Restart on change* in docs/annotations.md). A hook URL on the pod's loopback: the agent POSTs to it after each new snapshot (3 tries, 5 s each), for apps that can reload.",
+		Example: "restart"},
 	{Name: "metrics", Type: "`\"true\"` or `\"false\"`", Default: "webhook `--agent-metrics` (`true`) for a sidecar",
 		Help:    "A refreshing agent serves Prometheus metrics on the pod IP, port " + strconv.Itoa(config.MetricsPort) + ", named `" + MetricsPortName + "` (counts, durations, times and certificate expiry by file name; never a value). `\"false\"` turns them off. Off by itself for a `hostNetwork` pod or one that declares the port or name; an init-only agent has none.",
 		Example: `"false"`},
@@ -152,7 +171,7 @@ func lookup(key string) (a Annotation, file string, ok bool) {
 		return Annotation{}, "", false
 	}
 	for _, a := range Annotations {
-		if p, isFile := a.perFile(); isFile {
+		if p, isFamily := a.family(); isFamily {
 			if f, ok := strings.CutPrefix(name, p); ok {
 				return a, f, true
 			}
@@ -168,7 +187,7 @@ func suggest(key string) string {
 	name := strings.TrimPrefix(key, Prefix)
 	best, bestDist := "", 4
 	for _, a := range Annotations {
-		if p, isFile := a.perFile(); isFile {
+		if p, isFamily := a.family(); isFamily {
 			// Compare the family prefix and keep the user's file name:
 			// "secrets-db" suggests "secret-db".
 			if i := strings.IndexAny(name, "-_."); i > 0 && i < len(name)-1 {

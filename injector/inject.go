@@ -54,9 +54,12 @@ type Defaults struct {
 const (
 	AgentContainer = "kvinject-agent"
 	InitContainer  = "kvinject-init" // classic mode only
-	SecretsVolume  = "kvinject-secrets"
-	TokenVolume    = "kvinject-token"
-	CAVolume       = "kvinject-ca" // only with a CA ConfigMap
+	// EnvCheckContainer proves that the node's kubelet reads env files
+	// (config.EnvCheck); only in pods with environment variables.
+	EnvCheckContainer = "kvinject-env-check"
+	SecretsVolume     = "kvinject-secrets"
+	TokenVolume       = "kvinject-token"
+	CAVolume          = "kvinject-ca" // only with a CA ConfigMap
 
 	// MetricsPortName names the sidecar's metrics port (config.MetricsPort),
 	// which the Helm chart's PodMonitor scrapes. An IANA service name: at
@@ -255,7 +258,7 @@ func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
-			if c.Name == AgentContainer || c.Name == InitContainer || !s.targets(c.Name) {
+			if c.Name == AgentContainer || c.Name == InitContainer || c.Name == EnvCheckContainer || !s.targets(c.Name) {
 				continue
 			}
 			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
@@ -294,10 +297,15 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 		}
 	}
 	for _, c := range allContainers(pod) {
-		if c.Name == AgentContainer || c.Name == InitContainer {
+		if c.Name == AgentContainer || c.Name == InitContainer || c.Name == EnvCheckContainer {
 			ps.add("spec.containers", "the pod already has a container %q, which kvinject adds; rename it", c.Name)
 		}
 		targeted := s.targets(c.Name)
+		for _, e := range c.Env {
+			if targeted && slices.ContainsFunc(s.env, func(v config.Env) bool { return v.Name == e.Name }) {
+				ps.add(Prefix+EnvPrefix+e.Name, "container %q already sets environment variable %s; remove it from the container or remove the annotation", c.Name, e.Name)
+			}
+		}
 		for _, m := range c.VolumeMounts {
 			switch {
 			case m.Name == TokenVolume:
@@ -383,6 +391,11 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		ServiceAccount: ServiceAccountName(pod),
 		MetricsAddr:    s.metricsAddr,
 		Files:          s.files,
+		Env:            s.env,
+		OnChange:       s.onChange,
+	}
+	if len(s.env) > 0 || s.onChange != "" {
+		cfg.Version = config.VersionEnv
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
@@ -391,14 +404,17 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 	}
 
 	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
+	env := envVars(s.env)
 	for i := range pod.Spec.InitContainers {
 		if c := &pod.Spec.InitContainers[i]; s.targets(c.Name) {
 			c.VolumeMounts = append(c.VolumeMounts, mount)
+			c.Env = append(c.Env, env...)
 		}
 	}
 	for i := range pod.Spec.Containers {
 		if c := &pod.Spec.Containers[i]; s.targets(c.Name) {
 			c.VolumeMounts = append(c.VolumeMounts, mount)
+			c.Env = append(c.Env, env...)
 		}
 	}
 
@@ -415,6 +431,13 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		c := agent(AgentContainer, "sidecar")
 		always := corev1.ContainerRestartPolicyAlways
 		c.RestartPolicy = &always
+		if s.onChange == config.OnChangeRestart {
+			c.RestartPolicyRules = []corev1.ContainerRestartRule{{
+				Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+				ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+					Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{config.RestartExitCode}},
+			}}
+		}
 		c.StartupProbe = &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{AgentBinary, "probe"}}},
 			// The first fetch may retry for minutes (Retry-After, a federated
@@ -424,6 +447,11 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 			FailureThreshold: 300,
 		}
 		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, c)
+	}
+	if len(s.env) > 0 {
+		// Right after the agent (and before every container that gets a
+		// variable): the kubelet starts it once the first snapshot is there.
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 1, envCheckContainer(s, d))
 	}
 
 	size := d.VolumeSizeLimit
@@ -465,6 +493,20 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		}
 		pod.Annotations[workloadIdentitySkipContainers] = skip
 	}
+}
+
+// envVars are the targeted containers' variables: each reads its key from
+// the agent's env file when the kubelet starts the container, which is after
+// the agent's first snapshot (the agent is the first init container, and a
+// native sidecar's startup probe holds the app until it is ready). The value
+// never enters the pod spec.
+func envVars(env []config.Env) []corev1.EnvVar {
+	out := make([]corev1.EnvVar, len(env))
+	for i, e := range env {
+		out[i] = corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{
+			FileKeyRef: &corev1.FileKeySelector{VolumeName: SecretsVolume, Path: config.EnvFile, Key: e.Name}}}
+	}
+	return out
 }
 
 // setFileGroup makes the agent's files readable by the app containers.
@@ -516,21 +558,41 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 			{Name: SecretsVolume, MountPath: AgentDir},
 			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
 		},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptrTo(true),
-			RunAsUser:                ptrTo(int64(AgentUID)),
-			RunAsGroup:               ptrTo(int64(AgentGID)),
-			AllowPrivilegeEscalation: ptrTo(false),
-			ReadOnlyRootFilesystem:   ptrTo(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext: agentSecurityContext(),
 	}
 	if s.caConfigMap != "" {
 		c.Env = append(c.Env, corev1.EnvVar{Name: "SSL_CERT_DIR", Value: CADir})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CAVolume, MountPath: CADir, ReadOnly: true})
 	}
 	return c
+}
+
+// envCheckContainer fails the pod, before any app container starts, on a
+// node whose kubelet does not read env files (config.EnvCheck).
+func envCheckContainer(s *spec, d Defaults) corev1.Container {
+	return corev1.Container{
+		Name:            EnvCheckContainer,
+		Image:           d.Image,
+		ImagePullPolicy: d.ImagePullPolicy,
+		Command:         []string{AgentBinary},
+		Args:            []string{"env-check"},
+		Env: []corev1.EnvVar{{Name: config.EnvCheck, ValueFrom: &corev1.EnvVarSource{
+			FileKeyRef: &corev1.FileKeySelector{VolumeName: SecretsVolume, Path: config.EnvFile, Key: config.EnvCheck}}}},
+		Resources:       *s.resources.DeepCopy(),
+		SecurityContext: agentSecurityContext(),
+	}
+}
+
+func agentSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptrTo(true),
+		RunAsUser:                ptrTo(int64(AgentUID)),
+		RunAsGroup:               ptrTo(int64(AgentGID)),
+		AllowPrivilegeEscalation: ptrTo(false),
+		ReadOnlyRootFilesystem:   ptrTo(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 }
 
 func ptrTo[T any](v T) *T { return &v }

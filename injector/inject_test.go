@@ -498,3 +498,64 @@ func TestTemplateFuncNamesMatchParser(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvCollision: a targeted container that already sets the variable is
+// denied, naming the annotation and the container; an untargeted one is fine.
+func TestEnvCollision(t *testing.T) {
+	pod := testPod(map[string]string{Prefix + EnvPrefix + "DB_PASSWORD": "db-password", AnnotationContainers: "app"})
+	pod.Spec.Containers[1].Env = []corev1.EnvVar{{Name: "DB_PASSWORD", Value: "proxy's own"}}
+	out, _ := mustInject(t, pod, nil, testDefaults())
+	if c := container(t, out.Spec.Containers, "proxy"); len(c.Env) != 1 {
+		t.Errorf("untargeted proxy got variables: %+v", c.Env)
+	}
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "DB_PASSWORD", Value: "old"}}
+	_, _, err := Inject(pod, nil, testDefaults())
+	want := `kvinject.io/env-DB_PASSWORD: container "app" already sets environment variable DB_PASSWORD`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
+// TestOnChange: restart needs a refreshing native sidecar and is the only
+// value besides none; the agent gets the restart rule only with restart.
+func TestOnChange(t *testing.T) {
+	for v, want := range map[string]string{
+		"bogus":                     `kvinject.io/on-change: "bogus" is not none, restart or a hook`,
+		"http://10.0.0.1:80/reload": "the host must be 127.0.0.1 or [::1]",
+		"http://127.0.0.1/reload":   "needs a port",
+		"https://127.0.0.1:8443/":   "want http://127.0.0.1:<port>/<path>",
+		"restart":                   "kvinject.io/on-change: restart needs the native sidecar",
+	} {
+		_, _, err := Inject(testPod(map[string]string{AnnotationOnChange: v, AnnotationRefresh: "1m", AnnotationSidecar: SidecarClassic}), nil, testDefaults())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("on-change %q: %v, want %q", v, err, want)
+		}
+	}
+	for v, rules := range map[string]int{"none": 0, "restart": 1} {
+		out, _ := mustInject(t, testPod(map[string]string{AnnotationOnChange: v, AnnotationRefresh: "1m"}), nil, testDefaults())
+		a := container(t, out.Spec.InitContainers, AgentContainer)
+		if len(a.RestartPolicyRules) != rules {
+			t.Errorf("on-change %q: restart rules %+v", v, a.RestartPolicyRules)
+		}
+		if cfg := agentConfig(t, a); (cfg.OnChange == config.OnChangeRestart) != (rules == 1) || (cfg.Version == config.VersionEnv) != (rules == 1) {
+			t.Errorf("on-change %q: config onChange %q version %d", v, cfg.OnChange, cfg.Version)
+		}
+	}
+}
+
+// TestOnChangeHook: a loopback hook works with either sidecar and needs no
+// restart rule.
+func TestOnChangeHook(t *testing.T) {
+	for _, sidecar := range []string{SidecarNative, SidecarClassic} {
+		out, _ := mustInject(t, testPod(map[string]string{AnnotationOnChange: "http://127.0.0.1:8080/reload", AnnotationRefresh: "1m", AnnotationSidecar: sidecar}), nil, testDefaults())
+		var a *corev1.Container
+		if sidecar == SidecarNative {
+			a = container(t, out.Spec.InitContainers, AgentContainer)
+		} else {
+			a = container(t, out.Spec.Containers, AgentContainer)
+		}
+		if cfg := agentConfig(t, a); cfg.OnChange != "http://127.0.0.1:8080/reload" || len(a.RestartPolicyRules) != 0 {
+			t.Errorf("%s: onChange %q, rules %+v", sidecar, cfg.OnChange, a.RestartPolicyRules)
+		}
+	}
+}

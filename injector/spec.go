@@ -84,6 +84,10 @@ type spec struct {
 	metricsAddr string
 	// caConfigMap is the ConfigMap of extra CA certificates; "" for none.
 	caConfigMap string
+	// env are the targeted containers' variables from files, sorted by Name.
+	env []config.Env
+	// onChange is config.OnChangeRestart or "".
+	onChange string
 }
 
 // Name rules are small functions rather than regular expressions: counted
@@ -224,6 +228,8 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	}
 	sort.Slice(s.files, func(i, j int) bool { return s.files[i].Name < s.files[j].Name })
 	p.checkTemplates(s.files)
+	s.env = p.parseEnv(keys, s.files)
+	s.onChange = p.parseOnChange(s.refresh, s.sidecar)
 	if len(s.files) == 0 && len(p.problems) == 0 {
 		p.problems.add(AnnotationInject, "no objects requested; add e.g. %s<file>: <secret name> or %s", Prefix+FileSecret, AnnotationObjects)
 	}
@@ -594,6 +600,61 @@ func (p *parser) parseFileAnnotation(key string, a Annotation, file string, clou
 	}
 	f.Object = obj
 	return f, true
+}
+
+// parseEnv parses the env-<NAME> annotations; keys are sorted, so the
+// variables are sorted by name.
+func (p *parser) parseEnv(keys []string, files []config.File) []config.Env {
+	var env []config.Env
+	for _, k := range keys {
+		a, name, ok := lookup(k)
+		if !ok || a.Name != EnvPrefix+"<NAME>" {
+			continue
+		}
+		file := p.ann[k]
+		if msgs := validation.IsRelaxedEnvVarName(name); len(msgs) > 0 {
+			p.problems.add(k, "%q is not a valid environment variable name: %s", name, strings.Join(msgs, "; "))
+			continue
+		}
+		if name == config.EnvCheck {
+			p.problems.add(k, "%s is kvinject's own check that the kubelet reads env files; choose another name", name)
+			continue
+		}
+		if !slices.ContainsFunc(files, func(f config.File) bool { return f.Name == file }) {
+			p.problems.add(k, "names file %q, which no annotation of this pod writes; name one of the pod's files, e.g. %s<file>: %s and %s: <file>", file, Prefix+FileSecret, exampleOf(Prefix+FileSecret+"x"), k)
+			continue
+		}
+		env = append(env, config.Env{Name: name, File: file})
+	}
+	if src, taken := p.fileSource[config.EnvFile]; taken && len(env) > 0 {
+		p.problems.add(src, "file %q is where kvinject writes the environment variables; give the file another name", config.EnvFile)
+	}
+	return env
+}
+
+// parseOnChange parses kvinject.io/on-change. Restart needs a native sidecar
+// that refreshes: only it sees changes, and the kubelet's restart rule is
+// set on it.
+func (p *parser) parseOnChange(refresh time.Duration, sidecar string) string {
+	v, ok := p.ann[AnnotationOnChange]
+	hook := strings.HasPrefix(v, "http")
+	switch {
+	case !ok || v == "none":
+		return ""
+	case hook && config.CheckHook(v) != nil:
+		p.problems.add(AnnotationOnChange, "%v", config.CheckHook(v))
+	case !hook && v != config.OnChangeRestart:
+		p.problems.add(AnnotationOnChange, "%q is not none, %s or a hook http://127.0.0.1:<port>/<path>", v, config.OnChangeRestart)
+	case refresh == 0:
+		p.problems.add(AnnotationOnChange, "%s needs a refreshing agent; set %s, e.g. %s", v, AnnotationRefresh, exampleOf(AnnotationRefresh))
+	case hook:
+		return v
+	case sidecar == SidecarClassic:
+		p.problems.add(AnnotationOnChange, "restart needs the native sidecar; remove %s: %s", AnnotationSidecar, SidecarClassic)
+	default:
+		return v
+	}
+	return ""
 }
 
 // claim records that file comes from source, and reports a duplicate.

@@ -9,6 +9,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -28,9 +29,35 @@ const EnvVar = "KVINJECT_CONFIG"
 // agent may safely ignore needs no bump (encoding/json ignores unknown fields).
 const Version = 1
 
+// VersionEnv is the schema version of a config with Env or OnChange: an
+// agent of the release before it would ignore Env and leave the env file
+// unwritten (the app would fail to start on a missing env file instead of
+// the agent saying why), or ignore OnChange and never restart. The injector
+// writes it only for pods that use either, so every other pod still runs
+// with an agent of either release.
+const VersionEnv = 2
+
 // SupportedVersions are the schema versions Load accepts. A config without
 // a version is version 1, the schema before the field existed.
-var SupportedVersions = []int{1}
+var SupportedVersions = []int{1, 2}
+
+// EnvFile is the name of the env file in Dir that the agent writes, in the
+// kubelet's env-file format, when Config.Env is set: the app containers'
+// env[].valueFrom.fileKeyRef entries point at it. The injector refuses a
+// user file of this name.
+const EnvFile = "kvinject.env"
+
+// EnvCheck is a variable the agent writes first into EnvFile, always with
+// EnvCheckValue (not a secret). The injector gives it to a check container
+// (kvinject-agent env-check) that runs after the agent's first snapshot and
+// before any app container: a kubelet that does not read env files (before
+// 1.35, or EnvFiles off) sets it to "" without a word, as it would the app's
+// variables, and the check fails the pod instead of letting the app start
+// with empty values. It proves the feature on the node that runs the pod.
+const (
+	EnvCheck      = "KVINJECT_ENV_CHECK"
+	EnvCheckValue = "read-by-kubelet"
+)
 
 // MetricsPort is the port of a sidecar agent's Prometheus metrics, on every
 // address of the pod (DefaultMetricsAddr) so that Prometheus can scrape the
@@ -94,6 +121,51 @@ type Config struct {
 	// Files are written in one atomic snapshot per cycle. Order is the order of
 	// the annotations after sorting by file name, so the config is deterministic.
 	Files []File `json:"files"`
+	// Env are the app containers' environment variables that the agent
+	// writes into EnvFile in the same snapshot as Files, sorted by Name.
+	Env []Env `json:"env,omitempty"`
+	// OnChange is what a sidecar does after a refresh published a new
+	// snapshot: "" nothing (the files change in place), OnChangeRestart, or
+	// a hook URL on the pod's loopback (CheckHook) that it POSTs to.
+	OnChange string `json:"onChange,omitempty"`
+}
+
+// OnChangeRestart makes a sidecar exit with RestartExitCode after a refresh
+// published a new snapshot; the injector gives the native sidecar a
+// restartPolicyRules entry matching that code with RestartAllContainers, so
+// the kubelet restarts every container of the pod in place and the apps
+// start again with the new variables and files.
+const OnChangeRestart = "restart"
+
+// CheckHook reports whether u can be an on-change hook: an http URL on the
+// pod's own loopback (127.0.0.1 or [::1]) with an explicit port, so the
+// agent never sends anything out of the pod.
+func CheckHook(u string) error {
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Errorf("hook %q is not a URL: %w", u, err)
+	case p.Scheme != "http" || p.User != nil || p.RawQuery != "" || p.Fragment != "":
+		return fmt.Errorf("hook %q: want http://127.0.0.1:<port>/<path> (http, no user, query or fragment)", u)
+	case p.Hostname() != "127.0.0.1" && p.Hostname() != "::1":
+		return fmt.Errorf("hook %q: the host must be 127.0.0.1 or [::1], the pod's own loopback", u)
+	}
+	if n, err := strconv.Atoi(p.Port()); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("hook %q: needs a port, 1 to 65535", u)
+	}
+	return nil
+}
+
+// RestartExitCode is the sidecar's exit code that asks for the restart: an
+// uncommon code, so no crash of the agent (1, 2, 137 for a kill) matches it.
+const RestartExitCode = 117
+
+// Env is one environment variable whose value is the content of a file.
+type Env struct {
+	// Name is the variable's name, valid for the API server.
+	Name string `json:"name"`
+	// File is the Name of one of Config.Files.
+	File string `json:"file"`
 }
 
 // Object identifies one Key Vault object. Two files that name the same Object
@@ -235,6 +307,16 @@ func Load(data []byte) (*Config, error) {
 	for i, f := range c.Files {
 		if (f.Object == nil) == (f.Template == "") {
 			return nil, fmt.Errorf("%s: files[%d] %q: exactly one of object and template must be set", EnvVar, i, f.Name)
+		}
+	}
+	if c.OnChange != "" && c.OnChange != OnChangeRestart {
+		if err := CheckHook(c.OnChange); err != nil {
+			return nil, fmt.Errorf("%s: onChange: %w", EnvVar, err)
+		}
+	}
+	for i, e := range c.Env {
+		if !slices.ContainsFunc(c.Files, func(f File) bool { return f.Name == e.File }) {
+			return nil, fmt.Errorf("%s: env[%d] %q: file %q is not one of files", EnvVar, i, e.Name, e.File)
 		}
 	}
 	return &c, nil

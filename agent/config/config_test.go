@@ -57,23 +57,31 @@ func TestTemplateObjectRefs(t *testing.T) {
 // TestVersion: Load reads the versions it supports (a config without one is
 // version 1, from before the field) and refuses any other, naming both.
 func TestVersion(t *testing.T) {
-	for in, want := range map[string]int{`{"dir":"/d"}`: 1, `{"version":1,"dir":"/d"}`: 1} {
+	for in, want := range map[string]int{`{"dir":"/d"}`: 1, `{"version":1,"dir":"/d"}`: 1, `{"version":2,"dir":"/d"}`: 2} {
 		c, err := Load([]byte(in))
 		if err != nil || c.Version != want {
 			t.Errorf("Load(%s) = %+v, %v; want version %d", in, c, err, want)
 		}
 	}
-	for _, v := range []string{"2", "-1", "99"} {
+	for _, v := range []string{"3", "-1", "99"} {
 		_, err := Load([]byte(`{"version":` + v + `,"dir":"/d","files":[{"name":"x"}]}`))
 		var ve *VersionError
 		if !errors.As(err, &ve) {
 			t.Errorf("version %s: error %v, want a *VersionError", v, err)
 			continue
 		}
-		for _, want := range []string{"schema version " + v + ",", "supports version 1:", "Fix: run an agent image of the same release as the webhook"} {
+		for _, want := range []string{"schema version " + v + ",", "supports version 1, 2:", "Fix: run an agent image of the same release as the webhook"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("version %s: %q lacks %q", v, err, want)
 			}
 		}
+	}
+}
+
+// TestEnvFile: a variable must name one of the files.
+func TestEnvFile(t *testing.T) {
+	_, err := Load([]byte(`{"version":2,"dir":"/d","files":[{"name":"a","template":"x"}],"env":[{"name":"A","file":"b"}]}`))
+	if err == nil || !strings.Contains(err.Error(), `env[0] "A": file "b" is not one of files`) {
+		t.Errorf("Load: %v", err)
 	}
 }

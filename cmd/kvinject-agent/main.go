@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,12 +23,13 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-const usage = `Usage: kvinject-agent init|sidecar|probe|version [flags]
+const usage = `Usage: kvinject-agent init|sidecar|probe|env-check|version [flags]
 
-  init     fetch every object once, write the files, exit
-  sidecar  fetch, write, then refresh every interval until SIGTERM
-  probe    exit 0 once the first complete snapshot is written
-  version  print the version
+  init       fetch every object once, write the files, exit
+  sidecar    fetch, write, then refresh every interval until SIGTERM
+  probe      exit 0 once the first complete snapshot is written
+  env-check  exit 0 if the kubelet set $KVINJECT_ENV_CHECK from the env file
+  version    print the version
 
 The configuration comes from $KVINJECT_CONFIG, the identity from
 AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and
@@ -98,6 +100,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return 1
 		}
 		return 0
+	case "env-check":
+		if getenv(config.EnvCheck) == config.EnvCheckValue {
+			return 0
+		}
+		msg := "kvinject agent: this node's kubelet did not set environment variables from the agent's env file (" + config.EnvCheck + " is empty): " +
+			"it runs without the EnvFiles feature (a kubelet before 1.35, or the EnvFiles feature gate off), and would have started the app with empty variables.\n" +
+			"  Fix: run the pod on nodes whose kubelet is 1.35 or later with EnvFiles on, or read the secrets from their files instead of kvinject.io/env-* annotations"
+		fmt.Fprintln(stderr, msg)
+		_ = os.WriteFile(termLog, []byte(msg), 0o644)
+		return 1
 	case "init", "sidecar":
 		err := agent.Run(ctx, agent.Options{
 			Mode:           agent.Mode(mode),
@@ -106,6 +118,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			TerminationLog: termLog,
 			Logger:         log,
 		})
+		if errors.Is(err, agent.ErrRestart) {
+			return config.RestartExitCode
+		}
 		if err != nil {
 			return 1
 		}

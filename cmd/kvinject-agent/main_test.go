@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/kvinject/kvinject/agent/config"
 )
 
 // TestLinksNoKubernetesClient: the agent runs in every injected pod, so it
@@ -71,5 +74,28 @@ func TestDependenciesFollowTheData(t *testing.T) {
 				t.Errorf("%s depends on %s", pkg, strings.TrimSpace(b))
 			}
 		}
+	}
+}
+
+// TestEnvCheck: env-check passes only when the kubelet set the check
+// variable from the env file, and otherwise says why and what to do, in the
+// termination message too.
+func TestEnvCheck(t *testing.T) {
+	termLog := filepath.Join(t.TempDir(), "termination-log")
+	for value, code := range map[string]int{config.EnvCheckValue: 0, "": 1} {
+		var stdout, stderr bytes.Buffer
+		getenv := func(k string) string {
+			if k == config.EnvCheck {
+				return value
+			}
+			return ""
+		}
+		if got := run(t.Context(), []string{"env-check", "--termination-log", termLog}, getenv, &stdout, &stderr); got != code {
+			t.Errorf("%s=%q: exit %d, want %d (%s)", config.EnvCheck, value, got, code, stderr.String())
+		}
+	}
+	msg, err := os.ReadFile(termLog)
+	if err != nil || !strings.Contains(string(msg), "without the EnvFiles feature") || !strings.Contains(string(msg), "Fix: run the pod on nodes whose kubelet is 1.35") {
+		t.Errorf("termination message %q (%v)", msg, err)
 	}
 }

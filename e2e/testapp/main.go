@@ -6,9 +6,14 @@
 // write there, its identity and confinement from /proc/self/status, the
 // volume's mount, any JSON web token its file system or environment holds
 // (by audience), and the agents it can see when the pod shares its process
-// namespace. A new line whenever that view changes, checked every interval.
+// namespace, and the environment variables named by -env (their values: test
+// values only, the report goes to the pod's log). A new line whenever that
+// view changes, checked every interval.
 //
-// Usage: testapp [-dir /mnt/secrets] [-interval 1s] [-once]
+// With -hook it also serves POST /reload on that loopback address (an
+// on-change hook) and reports the calls and what the files held at the last.
+//
+// Usage: testapp [-dir /mnt/secrets] [-env NAME,...] [-hook 127.0.0.1:8081] [-interval 1s] [-once]
 package main
 
 import (
@@ -19,10 +24,12 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -47,16 +54,60 @@ type report struct {
 	// Agents is /proc/<pid>/status of each other process whose command is a
 	// kvinject binary (shareProcessNamespace pods only).
 	Agents []map[string]string `json:"agents,omitempty"`
+	// Env holds each variable named by -env that is set, by name.
+	Env map[string]string `json:"env,omitempty"`
+	// HookCalls counts POST /reload calls; HookSaw is the files' content at
+	// the last one.
+	HookCalls int               `json:"hookCalls,omitempty"`
+	HookSaw   map[string]string `json:"hookSaw,omitempty"`
+}
+
+var (
+	hookMu    sync.Mutex
+	hookCalls int
+	hookSaw   map[string]string
+)
+
+// serveHook answers POST /reload on addr, recording what the files hold.
+func serveHook(addr, dir string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
+		saw := map[string]string{}
+		for name, f := range look(dir).Files {
+			saw[name] = f.Content
+		}
+		hookMu.Lock()
+		hookCalls, hookSaw = hookCalls+1, saw
+		hookMu.Unlock()
+	})
+	go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(addr, mux)) }()
 }
 
 func main() {
 	dir := flag.String("dir", "/mnt/secrets", "the secrets volume's mount path")
 	interval := flag.Duration("interval", time.Second, "how often to look again")
 	once := flag.Bool("once", false, "report once and exit 0 (a Job's container)")
+	env := flag.String("env", "", "comma-separated names of environment variables to report")
+	hook := flag.String("hook", "", "serve POST /reload on this address")
 	flag.Parse()
+	if *hook != "" {
+		serveHook(*hook, *dir)
+	}
 	var last []byte
 	for {
-		b, _ := json.Marshal(look(*dir))
+		r := look(*dir)
+		if *env != "" {
+			r.Env = map[string]string{}
+			for _, name := range strings.Split(*env, ",") {
+				if v, ok := os.LookupEnv(name); ok {
+					r.Env[name] = v
+				}
+			}
+		}
+		hookMu.Lock()
+		r.HookCalls, r.HookSaw = hookCalls, hookSaw
+		hookMu.Unlock()
+		b, _ := json.Marshal(r)
 		if !bytes.Equal(b, last) {
 			fmt.Printf("%s%s\n", ReportPrefix, b)
 			last = b
