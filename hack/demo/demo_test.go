@@ -58,7 +58,7 @@ func TestDemo(t *testing.T) {
 		}
 		s := string(out)
 		for _, want := range []string{
-			"==> Step 1/6:", "==> Step 2/6:", "==> Step 3/6:", "==> Step 4/6:", "==> Step 5/6:", "==> Step 6/6:",
+			"==> Step 1/7:", "==> Step 2/7:", "==> Step 3/7:", "==> Step 4/7:", "==> Step 5/7:", "==> Step 6/7:", "==> Step 7/7:",
 			"registered MutatingWebhookConfiguration \"kvinject\" from kubectl kustomize manifests/",
 			"deployment.apps/web created",
 			"+    kvinject.io/status: injected",
@@ -75,6 +75,12 @@ func TestDemo(t *testing.T) {
 			"tls.pem: PEM: PRIVATE KEY, CERTIFICATE web-tls.kvinject.test, CERTIFICATE fakeazure Test Issuing CA 01, CERTIFICATE fakeazure Test Root CA",
 			`"correct-horse-battery-staple" → "staple-battery-horse-correct"`,
 			"DB_PASSWORD='staple-battery-horse-correct'",
+			// Step 5: an environment variable, restarted in place on rotation.
+			"deployment.apps/orders created",
+			`KVINJECT-APP {"env":{"ORDERS_API_TOKEN":"demo-token-one"},...}`,
+			`KVINJECT-APP {"env":{"ORDERS_API_TOKEN":"demo-token-two"},...}`,
+			"restart counts: kvinject-agent=1 kvinject-env-check=1 web=1",
+			"(unchanged), IP ",
 			"Init:Error",
 			"State:      Terminated",
 			"secret payments-api-key (file payments-api-key) in vault",
@@ -119,7 +125,7 @@ func TestDemo(t *testing.T) {
 				out.WriteString(sc.Text() + "\n")
 				mu.Unlock()
 				// At step 4 everything runs: control plane, webhook, emulator, agent.
-				if strings.HasPrefix(sc.Text(), "==> Step 4/6") {
+				if strings.HasPrefix(sc.Text(), "==> Step 4/7") {
 					once.Do(func() { close(reached) })
 				}
 			}
@@ -140,7 +146,7 @@ func TestDemo(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != 130 {
 			t.Errorf("exit code after Ctrl-C %d (%v), want 130", code, err)
 		}
-		for _, want := range []string{"==> Step 6/6:", "no process left behind", "Interrupted; everything the demo started is stopped."} {
+		for _, want := range []string{"==> Step 7/7:", "no process left behind", "Interrupted; everything the demo started is stopped."} {
 			if !strings.Contains(s, want) {
 				t.Errorf("interrupted demo output lacks %q", want)
 			}

@@ -8,9 +8,9 @@
 //
 //	go run ./hack/demo [--keep] [--kvinject bin/kvinject] [--assets DIR]
 //
-// It walks through six steps, each saying what it does and why, and stops
+// It walks through seven steps, each saying what it does and why, and stops
 // everything it started when it ends, on Ctrl-C too. With --keep it waits
-// after step 5 with the cluster up and prints how to reach it.
+// after step 6 with the cluster up and prints how to reach it.
 package main
 
 import (
@@ -39,7 +39,7 @@ type options struct {
 
 func run() int {
 	var o options
-	flag.BoolVar(&o.keep, "keep", false, "after step 5, leave the control plane running and print a kubeconfig; Ctrl-C stops it")
+	flag.BoolVar(&o.keep, "keep", false, "after step 6, leave the control plane running and print a kubeconfig; Ctrl-C stops it")
 	flag.StringVar(&o.assets, "assets", "", "directory with kube-apiserver, etcd and kube-controller-manager (default: build or reuse them with hack/controlplane.sh)")
 	flag.StringVar(&o.k8sVersion, "k8s-version", envOr("K8S_VERSION", "1.37.2"), "Kubernetes release for hack/controlplane.sh")
 	flag.StringVar(&o.kvinject, "kvinject", "", "built kvinject binary (default: go build it into a temporary directory)")
@@ -85,7 +85,7 @@ func run() int {
 	}
 	d.o.kvinject = os.Getenv(kvinjectEnv)
 	err = d.run(ctx)
-	// Step 6 runs whatever happened: the end, an error or Ctrl-C.
+	// Step 7 runs whatever happened: the end, an error or Ctrl-C.
 	d.shutdown()
 	os.RemoveAll(tmp)
 	switch {
@@ -106,9 +106,9 @@ func envOr(k, def string) string {
 	return def
 }
 
-// run is steps 1 to 5; shutdown is step 6.
+// run is steps 1 to 6; shutdown is step 7.
 func (d *demo) run(ctx context.Context) error {
-	steps := []func(context.Context) error{d.step1, d.step2, d.step3, d.step4, d.step5}
+	steps := []func(context.Context) error{d.step1, d.step2, d.step3, d.step4, d.step5, d.step6}
 	for _, s := range steps {
 		if err := s(ctx); err != nil {
 			if ctx.Err() != nil {

@@ -139,6 +139,7 @@ type appReport struct {
 	WriteError string            `json:"writeError"`
 	Status     map[string]string `json:"status"`
 	Tokens     map[string]string `json:"tokens"`
+	Env        map[string]string `json:"env"`
 }
 
 // appReport returns the app container's latest report and its log line.

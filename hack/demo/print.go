@@ -22,7 +22,7 @@ func (p *printer) step(n int, title, why string) {
 	defer p.mu.Unlock()
 	head := title
 	if n > 0 {
-		head = fmt.Sprintf("Step %d/6: %s", n, title)
+		head = fmt.Sprintf("Step %d/7: %s", n, title)
 	}
 	fmt.Fprintf(p.w, "\n==> %s\n", head)
 	for _, l := range wrap(why, 76) {

@@ -23,6 +23,7 @@ import (
 	"github.com/kvinject/kvinject/agent/config"
 	"github.com/kvinject/kvinject/e2e/cluster"
 	"github.com/kvinject/kvinject/e2e/fakeazure"
+	"github.com/kvinject/kvinject/injector"
 )
 
 // The identity of the example's ServiceAccount (examples/deployment-all-kinds.yaml).
@@ -324,8 +325,144 @@ func (d *demo) step4(ctx context.Context) error {
 	return nil
 }
 
+// The environment example (examples/deployment-env-restart.yaml).
+const (
+	envExampleFile = "examples/deployment-env-restart.yaml"
+	envExampleApp  = "registry.example/orders:1.4"
+	envDeployment  = "orders"
+	envSecret      = "orders-api-token"
+	envVar         = "ORDERS_API_TOKEN"
+)
+
 func (d *demo) step5(ctx context.Context) error {
-	d.out.step(5, "A failure you will meet: an object the identity may not read",
+	d.out.step(5, "An app that reads its secret only from its environment: restart on rotation",
+		fmt.Sprintf("examples/deployment-env-restart.yaml asks for %s as the variable %s (the agent's env file, through fileKeyRef) and kvinject.io/on-change: restart. A process reads its environment once, so when a refresh (every %s here) brings a new value the agent publishes it and exits with its restart code; the kubelet restarts every container of the pod in place: same pod, UID and IP, and the app starts with the new value.", envSecret, envVar, d.o.refresh))
+	if _, err := d.srv.SetSecret(vaultName, envSecret, "demo-token-one", ""); err != nil {
+		return err
+	}
+	if err := d.srv.Grant(vaultName, clientID, fakeazure.RoleSecretsUser, envSecret); err != nil {
+		return err
+	}
+	d.out.say("seeded secret %s, Secrets User on it for app %s", envSecret, clientID)
+	example, err := os.ReadFile(envExampleFile)
+	if err != nil {
+		return fmt.Errorf("read %s (run the demo from the repository root): %w", envExampleFile, err)
+	}
+	const asked = "kvinject.io/refresh: 30s"
+	if !bytes.Contains(example, []byte(asked)) || !bytes.Contains(example, []byte("image: "+envExampleApp)) {
+		return fmt.Errorf("%s no longer says %q and runs %s; update the demo", envExampleFile, asked, envExampleApp)
+	}
+	refresh := "kvinject.io/refresh: " + d.o.refresh.String()
+	example = bytes.Replace(example, []byte(asked), []byte(refresh), 1)
+	example = bytes.Replace(example, []byte("image: "+envExampleApp),
+		[]byte("image: "+appImage+"\n        imagePullPolicy: Never\n        args: [\"-env\", \""+envVar+"\"]"), 1)
+	d.out.say("$ kubectl apply -f %s    # with %q, and image %s reporting $%s", envExampleFile, refresh, appImage, envVar)
+	if err := d.apply(ctx, example); err != nil {
+		return err
+	}
+	var before *corev1.Pod
+	if err := d.poll(ctx, 2*time.Minute, "a running pod of Deployment "+envDeployment, func() error {
+		pods, err := d.cluster.Kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + envDeployment})
+		if err != nil {
+			return err
+		}
+		for i := range pods.Items {
+			if s := containerStatus(&pods.Items[i], "web"); s != nil && s.State.Running != nil {
+				before = &pods.Items[i]
+				return nil
+			}
+		}
+		return fmt.Errorf("%d pods, none running", len(pods.Items))
+	}); err != nil {
+		return err
+	}
+	var line string
+	if err := d.poll(ctx, time.Minute, "the app to report "+envVar, func() error {
+		r, l, err := d.appReport(ctx, before.Name)
+		if err != nil {
+			return err
+		}
+		if r.Env[envVar] == "" {
+			return fmt.Errorf("%s not reported yet", envVar)
+		}
+		line = l
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.out.say("pod %s (UID %s, IP %s); the app's own log line, its environment:", before.Name, before.UID, before.Status.PodIP)
+	d.out.block(envLine(line))
+
+	if _, err := d.srv.SetSecret(vaultName, envSecret, "demo-token-two", ""); err != nil {
+		return err
+	}
+	t := time.Now()
+	d.out.say("set a new version of %s in the emulator; waiting for the restart in place ...", envSecret)
+	var after *corev1.Pod
+	if err := d.poll(ctx, 10*d.o.refresh+time.Minute, "the app to restart with the new "+envVar, func() error {
+		r, l, err := d.appReport(ctx, before.Name)
+		if err != nil {
+			return err
+		}
+		if r.Env[envVar] != "demo-token-two" {
+			return fmt.Errorf("%s still %q", envVar, r.Env[envVar])
+		}
+		p, err := d.cluster.Kube.CoreV1().Pods(namespace).Get(ctx, before.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s := containerStatus(p, "web"); s == nil || s.RestartCount < 1 || s.State.Running == nil {
+			return fmt.Errorf("container web not yet restarted and running")
+		}
+		after, line = p, l
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.out.say("restarted in place after %s; the app's new log line:", since(t))
+	d.out.block(envLine(line))
+	var counts []string
+	for _, name := range []string{agentName, injector.EnvCheckContainer, "web"} {
+		if s := containerStatus(after, name); s != nil {
+			counts = append(counts, fmt.Sprintf("%s=%d", name, s.RestartCount))
+		}
+	}
+	d.out.say("restart counts: %s", strings.Join(counts, " "))
+	same := func(a, b string) string {
+		if a == b {
+			return "unchanged"
+		}
+		return "CHANGED from " + a
+	}
+	d.out.say("pod %s: UID %s (%s), IP %s (%s)", after.Name, after.UID, same(string(before.UID), string(after.UID)), after.Status.PodIP, same(before.Status.PodIP, after.Status.PodIP))
+	return d.getPods(ctx)
+}
+
+// envLine is one of e2e/testapp's log lines shortened to its environment.
+func envLine(line string) string {
+	var r struct {
+		Env json.RawMessage `json:"env"`
+	}
+	if json.Unmarshal([]byte(strings.TrimPrefix(line, reportPrefix)), &r) != nil {
+		return line
+	}
+	return reportPrefix + `{"env":` + string(r.Env) + `,...}`
+}
+
+// containerStatus is the status of the pod's (init or regular) container name.
+func containerStatus(p *corev1.Pod, name string) *corev1.ContainerStatus {
+	for _, l := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for i := range l {
+			if l[i].Name == name {
+				return &l[i]
+			}
+		}
+	}
+	return nil
+}
+
+func (d *demo) step6(ctx context.Context) error {
+	d.out.step(6, "A failure you will meet: an object the identity may not read",
 		"A second pod of the same ServiceAccount asks for payments-api-key, on which the identity has no role. Without kvinject.io/refresh the agent is a plain init container: it fails at once on 403 (retrying cannot help), writes the reason to its termination message and exits non-zero, so the app never starts with a missing file. The kubelet reports it, and kubectl shows it.")
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: failingPod, Namespace: namespace, Annotations: map[string]string{
@@ -394,11 +531,11 @@ func (d *demo) step5(ctx context.Context) error {
 	return nil
 }
 
-// shutdown is step 6: it stops everything that was started, in reverse
+// shutdown is step 7: it stops everything that was started, in reverse
 // order, and checks that no child process is left. It runs after an error
 // and on Ctrl-C too.
 func (d *demo) shutdown() {
-	d.out.step(6, "Shut everything down",
+	d.out.step(7, "Shut everything down",
 		"The webhook first (it finishes in-flight reviews), the emulator, then the node (the kubelet, every container through containerd, containerd and its shims), kube-scheduler, kube-controller-manager, kube-apiserver and etcd; the mounts, cgroups and kernel settings the node changed are undone.")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
