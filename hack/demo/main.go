@@ -130,6 +130,7 @@ func (d *demo) keep(ctx context.Context) {
 	d.out.say("KUBECONFIG=%s", d.cluster.Kubeconfig)
 	d.out.say("%s env KUBECONFIG=%s %s get deploy,rs,pods -n shop -o wide", enter, d.cluster.Kubeconfig, d.kubectlPath())
 	d.out.say("%s env KUBECONFIG=%s %s logs -n shop %s -c web -f", enter, d.cluster.Kubeconfig, d.kubectlPath(), d.pod.Name)
+	d.out.say("%s env KUBECONFIG=%s %s logs -n shop deploy/orders -c web -f", enter, d.cluster.Kubeconfig, d.kubectlPath())
 	d.out.say("%s env KUBECONFIG=%s %s describe pod report -n shop", enter, d.cluster.Kubeconfig, d.kubectlPath())
 	d.out.say("To stop: press Ctrl-C here; everything the demo started stops and is cleaned up.")
 	<-ctx.Done()
