@@ -114,7 +114,17 @@ func importNodeImages(ctx context.Context, c *cluster.Cluster) error {
 // clientID.
 func nodeNamespace(t *testing.T, s *stack, sa, clientID string) string {
 	t.Helper()
-	ns := testNamespace(t, s.c, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	return nodeNamespaceLabeled(t, s, sa, clientID, nil)
+}
+
+// nodeNamespaceLabeled is nodeNamespace with extra namespace labels.
+func nodeNamespaceLabeled(t *testing.T, s *stack, sa, clientID string, labels map[string]string) string {
+	t.Helper()
+	all := map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}
+	for k, v := range labels {
+		all[k] = v
+	}
+	ns := testNamespace(t, s.c, all)
 	ca, err := os.ReadFile(s.caFile)
 	if err != nil {
 		t.Fatal(err)

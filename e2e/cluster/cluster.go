@@ -82,7 +82,8 @@ type Options struct {
 	StartTimeout time.Duration
 }
 
-// Cluster is a running control plane. All endpoints are on 127.0.0.1.
+// Cluster is a running control plane. All endpoints are on 127.0.0.1 (with
+// a node the API server also listens on the bridge, APIServerBridgeAddr).
 type Cluster struct {
 	// Env is the underlying envtest environment (for WebhookInstallOptions,
 	// AddUser and the like).
@@ -234,8 +235,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if InNode() {
 		// With no default route (the run's namespaces have none)
 		// kube-apiserver needs an address to advertise: the pod bridge's.
-		// Nothing reconciles the kubernetes Service's endpoints to it (it
-		// serves on 127.0.0.1 only).
+		// Nothing reconciles the kubernetes Service's endpoints to it (and
+		// nothing routes its ClusterIP): pods that need the API server are
+		// pointed at APIServerBridgeAddr, on which it listens with a node.
 		args.Set("advertise-address", BridgeIP)
 		args.Set("endpoint-reconciler-type", "none")
 	}

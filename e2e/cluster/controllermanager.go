@@ -64,7 +64,17 @@ func startControllerManager(ctx context.Context, c *Cluster, assets string, with
 		return nil, fmt.Errorf("write kube-controller-manager kubeconfig: %w", err)
 	}
 	// Published into every namespace as kube-root-ca.crt, as in a real cluster.
-	if err := os.WriteFile(caPath, c.Env.ControlPlane.GetAPIServer().SecureServing.CA, 0o600); err != nil {
+	// With a node it also holds the CA of the API server's certificate for
+	// the bridge address (nodeAPIServerArgs).
+	rootCA := append([]byte(nil), c.Env.ControlPlane.GetAPIServer().SecureServing.CA...)
+	if withNode {
+		b, err := os.ReadFile(filepath.Join(NodeRunDir(), "kubelet-pki", "ca.crt"))
+		if err != nil {
+			return nil, err
+		}
+		rootCA = append(rootCA, b...)
+	}
+	if err := os.WriteFile(caPath, rootCA, 0o600); err != nil {
 		return nil, fmt.Errorf("write API server CA: %w", err)
 	}
 	logFile, err := os.Create(logPath)

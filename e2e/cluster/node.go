@@ -108,6 +108,17 @@ func nodeAPIServerArgs(api *envtest.APIServer, dir string) error {
 	args.Set("kubelet-certificate-authority", ca.caFile)
 	args.Set("kubelet-client-certificate", ca.clientCert)
 	args.Set("kubelet-client-key", ca.clientKey)
+	// Pods reach the API server on the bridge (no kube-proxy routes the
+	// kubernetes Service): it listens on every address of the run's network
+	// namespace (loopback and the bridge only), and answers connections to
+	// BridgeIP (no SNI: picked by local address, which needs the name given
+	// explicitly: IP SANs are ignored) with a certificate for it,
+	// whose CA kube-root-ca.crt carries (see APIServerBridgeAddr).
+	args.Set("bind-address", "0.0.0.0")
+	args.Set("tls-sni-cert-key", ca.bridgeCert+","+ca.bridgeKey+":"+BridgeIP)
+	// Nothing routes ClusterIPs either: webhooks behind a Service are
+	// dialled on the Service's endpoints (pod IPs on the bridge).
+	args.Set("enable-aggregator-routing", "true")
 	return nil
 }
 
@@ -489,7 +500,7 @@ func (c *Cluster) userKubeconfig(user, file string, groups ...string) (string, e
 
 // kubeletCA is the CA of the kubelet's serving certificate and of the API
 // server's client certificate towards the kubelet (logs, exec).
-type kubeletCA struct{ caFile, clientCert, clientKey string }
+type kubeletCA struct{ caFile, clientCert, clientKey, bridgeCert, bridgeKey string }
 
 func newKubeletCA(dir string) (*kubeletCA, error) {
 	pki := filepath.Join(NodeRunDir(), "kubelet-pki")
@@ -537,12 +548,17 @@ func newKubeletCA(dir string) (*kubeletCA, error) {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, err
 	}
+	if err := issue("apiserver-bridge", 4, &x509.Certificate{Subject: pkix.Name{CommonName: "kube-apiserver"},
+		IPAddresses: []net.IP{net.ParseIP(BridgeIP)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return nil, err
+	}
 	caFile := filepath.Join(pki, "ca.crt")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
 		return nil, err
 	}
 	_ = dir
-	return &kubeletCA{caFile: caFile, clientCert: filepath.Join(pki, "apiserver-kubelet-client.crt"), clientKey: filepath.Join(pki, "apiserver-kubelet-client.key")}, nil
+	return &kubeletCA{caFile: caFile, clientCert: filepath.Join(pki, "apiserver-kubelet-client.crt"), clientKey: filepath.Join(pki, "apiserver-kubelet-client.key"),
+		bridgeCert: filepath.Join(pki, "apiserver-bridge.crt"), bridgeKey: filepath.Join(pki, "apiserver-bridge.key")}, nil
 }
 
 // process is one of the node's daemons, in its own process group, its output
@@ -597,6 +613,13 @@ func (p *process) stop() error {
 }
 
 func (p *process) output() string { return tail(p.logPath) }
+
+// APIServerBridgeAddr is the API server's address as pods reach it, on the
+// bridge (host and port), for a pod's KUBERNETES_SERVICE_HOST/PORT; its
+// certificate's CA is in kube-root-ca.crt. Only with a node.
+func (c *Cluster) APIServerBridgeAddr() (host, port string) {
+	return BridgeIP, c.Env.ControlPlane.GetAPIServer().SecureServing.Port
+}
 
 // KubeletGet fetches a path from the kubelet's HTTPS API directly, as
 // metrics-server does (/metrics/resource, /stats/summary): kube-apiserver
