@@ -278,7 +278,7 @@ func (a *agent) runInit(ctx context.Context) error {
 //     app starts after it).
 func (a *agent) runSidecar(ctx context.Context) error {
 	start := time.Now()
-	a.metrics = newMetrics()
+	a.metrics = newMetrics(time.Duration(a.cfg.Refresh))
 	if addr := a.cfg.MetricsAddr; addr != "" {
 		stop, err := a.metrics.serve(addr, a.log)
 		if err != nil {

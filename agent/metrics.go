@@ -25,13 +25,16 @@ type metrics struct {
 	duration    prometheus.Histogram
 	cycles      *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
-	snapshots   prometheus.Counter
+	// refresh is the sidecar's interval, so an alert can say "no success
+	// for three of its own intervals" whatever each workload set.
+	refresh   prometheus.Gauge
+	snapshots prometheus.Counter
 	// certExpiry is by file name: file names are in the pod's annotations
 	// already, and bounded by them.
 	certExpiry *prometheus.GaugeVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(refresh time.Duration) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -51,6 +54,10 @@ func newMetrics() *metrics {
 			Name: "kvinject_agent_last_success_timestamp_seconds",
 			Help: "Unix time of the last cycle that fetched every object and rendered every file.",
 		}),
+		refresh: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvinject_agent_refresh_interval_seconds",
+			Help: "The sidecar's refresh interval (kvinject.io/refresh).",
+		}),
 		snapshots: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kvinject_agent_snapshots_written_total",
 			Help: "Snapshots published because some file changed.",
@@ -60,7 +67,8 @@ func newMetrics() *metrics {
 			Help: "NotAfter of the leaf certificate in each published file that holds one, as Unix time.",
 		}, []string{"file"}),
 	}
-	m.reg.MustRegister(m.fetches, m.duration, m.cycles, m.lastSuccess, m.snapshots, m.certExpiry)
+	m.reg.MustRegister(m.fetches, m.duration, m.cycles, m.lastSuccess, m.refresh, m.snapshots, m.certExpiry)
+	m.refresh.Set(refresh.Seconds())
 	for _, r := range []string{"success", "retryable_error", "error"} {
 		m.fetches.WithLabelValues(r)
 	}
