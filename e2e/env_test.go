@@ -7,13 +7,11 @@ import (
 	"testing"
 	"time"
 
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/injector"
@@ -81,7 +79,6 @@ func TestNodeEnvVars(t *testing.T) {
 func TestNodeEnvJob(t *testing.T) {
 	t.Parallel()
 	s := testNode(t)
-	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e102"
 	ns := nodeNamespace(t, s, "batch", clientID)
 	s.setSecret(t, "node-env-job", "job-env-token")
@@ -91,31 +88,7 @@ func TestNodeEnvJob(t *testing.T) {
 		"kvinject.io/secret-token": "node-env-job",
 		"kvinject.io/env-TOKEN":    "token",
 	}, "-once", "-env", "TOKEN")
-	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
-	tmpl.Labels = map[string]string{"app": "batch"}
-	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"}, Spec: batchv1.JobSpec{Template: tmpl, BackoffLimit: ptr.To(int32(0))}}
-	if _, err := s.c.Kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var last *batchv1.Job
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		j, err := s.c.Kube.BatchV1().Jobs(ns).Get(ctx, "batch", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = j
-		for _, c := range j.Status.Conditions {
-			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil || last.Status.Succeeded != 1 {
-		t.Fatalf("the Job did not complete: %v, status %+v\nkubelet (tail):\n%s", err, last.Status, s.c.NodeLog("kubelet"))
-	}
-	pod := waitPod(t, s, ns, "app=batch", func(*corev1.Pod) bool { return true })
-	rs, err := appReports(ctx, s, ns, pod.Name)
+	rs, err := runJob(t, s, ns, tmpl)
 	if err != nil || len(rs) != 1 || rs[0].Env["TOKEN"] != "job-env-token" {
 		t.Errorf("the Job's app saw %+v (%v), want TOKEN = job-env-token", rs, err)
 	}

@@ -459,7 +459,6 @@ func TestNodeNativeSidecar(t *testing.T) {
 func TestNodeJobCompletes(t *testing.T) {
 	t.Parallel()
 	s := testNode(t)
-	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e003"
 	ns := nodeNamespace(t, s, "batch", clientID)
 	s.setSecret(t, "node-job-token", "job-token")
@@ -469,31 +468,7 @@ func TestNodeJobCompletes(t *testing.T) {
 		"kvinject.io/secret-token": "node-job-token",
 		"kvinject.io/refresh":      "1m",
 	}, "-once")
-	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
-	tmpl.Labels = map[string]string{"app": "batch"}
-	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"}, Spec: batchv1.JobSpec{Template: tmpl, BackoffLimit: ptr.To(int32(0))}}
-	if _, err := s.c.Kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var last *batchv1.Job
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		j, err := s.c.Kube.BatchV1().Jobs(ns).Get(ctx, "batch", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = j
-		for _, c := range j.Status.Conditions {
-			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil || last.Status.Succeeded != 1 {
-		t.Fatalf("the Job did not complete: %v, status %+v\nkubelet (tail):\n%s", err, last.Status, s.c.NodeLog("kubelet"))
-	}
-	pod := waitPod(t, s, ns, "app=batch", func(*corev1.Pod) bool { return true })
-	rs, err := appReports(ctx, s, ns, pod.Name)
+	rs, err := runJob(t, s, ns, tmpl)
 	if err != nil || len(rs) != 1 || rs[0].Files["token"].Content != "job-token" {
 		t.Errorf("the Job's app saw %+v (%v), want token = job-token", rs, err)
 	}
@@ -554,4 +529,36 @@ func TestNodeForbidden(t *testing.T) {
 			t.Errorf("kubectl describe pod does not show %q:\n%s", w, out)
 		}
 	}
+}
+
+// runJob runs tmpl as the Job "batch" in ns, fails the test unless it
+// completes, and returns what its app container reported.
+func runJob(t *testing.T, s *stack, ns string, tmpl corev1.PodTemplateSpec) ([]appReport, error) {
+	t.Helper()
+	ctx := t.Context()
+	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	tmpl.Labels = map[string]string{"app": "batch"}
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"}, Spec: batchv1.JobSpec{Template: tmpl, BackoffLimit: ptr.To(int32(0))}}
+	if _, err := s.c.Kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last *batchv1.Job
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		j, err := s.c.Kube.BatchV1().Jobs(ns).Get(ctx, "batch", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = j
+		for _, c := range j.Status.Conditions {
+			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil || last.Status.Succeeded != 1 {
+		t.Fatalf("the Job did not complete: %v, status %+v\nkubelet (tail):\n%s", err, last.Status, s.c.NodeLog("kubelet"))
+	}
+	pod := waitPod(t, s, ns, "app=batch", func(*corev1.Pod) bool { return true })
+	return appReports(ctx, s, ns, pod.Name)
 }
