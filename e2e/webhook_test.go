@@ -197,21 +197,32 @@ func TestWebhookInjects(t *testing.T) {
 	// Mounts: the agent writes the volume and alone reads the token; only the
 	// chosen app container reads the secrets.
 	wantMounts := map[string][]string{
-		injector.AgentContainer: {"kvinject-secrets:/var/run/kvinject/secrets:rw", "kvinject-token:/var/run/secrets/kvinject/tokens:ro"},
-		"migrate":               nil,
-		"web":                   {"kvinject-secrets:/srv/web/secrets:ro"},
-		"metrics":               nil,
+		injector.AgentContainer: {"kvinject-secrets:/var/run/kvinject/secrets:rw", "kvinject-token:/var/run/secrets/kvinject/tokens:ro",
+			"kvinject-no-api-token:/var/run/secrets/kubernetes.io/serviceaccount:ro"},
+		"migrate": nil,
+		"web":     {"kvinject-secrets:/srv/web/secrets:ro"},
+		"metrics": nil,
 	}
 	for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
 		if m := mounts(c); !slices.Equal(m, wantMounts[c.Name]) {
 			t.Errorf("container %s mounts %v, want %v", c.Name, m, wantMounts[c.Name])
 		}
 	}
-	// The ServiceAccount admission plugin runs again after the webhooks and
-	// mounts the API token into the agent, so the API server calls kvinject
-	// again (reinvocationPolicy IfNeeded): nothing more to do.
-	if d := s.hook.audit.decisions(ns, "web"); !slices.Equal(d, []string{"patched", "unchanged"}) {
-		t.Errorf("webhook reviews of pod web: %v, want [patched unchanged]", d)
+	// The ServiceAccount admission plugin, run again after the webhook,
+	// mounts the pod's API token into every container but the agent, which
+	// has a mount at that path already: the agent never holds a token for
+	// the Kubernetes API. The plugin thus changes nothing kvinject added,
+	// and the API server does not call kvinject again.
+	for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+		hasAPIToken := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return strings.HasPrefix(m.Name, "kube-api-access-") && m.MountPath == injector.KubeAPITokenDir
+		})
+		if want := c.Name != injector.AgentContainer; hasAPIToken != want {
+			t.Errorf("container %s has the pod's Kubernetes API token: %t, want %t", c.Name, hasAPIToken, want)
+		}
+	}
+	if d := s.hook.audit.decisions(ns, "web"); !slices.Equal(d, []string{"patched"}) {
+		t.Errorf("webhook reviews of pod web: %v, want [patched]", d)
 	}
 
 	// A plain pod: admitted untouched, and the webhook never heard of it.

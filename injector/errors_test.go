@@ -162,6 +162,9 @@ func TestErrorMessages(t *testing.T) {
 		{name: "volume name taken", pod: func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: SecretsVolume}}
 		}, field: "spec.volumes", want: `already has a volume "kvinject-secrets"`},
+		{name: "API token placeholder name taken", pod: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: NoAPITokenVolume}}
+		}, field: "spec.volumes", want: `already has a volume "kvinject-no-api-token"`},
 		{name: "windows pod", pod: func(p *corev1.Pod) {
 			p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
 		}, field: "spec.os.name", want: "Linux only"},

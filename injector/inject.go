@@ -60,6 +60,14 @@ const (
 	SecretsVolume     = "kvinject-secrets"
 	TokenVolume       = "kvinject-token"
 	CAVolume          = "kvinject-ca" // only with a CA ConfigMap
+	// NoAPITokenVolume is an empty directory that kvinject's containers
+	// mount at KubeAPITokenDir, so the API server's ServiceAccount admission
+	// plugin, which skips a container that already has a mount there, gives
+	// them no Kubernetes API token: the agent talks only to Entra and Key
+	// Vault, and a token it cannot use is one it cannot leak.
+	NoAPITokenVolume = "kvinject-no-api-token"
+	// KubeAPITokenDir is where that plugin mounts the pod's API token.
+	KubeAPITokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 	// MetricsPortName names the sidecar's metrics port (config.MetricsPort),
 	// which the Helm chart's PodMonitor scrapes. An IANA service name: at
@@ -292,7 +300,7 @@ func checkCollisions(pod *corev1.Pod, s *spec, ps *problems) {
 	}
 	checkNodeOS(pod, ps)
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == SecretsVolume || v.Name == TokenVolume || v.Name == CAVolume {
+		if v.Name == SecretsVolume || v.Name == TokenVolume || v.Name == CAVolume || v.Name == NoAPITokenVolume {
 			ps.add("spec.volumes", "the pod already has a volume %q, which kvinject adds; rename it", v.Name)
 		}
 	}
@@ -466,6 +474,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
 				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 					Audience: TokenAudience, ExpirationSeconds: &expiry, Path: TokenPath}}}}}},
+		corev1.Volume{Name: NoAPITokenVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	)
 	if s.caConfigMap != "" {
 		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{
@@ -557,6 +566,7 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: SecretsVolume, MountPath: AgentDir},
 			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+			noAPITokenMount(),
 		},
 		SecurityContext: agentSecurityContext(),
 	}
@@ -579,8 +589,15 @@ func envCheckContainer(s *spec, d Defaults) corev1.Container {
 		Env: []corev1.EnvVar{{Name: config.EnvCheck, ValueFrom: &corev1.EnvVarSource{
 			FileKeyRef: &corev1.FileKeySelector{VolumeName: SecretsVolume, Path: config.EnvFile, Key: config.EnvCheck}}}},
 		Resources:       *s.resources.DeepCopy(),
+		VolumeMounts:    []corev1.VolumeMount{noAPITokenMount()},
 		SecurityContext: agentSecurityContext(),
 	}
+}
+
+// noAPITokenMount keeps the pod's Kubernetes API token out of kvinject's
+// containers (NoAPITokenVolume).
+func noAPITokenMount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: NoAPITokenVolume, MountPath: KubeAPITokenDir, ReadOnly: true}
 }
 
 func agentSecurityContext() *corev1.SecurityContext {
