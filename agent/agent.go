@@ -233,7 +233,7 @@ func checkFiles(files []config.File) error {
 func (a *agent) first(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, a.deadline)
 	defer cancel()
-	if _, err := a.cycle(cctx, true); err != nil {
+	if _, err := a.cycle(cctx, true, 0); err != nil {
 		return err
 	}
 	if err := a.writer.MarkReady(); err != nil {
@@ -260,7 +260,10 @@ func (a *agent) runInit(ctx context.Context) error {
 //     Refresh after the slot before. A fleet started at one instant thus has
 //     its refreshes spread uniformly over the interval from the second cycle
 //     on, and keeps them spread (no drift, no per-cycle jitter to re-bunch).
-//  3. A refresh tries each object once. A failure keeps the last good files
+//  3. A refresh tries each object once, its fetches spaced by refreshPace
+//     (at most one GET a second, all within Refresh/2), so that where
+//     phases bunch the vault sees a trickle rather than bursts; the files
+//     are published once, after the last. A failure keeps the last good files
 //     and waits for the next slot, or for the first slot after a
 //     Retry-After the vault gave, so an outage never raises the sidecar's
 //     request rate above its healthy one (one GET per object per Refresh).
@@ -301,6 +304,7 @@ func (a *agent) runSidecar(ctx context.Context) error {
 		a.log.Info("terminating")
 		return nil
 	}
+	pace := refreshPace(interval, len(a.fetches))
 	slot := start.Add(interval/2 + rand.N(interval))
 	for {
 		a.log.Debug("next fetch", "in", time.Until(slot).Round(time.Millisecond).String())
@@ -309,7 +313,7 @@ func (a *agent) runSidecar(ctx context.Context) error {
 			return nil
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(interval, a.deadline))
-		changed, err := a.cycle(cctx, false)
+		changed, err := a.cycle(cctx, false, pace)
 		cancel()
 		if ctx.Err() != nil {
 			a.log.Info("terminating")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -228,3 +229,42 @@ func (l *arrivalLog) times(ep fakeazure.Endpoint) []time.Time {
 
 func (l *arrivalLog) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *arrivalLog) WithGroup(string) slog.Handler      { return l }
+
+// TestRefreshPacesFetches: a refresh spaces its fetches (at most one GET a
+// second, all within half the interval) while the first fetch asks for
+// every object at once, and the refresh still publishes one snapshot.
+func TestRefreshPacesFetches(t *testing.T) {
+	const (
+		interval = 4 * time.Second
+		objects  = 4
+		pace     = interval / (2 * objects) // 500 ms, under the 1-s cap
+	)
+	arrivals := &arrivalLog{}
+	h := newHarnessWith(t, fakeazure.Options{CA: ca, Logger: slog.New(arrivals)})
+	var files []config.File
+	for i := range objects {
+		name := fmt.Sprintf("paced-%d", i)
+		h.secret(name, "value-Pp"+strconv.Itoa(i))
+		files = append(files, secretFile(h, name, name, ""))
+	}
+	stop := h.start(h.config(interval, files...))
+	eventually(t, "one refresh", 30*time.Second, func() bool {
+		return len(arrivals.times(fakeazure.EndpointGetSecret)) >= 2*objects
+	})
+	must(t, stop())
+	gets := arrivals.times(fakeazure.EndpointGetSecret)
+	slices.SortFunc(gets, func(a, b time.Time) int { return a.Compare(b) })
+	first, refresh := gets[:objects], gets[objects:2*objects]
+	spread := func(ts []time.Time) time.Duration { return ts[len(ts)-1].Sub(ts[0]) }
+	t.Logf("first fetch spread %s, refresh spread %s (paced %s apart)", spread(first), spread(refresh), pace)
+	// The starts are (objects-1)·pace apart; one pace absorbs a slow first GET.
+	if got, want := spread(refresh), (objects-2)*pace; got < want {
+		t.Errorf("a refresh's %d GETs came within %s, want them paced over at least %s", objects, got, want)
+	}
+	if got := spread(first); got >= (objects-2)*pace {
+		t.Errorf("the first fetch's %d GETs came over %s: the app waits on it, it must not be paced", objects, got)
+	}
+	if n := len(h.logLines("files written")); n != 1 {
+		t.Errorf("%d snapshots written, want the first only (the refresh found nothing new)", n)
+	}
+}

@@ -79,10 +79,11 @@ func failureText(f keyvault.Failure) string {
 // cycle fetches every object, renders the files and publishes them. Nothing
 // is written unless every object was fetched and every file rendered. With
 // retry, transient failures are retried until ctx ends; without, each
-// object is tried once.
+// object is tried once. pace spaces the starts of the fetches (see
+// refreshPace); 0 starts them all at once.
 // changed reports whether the cycle published a new snapshot.
-func (a *agent) cycle(ctx context.Context, retry bool) (changed bool, err error) {
-	objects, err := a.fetchAll(ctx, retry)
+func (a *agent) cycle(ctx context.Context, retry bool, pace time.Duration) (changed bool, err error) {
+	objects, err := a.fetchAll(ctx, retry, pace)
 	if err == nil {
 		changed, err = a.publish(objects)
 	}
@@ -114,10 +115,11 @@ func (a *agent) publish(objects map[string]render.Object) (bool, error) {
 // errSiblingFailed ends the fetches of a cycle that has already failed.
 var errSiblingFailed = errors.New("another object failed")
 
-// fetchAll gets every distinct object once, concurrently. The first failure
-// stops further attempts (the cycle fails anyway) but lets requests in flight
-// finish, so every object that fails at once is reported together.
-func (a *agent) fetchAll(ctx context.Context, retry bool) (map[string]render.Object, error) {
+// fetchAll gets every distinct object once, concurrently, the i-th starting
+// i·pace after the first. The first failure stops further attempts (the
+// cycle fails anyway) but lets requests in flight finish, so every object
+// that fails at once is reported together.
+func (a *agent) fetchAll(ctx context.Context, retry bool, pace time.Duration) (map[string]render.Object, error) {
 	stopCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if a.kv != nil {
@@ -135,6 +137,9 @@ func (a *agent) fetchAll(ctx context.Context, retry bool) (map[string]render.Obj
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if sleep(stopCtx, time.Duration(i)*pace) != nil {
+				return
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-stopCtx.Done():
@@ -213,6 +218,22 @@ func (a *agent) fetchOne(ctx, stopCtx context.Context, f *fetch, retry bool) (re
 			return obj, a.ended(stopCtx, fe, attempt)
 		}
 	}
+}
+
+// refreshPace is the spacing of a refresh's fetches: at most one GET per
+// second per agent, and the whole refresh within half its interval. Spacing
+// them turns each sidecar's burst into a trickle, so a fleet's per-second
+// rate stays near its mean even where the random phases of step 2 of
+// runSidecar bunch. The price: a snapshot's objects are read up to
+// (n-1)·pace apart instead of one round trip apart. Key Vault has no
+// multi-object read, so separately stored objects were never read
+// atomically; what must change together belongs in one object (a
+// certificate holds its key).
+func refreshPace(interval time.Duration, objects int) time.Duration {
+	if objects < 2 {
+		return 0
+	}
+	return min(time.Second, interval/time.Duration(2*objects))
 }
 
 // ended explains a fetch that ctx ended after the given failed attempts.
