@@ -100,6 +100,8 @@ func checkServerDenials(t *testing.T, s *stack, envWant, restartWant string) {
 		_, err := s.c.Kube.CoreV1().Pods(ns).Create(ctx, appPod(tc.name, "web", tc.ann), metav1.CreateOptions{})
 		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.fix) {
 			t.Errorf("server %s, pod %s: %v\nwant kvinject's denial %q ... %q", s.c.Version, tc.name, err, tc.want, tc.fix)
+		} else {
+			t.Logf("server %s, pod %s: %v", s.c.Version, tc.name, err)
 		}
 	}
 	got, err := s.c.Kube.CoreV1().Pods(ns).Create(ctx, appPod("files", "web", map[string]string{"kvinject.io/secret-db-password": "db-password"}), metav1.CreateOptions{})

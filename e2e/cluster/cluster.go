@@ -261,6 +261,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.Env.ErrorIfCRDPathMissing = true
 	}
 	api := c.Env.ControlPlane.GetAPIServer()
+	// By path: envtest would take KUBEBUILDER_ASSETS over
+	// BinaryAssetsDirectory, and Options.Assets may name another release.
+	api.Path = filepath.Join(assets, "kube-apiserver")
+	c.Env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(assets, "etcd")}
 	api.SecureServing.Address = "127.0.0.1"
 	api.SecureServing.Port = strconv.Itoa(port)
 	args := api.Configure()
