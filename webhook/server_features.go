@@ -29,6 +29,9 @@ const (
 	featuresRetry = 5 * time.Second
 	// featuresTimeout bounds one read of /version and /metrics.
 	featuresTimeout = 30 * time.Second
+	// maxGateBytes bounds the lines of featureMetric kept: a few hundred
+	// gates of under 100 bytes each.
+	maxGateBytes = 1 << 20
 	// featureMetric is the API server's gauge of its feature gates, one
 	// series per gate (name, stage), 1 for on.
 	featureMetric = "kubernetes_feature_enabled"
@@ -51,8 +54,9 @@ const (
 //     features because the webhook could not reach it for a moment.
 //  4. /metrics is optional: when it cannot be read (forbidden, no such
 //     series), Gates are nil and the version's defaults decide. Only the
-//     lines of the one metric are handed to the Prometheus text parser, so
-//     memory stays bounded whatever the size of /metrics.
+//     lines of the one metric, at most maxGateBytes, are handed to the
+//     Prometheus text parser, so memory stays bounded whatever the size of
+//     /metrics.
 //  5. Each change is logged once.
 type serverFeatures struct {
 	version func(ctx context.Context) (string, error)
@@ -168,6 +172,9 @@ func parseGates(r io.Reader) (map[string]bool, error) {
 		line := sc.Bytes()
 		name := bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("# HELP ")), []byte("# TYPE "))
 		if rest, ok := bytes.CutPrefix(name, []byte(featureMetric)); ok && (len(rest) == 0 || rest[0] == '{' || rest[0] == ' ') {
+			if kept.Len()+len(line) > maxGateBytes {
+				return nil, fmt.Errorf("/metrics has over %d bytes of %s", maxGateBytes, featureMetric)
+			}
 			kept.Write(line)
 			kept.WriteByte('\n')
 		}

@@ -43,7 +43,11 @@ func TestParseGates(t *testing.T) {
 	if _, err := parseGates(strings.NewReader("apiserver_request_total 1\n")); err == nil {
 		t.Error("a /metrics without the gauge gave no error")
 	}
-	// One line over the bound fails the read, not the process's memory.
+	// A line over the bound, or too many lines of the gauge, fail the read,
+	// not the process's memory.
+	if _, err := parseGates(strings.NewReader(strings.Repeat("kubernetes_feature_enabled{name=\"G\"} 1\n", 40000))); err == nil {
+		t.Error("1.5 MiB of the gauge gave no error")
+	}
 	if _, err := parseGates(strings.NewReader(strings.Repeat("x", 2<<20))); err == nil {
 		t.Error("a 2 MiB line gave no error")
 	}
