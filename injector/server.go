@@ -54,33 +54,36 @@ var (
 )
 
 // lacks returns why s does not honour f (the server version, or its gate
-// off), or "" when it does. An unknown or unparsable version lacks every
-// feature: kvinject cannot tell, so it does not admit a pod that would run
-// without what it asked for.
-func (s Server) lacks(f feature) string {
+// off), or "" when it does; unknown is true when kvinject cannot tell. An
+// unknown or unparsable version lacks every feature: kvinject does not
+// admit a pod that might run without what it asked for.
+func (s Server) lacks(f feature) (why string, unknown bool) {
 	if s.Version == "" {
-		why := s.Unknown
-		if why == "" {
-			why = "nobody told it"
+		reason := s.Unknown
+		if reason == "" {
+			reason = "nobody told it"
 		}
-		return fmt.Sprintf("kvinject does not know the API server's version (%s), so it cannot tell whether the server keeps %s", why, f.what)
+		return fmt.Sprintf("kvinject does not know the API server's version (%s), so it cannot tell whether the server keeps %s", reason, f.what), true
 	}
 	v, err := version.ParseGeneric(s.Version)
 	if err != nil {
-		return fmt.Sprintf("the API server's version %q does not parse (%v), so kvinject cannot tell whether the server keeps %s", s.Version, err, f.what)
+		return fmt.Sprintf("the API server's version %q does not parse (%v), so kvinject cannot tell whether the server keeps %s", s.Version, err, f.what), true
 	}
 	on, listed := s.Gates[f.gate]
 	switch {
 	case listed && on:
-		return ""
+		return "", false
 	case listed:
-		return fmt.Sprintf("the API server (%s) runs with the feature gate %s off, and drops %s", s.Version, f.gate, f.what)
+		return fmt.Sprintf("the API server (%s) runs with the feature gate %s off, and drops %s", s.Version, f.gate, f.what), false
 	case v.AtLeast(version.MustParseGeneric(f.since)):
-		return ""
+		return "", false
 	default:
-		return fmt.Sprintf("the API server is %s, and before Kubernetes %s (feature gate %s) it drops %s", s.Version, f.since, f.gate, f.what)
+		return fmt.Sprintf("the API server is %s, and before Kubernetes %s (feature gate %s) it drops %s", s.Version, f.since, f.gate, f.what), false
 	}
 }
+
+// retryFix is the fix when kvinject cannot tell what the server keeps.
+const retryFix = "Fix: create the pod again in a moment; if this persists, the webhook's log says why it cannot read the API server's /version"
 
 // checkServer denies what the API server would not honour, naming the
 // annotation, the reason and the fix.
@@ -91,26 +94,39 @@ func (s Server) lacks(f feature) string {
 //  2. on-change: restart needs ContainerRestartRules and
 //     RestartAllContainersOnContainerExits: without them the server drops
 //     the restart rule silently, and the app never sees new values.
+//  3. When kvinject cannot tell (Server unknown), both are denied with a
+//     fix that says to retry: a pod is never admitted on a guess.
 //
 // Nodes are not checked here: the env-check container fails a pod on a
 // kubelet without EnvFiles, and the scheduler places a restart-rule pod only
 // on nodes that declare the feature (NodeDeclaredFeatures, GA in 1.37).
 func checkServer(s *spec, srv Server, ps *problems) {
 	if len(s.env) > 0 {
-		if why := srv.lacks(featureEnvFiles); why != "" {
+		if why, unknown := srv.lacks(featureEnvFiles); why != "" {
 			for _, e := range s.env {
-				ps.add(Prefix+EnvPrefix+e.Name, "%s. Fix: upgrade the cluster to Kubernetes %s or later with %s on, or remove the annotation and read the file %s instead",
-					why, featureEnvFiles.since, featureEnvFiles.gate, path.Join(s.mountPath, e.File))
+				alt := "remove the annotation and read the file " + path.Join(s.mountPath, e.File) + " instead"
+				if unknown {
+					ps.add(Prefix+EnvPrefix+e.Name, "%s. %s, or %s", why, retryFix, alt)
+					continue
+				}
+				ps.add(Prefix+EnvPrefix+e.Name, "%s. Fix: upgrade the cluster to Kubernetes %s or later with %s on, or %s",
+					why, featureEnvFiles.since, featureEnvFiles.gate, alt)
 			}
 		}
 	}
 	if s.onChange == config.OnChangeRestart {
 		for _, f := range []feature{featureRestartRules, featureRestartAll} {
-			if why := srv.lacks(f); why != "" {
+			why, unknown := srv.lacks(f)
+			if why == "" {
+				continue
+			}
+			if unknown {
+				ps.add(AnnotationOnChange, "restart: %s. %s", why, retryFix)
+			} else {
 				ps.add(AnnotationOnChange, "restart: %s, so the app would never restart with new values. Fix: upgrade the cluster to Kubernetes %s or later with %s and %s on, or use a hook (http://127.0.0.1:<port>/<path>) or none",
 					why, featureRestartAll.since, featureRestartRules.gate, featureRestartAll.gate)
-				break
 			}
+			break
 		}
 	}
 }

@@ -34,7 +34,8 @@ func TestServerFeatures(t *testing.T) {
 			"kvinject.io/env-DB_PASSWORD: the API server (v1.37.2) runs with the feature gate EnvFiles off",
 		}},
 		{"env, unknown server", Server{Unknown: "GET /version: connection refused"}, env, []string{
-			"kvinject.io/env-API_KEY: kvinject does not know the API server's version (GET /version: connection refused)",
+			"kvinject.io/env-API_KEY: kvinject does not know the API server's version (GET /version: connection refused), so it cannot tell whether the server keeps env[].valueFrom.fileKeyRef, which sets a variable from the agent's env file. " +
+				"Fix: create the pod again in a moment; if this persists, the webhook's log says why it cannot read the API server's /version, or remove the annotation and read the file /mnt/secrets/db-password instead",
 			"kvinject.io/env-DB_PASSWORD: kvinject does not know",
 		}},
 		{"env, unparsable version", Server{Version: "main"}, env, []string{
@@ -53,7 +54,7 @@ func TestServerFeatures(t *testing.T) {
 			"kvinject.io/on-change: restart: the API server (v1.37.2) runs with the feature gate RestartAllContainersOnContainerExits off",
 		}},
 		{"restart, unknown server", Server{}, restart, []string{
-			"kvinject.io/on-change: restart: kvinject does not know the API server's version (nobody told it)",
+			"kvinject.io/on-change: restart: kvinject does not know the API server's version (nobody told it), so it cannot tell whether the server keeps the agent's restartPolicyRules, which restart the pod's containers in place. Fix: create the pod again in a moment",
 		}},
 		{"files only, unknown server", Server{}, nil, nil},
 		{"files only on 1.33", Server{Version: "v1.33.13"}, nil, nil},
