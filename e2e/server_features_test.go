@@ -113,12 +113,15 @@ func checkServerDenials(t *testing.T, s *stack, envWant, restartWant string) {
 // A kubelet without EnvFiles (1.37.2 with the gate off) would start the app
 // with the variable set to "": the env-check init container fails the pod
 // first, with the cause and the fix in its termination message, and the
-// app never starts. Not parallel: it switches the one node's kubelet (see
-// cluster.RestartKubelet) and back, with nothing else on the node meanwhile.
-func TestNodeKubeletWithoutEnvFiles(t *testing.T) {
+// app never starts. A kubelet without RestartAllContainersOnContainerExits
+// would ignore the agent's restart rule: the scheduler does not place such a
+// pod there (the node does not declare the feature). Not parallel: it
+// switches the one node's kubelet (see cluster.RestartKubelet) and back,
+// with nothing else on the node meanwhile.
+func TestNodeKubeletWithoutFeatures(t *testing.T) {
 	s := testNode(t)
 	ctx := t.Context()
-	if err := s.c.RestartKubelet(ctx, map[string]bool{"EnvFiles": false}); err != nil {
+	if err := s.c.RestartKubelet(ctx, map[string]bool{"EnvFiles": false, "RestartAllContainersOnContainerExits": false}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -158,4 +161,24 @@ func TestNodeKubeletWithoutEnvFiles(t *testing.T) {
 	if app := initStatus(got, "app"); app == nil || app.State.Running != nil || app.State.Terminated != nil || app.Started != nil && *app.Started {
 		t.Errorf("the app started: %+v", app)
 	}
+
+	// The node no longer declares the restart feature; a pod whose agent
+	// has the restart rule is not scheduled there.
+	restart := nodePodSpec("web", map[string]string{
+		"kvinject.io/secret-token": "node-env-nogate",
+		"kvinject.io/refresh":      "1m",
+		"kvinject.io/on-change":    "restart",
+	})
+	rpod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "restart", Labels: map[string]string{"pod": "restart"}, Annotations: restart.Annotations}, Spec: restart.Spec}
+	if _, err := s.c.Kube.CoreV1().Pods(ns).Create(ctx, rpod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, s, ns, "pod=restart", func(p *corev1.Pod) bool {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "didn't match Pod's required features") {
+				return true
+			}
+		}
+		return false
+	})
 }
