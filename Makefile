@@ -89,10 +89,13 @@ controlplane:
 
 # End-to-end tests on that control plane and a real node (as root: the node
 # runs in namespaces the run creates, see e2e/cluster); they fail (not skip)
-# without them. One package at a time: each starts its own clusters.
+# without them. One package at a time: each starts its own clusters. Some
+# run against the oldest supported release too (OLDEST_K8S_VERSION).
+OLDEST_K8S_VERSION ?= 1.33.13
 e2e:
-	assets=$$(hack/controlplane.sh $(K8S_VERSION)); node=$$(hack/node.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
-	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_NODE_ASSETS=$$node KVINJECT_REQUIRE_E2E=1 \
+	assets=$$(hack/controlplane.sh $(K8S_VERSION)); oldest=$$(hack/controlplane.sh $(OLDEST_K8S_VERSION)); \
+	node=$$(hack/node.sh $(K8S_VERSION)); tools=$$(hack/tools.sh); \
+	PATH=$$tools:$$assets:$$PATH KUBEBUILDER_ASSETS=$$assets KVINJECT_OLDEST_ASSETS=$$oldest KVINJECT_NODE_ASSETS=$$node KVINJECT_REQUIRE_E2E=1 \
 	  $(GO) test -count=1 -p 1 -timeout=25m $(E2E_PKGS)
 
 # The whole product live on a real node (hack/demo, as root), in namespaces of

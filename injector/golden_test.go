@@ -19,7 +19,7 @@ var update = flag.Bool("update", false, "rewrite testdata/golden/*.golden, READM
 // testDefaults are what the golden files are rendered with: no vault, client
 // or tenant, so each case shows where those come from.
 func testDefaults() Defaults {
-	return Defaults{Image: "ghcr.io/kvinject/kvinject:v0.0.0-test"}
+	return Defaults{Image: "ghcr.io/kvinject/kvinject:v0.0.0-test", Server: Server{Version: Newest}}
 }
 
 // TestGolden injects every testdata/golden/*.yaml (a Pod, optionally followed

@@ -47,6 +47,10 @@ type Defaults struct {
 	// NoMetrics turns the sidecars' metrics off unless a pod's
 	// kvinject.io/metrics is "true"; the zero value serves them.
 	NoMetrics bool
+	// Server is what the API server honours; a pod with env-<NAME> or
+	// on-change: restart is denied when it would not (checkServer), also
+	// when Server is unknown (the zero value).
+	Server Server
 }
 
 // Names kvinject adds to a pod. They are fixed so that reinvocation and
@@ -171,6 +175,7 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 		ps.add(DefaultsImage, "no agent image; set the webhook's --agent-image (or kvinject inject --agent-image)")
 	}
 	checkCollisions(out, s, &ps)
+	checkServer(s, d.Server, &ps)
 	if err := ps.err(); err != nil {
 		return nil, Report{Warnings: warnings}, err
 	}

@@ -21,6 +21,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -137,9 +138,11 @@ func TestManifestsRender(t *testing.T) {
 
 	t.Run("deployment", func(t *testing.T) { checkDeployment(t, dep, pdb, pc, sa) })
 	t.Run("rbac", func(t *testing.T) {
-		wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}}}
-		if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, wantRules[0].Verbs) ||
-			!slices.Equal(role.Rules[0].Resources, wantRules[0].Resources) || !slices.Equal(role.Rules[0].APIGroups, wantRules[0].APIGroups) {
+		wantRules := []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
+			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
+		}
+		if !apiequality.Semantic.DeepEqual(role.Rules, wantRules) {
 			t.Errorf("ClusterRole rules %+v, want only %+v", role.Rules, wantRules)
 		}
 		if binding.RoleRef.Name != role.Name || len(binding.Subjects) != 1 ||

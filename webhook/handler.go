@@ -36,6 +36,9 @@ type Handler struct {
 	Defaults injector.Defaults
 	// ServiceAccounts resolves the pod's ServiceAccount.
 	ServiceAccounts ServiceAccounts
+	// Server, when set, supplies Defaults.Server for each review: what the
+	// API server honours, as the webhook last read it (serverFeatures).
+	Server func() injector.Server
 	// Log receives one audit line per review.
 	Log *slog.Logger
 
@@ -190,7 +193,11 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		}
 	}
 	// Any other value is denied by the injector, with the fix.
-	mutated, r, err := injector.Inject(pod, sa, h.Defaults)
+	d := h.Defaults
+	if h.Server != nil {
+		d.Server = h.Server()
+	}
+	mutated, r, err := injector.Inject(pod, sa, d)
 	if err != nil {
 		return denied(a, req.UID, err.Error())
 	}

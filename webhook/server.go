@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/netutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -78,6 +79,9 @@ type Options struct {
 //     stops it, letting in-flight reviews finish, before it stops the cache
 //     they read.
 //  3. The whole shutdown is bounded by GracefulShutdownTimeout.
+//  4. The API server's version and gates are read once before the manager
+//     starts, then again periodically (serverFeatures), for the reviews of
+//     pods with env-<NAME> or on-change: restart.
 func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 	if o.Config == nil {
 		return nil, errors.New("webhook: Options.Config is nil: need a kubeconfig or in-cluster config to watch ServiceAccounts")
@@ -133,9 +137,23 @@ func Start(ctx context.Context, o Options) (done <-chan error, err error) {
 		return nil, fmt.Errorf("webhook: serviceaccount informer: %w", err)
 	}
 
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: discovery client: %w", err)
+	}
+	features := newServerFeatures(disco, o.Logger)
+	// Read once before serving, so the first reviews know the server.
+	features.read(ctx)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return features.run(ctx, featuresInterval)
+	})); err != nil {
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle(Path, &Handler{
 		Defaults: o.Defaults,
+		Server:   features.Server,
 		// Cache misses go to the API server directly.
 		ServiceAccounts: cachedServiceAccounts{cache: mgr.GetCache(), live: mgr.GetAPIReader()},
 		Log:             o.Logger,

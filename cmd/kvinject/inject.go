@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
+
+	k8sversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/offline"
@@ -25,7 +29,12 @@ It takes exactly the webhook's defaults flags, with the same KVINJECT_*
 environment twins, so env $(cat webhook.env) kvinject inject -f app.yaml gives
 what the webhook gives. --sa-client-id and --sa-tenant-id stand in for the
 workload's ServiceAccount annotations (azure.workload.identity/client-id,
-tenant-id) when the input has no such ServiceAccount.
+tenant-id) when the input has no such ServiceAccount. The webhook reads its
+API server's version and feature gates; offline, --server-version and
+--server-feature-gates say them (default: the newest release kvinject is
+tested on, its default gates). They decide only whether a pod with
+kvinject.io/env-* or kvinject.io/on-change: restart is denied, never what an
+injected pod looks like.
 
 Exit codes: 0 written; 1 a document is invalid (nothing is written, stderr
 names each document and annotation); 2 usage error or unreadable input.
@@ -39,6 +48,8 @@ type injectOptions struct {
 	clientID  string
 	tenantID  string
 	namespace string
+	server    string
+	gates     map[string]bool
 	defaults  injector.Defaults
 }
 
@@ -57,6 +68,8 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&o.clientID, "sa-client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
 	fs.StringVar(&o.tenantID, "sa-tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of documents that name none")
+	fs.StringVar(&o.server, "server-version", injector.Newest, "Kubernetes version of the API server to check kvinject.io/env-* and on-change: restart against (the webhook reads its server's)")
+	fs.Var((*gatesFlag)(&o.gates), "server-feature-gates", "the API server's feature gates that differ from its version's defaults, as kube-apiserver's --feature-gates, e.g. EnvFiles=false")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -76,12 +89,17 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		// Offline, the image of this build stands in for the webhook's own.
 		_ = fs.Set("agent-image", "ghcr.io/kvinject/kvinject:"+version)
 	}
+	if _, err := k8sversion.ParseGeneric(o.server); err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: --server-version (%s): %q is not a Kubernetes version like %s\n", webhook.EnvName("server-version"), o.server, injector.Newest)
+		return 2
+	}
 	d, err := defaults.Defaults()
 	if err != nil {
 		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
 		return 2
 	}
 	o.defaults = d
+	o.defaults.Server = injector.Server{Version: o.server, Gates: o.gates}
 
 	var in []byte
 	if o.file == "-" {
@@ -121,4 +139,33 @@ func hasMissingIdentity(problems []string) bool {
 		}
 	}
 	return false
+}
+
+// gatesFlag is a list of feature gates as kube-apiserver's --feature-gates
+// takes it: Name=bool, comma-separated. (component-base's MapStringBool
+// would link cobra into the binary for this.)
+type gatesFlag map[string]bool
+
+func (g *gatesFlag) String() string {
+	var parts []string
+	for k, v := range *g {
+		parts = append(parts, k+"="+strconv.FormatBool(v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (g *gatesFlag) Set(value string) error {
+	if *g == nil {
+		*g = map[string]bool{}
+	}
+	for _, kv := range strings.Split(value, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		on, err := strconv.ParseBool(v)
+		if !ok || k == "" || err != nil {
+			return fmt.Errorf("%q is not Gate=true or Gate=false", kv)
+		}
+		(*g)[k] = on
+	}
+	return nil
 }

@@ -276,6 +276,8 @@ func TestUsage(t *testing.T) {
 		{"-f", "-", "extra"},
 		{"-f", missing},
 		{"-f", "-", "--cloud", "Mars"},
+		{"-f", "-", "--server-version", "latest"},
+		{"-f", "-", "--server-feature-gates", "EnvFiles"},
 	} {
 		if code, out, _ := inject(t, "", args...); code != 2 || out != "" {
 			t.Errorf("%v: exit %d output %q, want 2 and no output", args, code, out)
@@ -299,5 +301,22 @@ func TestWarningsGoToStderr(t *testing.T) {
 	}
 	if !strings.Contains(out, "kvinject.io/warnings: 'kvinject.io/refresh: 5s is shorter than 30s") {
 		t.Errorf("no kvinject.io/warnings annotation on stdout:\n%s", out)
+	}
+}
+
+// TestServerVersion: offline, the API server is the newest tested release
+// unless --server-version or --server-feature-gates say otherwise; an older
+// one denies a pod with an environment variable, with the reason and fix.
+func TestServerVersion(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    kvinject.io/inject: \"true\"\n    kvinject.io/secret-db: kv1/db\n    kvinject.io/env-DB: db\nspec:\n  containers: [{name: app, image: x}]\n"
+	ids := []string{"-f", "-", "--sa-client-id", testClient, "--sa-tenant-id", testTenant}
+	if code, _, stderr := inject(t, in, ids...); code != 0 {
+		t.Errorf("default server: exit %d, stderr %q", code, stderr)
+	}
+	for _, args := range [][]string{{"--server-version", "1.34"}, {"--server-feature-gates", "EnvFiles=false"}} {
+		code, out, stderr := inject(t, in, append(args, ids...)...)
+		if code != 1 || out != "" || !strings.Contains(stderr, "kvinject.io/env-DB: the API server") || !strings.Contains(stderr, "read the file /mnt/secrets/db instead") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, stderr)
+		}
 	}
 }

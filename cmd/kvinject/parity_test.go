@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -37,7 +38,9 @@ func (s saLookup) ServiceAccount(_ context.Context, namespace, name string) (*co
 // TestInjectGivesTheWebhooksPods runs every golden input of the injector
 // through `kvinject inject` and through the webhook's handler, both with the
 // same defaults flags (the built-in ones, and a set of non-default ones), and
-// requires the same pod, or a denial from both.
+// requires the same pod, or a denial from both. The webhook's API server is
+// the one kvinject inject assumes (injector.Newest), or, with
+// --server-version and --server-feature-gates, the one they name.
 func TestInjectGivesTheWebhooksPods(t *testing.T) {
 	inputs, err := filepath.Glob("../../injector/testdata/golden/*.yaml")
 	if err != nil || len(inputs) == 0 {
@@ -51,6 +54,29 @@ func TestInjectGivesTheWebhooksPods(t *testing.T) {
 			"--mount-path", "/srv/kv", "--file-mode", "0400", "--agent-cpu-request", "5m", "--agent-memory-request", "",
 			"--agent-cpu-limit", "1", "--agent-memory-limit", "96Mi", "--volume-size-limit", "8Mi"},
 	}
+	// The API server each flag set stands for: what the webhook reads.
+	servers := map[string]injector.Server{
+		"defaults":    {Version: injector.Newest},
+		"non-default": {Version: injector.Newest},
+		"old server":  {Version: "v1.33.13"},
+		"gates off":   {Version: "v1.37.2", Gates: map[string]bool{"EnvFiles": false, "RestartAllContainersOnContainerExits": false}},
+	}
+	// Flags of kvinject inject only: the webhook reads its server instead.
+	serverFlags := map[string][]string{
+		"old server": {"--server-version", "v1.33.13"},
+		"gates off":  {"--server-version", "v1.37.2", "--server-feature-gates", "EnvFiles=false,RestartAllContainersOnContainerExits=false"},
+	}
+	flagSets["old server"] = flagSets["defaults"]
+	flagSets["gates off"] = flagSets["defaults"]
+	denied := map[string]int{}
+	defer func() {
+		// env.yaml and on-change-restart.yaml at least.
+		for _, set := range []string{"old server", "gates off"} {
+			if denied[set] < 2 {
+				t.Errorf("%s: only %d inputs were denied by both; the comparison proves little", set, denied[set])
+			}
+		}
+	}()
 	injected := 0
 	defer func() {
 		if injected < 2*4 {
@@ -86,7 +112,8 @@ func TestInjectGivesTheWebhooksPods(t *testing.T) {
 		for setName, args := range flagSets {
 			t.Run(filepath.Base(in)+"/"+setName, func(t *testing.T) {
 				var out, errOut bytes.Buffer
-				code := runInject(context.Background(), append(append([]string{}, args...), "-f", "-"), strings.NewReader(string(raw)), &out, &errOut)
+				cliArgs := append(append(append([]string{}, args...), serverFlags[setName]...), "-f", "-")
+				code := runInject(context.Background(), cliArgs, strings.NewReader(string(raw)), &out, &errOut)
 
 				fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 				df := webhook.BindDefaultsFlags(fs)
@@ -97,7 +124,9 @@ func TestInjectGivesTheWebhooksPods(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				h := &webhook.Handler{Defaults: d, ServiceAccounts: sas, Log: slog.New(slog.DiscardHandler)}
+				server := servers[setName]
+				h := &webhook.Handler{Defaults: d, ServiceAccounts: sas, Log: slog.New(slog.DiscardHandler),
+					Server: func() injector.Server { return server }}
 				podJSON, _ := json.Marshal(&pod)
 				body, _ := json.Marshal(&admissionv1.AdmissionReview{
 					TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -117,6 +146,9 @@ func TestInjectGivesTheWebhooksPods(t *testing.T) {
 				if !resp.Allowed {
 					if code != 1 {
 						t.Errorf("webhook denied (%s), kvinject inject exited %d:\n%s", resp.Result.Message, code, errOut.String())
+					}
+					if strings.Contains(resp.Result.Message, "the API server") && strings.Contains(errOut.String(), "the API server") {
+						denied[setName]++
 					}
 					return
 				}

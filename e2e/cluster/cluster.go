@@ -80,6 +80,28 @@ type Options struct {
 	// StartTimeout bounds the start of each process; default 90s (2 shared
 	// cores can make a cold kube-apiserver slow).
 	StartTimeout time.Duration
+	// Assets is the directory of kube-apiserver, etcd and
+	// kube-controller-manager (hack/controlplane.sh <version>); default
+	// KUBEBUILDER_ASSETS. Another release than the default's, e.g. the
+	// oldest supported (OldestAssetsEnv).
+	Assets string
+	// APIServerFeatureGates is kube-apiserver's --feature-gates, e.g.
+	// "EnvFiles=false"; "" leaves the release's defaults.
+	APIServerFeatureGates string
+}
+
+// OldestAssetsEnv names the directory of the oldest supported release's
+// control plane (hack/controlplane.sh 1.33.13), for Options.Assets.
+const OldestAssetsEnv = "KVINJECT_OLDEST_ASSETS"
+
+// OldestAssets returns the directory OldestAssetsEnv names after checking
+// that it holds the binaries, or an error that says how to build them.
+func OldestAssets() (string, error) {
+	dir := os.Getenv(OldestAssetsEnv)
+	if dir == "" {
+		return "", fmt.Errorf("%s is not set; build them with: export %s=$(hack/controlplane.sh 1.33.13)", OldestAssetsEnv, OldestAssetsEnv)
+	}
+	return dir, checkAssets(dir)
 }
 
 // Cluster is a running control plane. All endpoints are on 127.0.0.1 (with
@@ -121,12 +143,20 @@ func Assets() (string, error) {
 	if dir == "" {
 		return "", fmt.Errorf("%s is not set; %s", AssetsEnv, assetsHint)
 	}
-	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			return "", fmt.Errorf("%s=%s: %w; %s", AssetsEnv, dir, err, assetsHint)
-		}
+	if err := checkAssets(dir); err != nil {
+		return "", fmt.Errorf("%s=%s: %w; %s", AssetsEnv, dir, err, assetsHint)
 	}
 	return dir, nil
+}
+
+// checkAssets checks that dir holds the control plane's binaries.
+func checkAssets(dir string) error {
+	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Kubectl is the kubectl that hack/controlplane.sh built beside the control
@@ -179,9 +209,13 @@ func StartT(t testing.TB, opts Options) *Cluster {
 // Start starts etcd and kube-apiserver (and what opts asks for) and waits
 // until they serve. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
-	assets, err := Assets()
-	if err != nil {
-		return nil, err
+	assets := opts.Assets
+	if assets == "" {
+		if assets, err = Assets(); err != nil {
+			return nil, err
+		}
+	} else if err := checkAssets(assets); err != nil {
+		return nil, fmt.Errorf("Options.Assets %s: %w", assets, err)
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
@@ -227,11 +261,18 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.Env.ErrorIfCRDPathMissing = true
 	}
 	api := c.Env.ControlPlane.GetAPIServer()
+	// By path: envtest would take KUBEBUILDER_ASSETS over
+	// BinaryAssetsDirectory, and Options.Assets may name another release.
+	api.Path = filepath.Join(assets, "kube-apiserver")
+	c.Env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(assets, "etcd")}
 	api.SecureServing.Address = "127.0.0.1"
 	api.SecureServing.Port = strconv.Itoa(port)
 	args := api.Configure()
 	args.Set("service-account-issuer", c.Issuer)
 	args.Set("service-account-jwks-uri", c.Issuer+"openid/v1/jwks")
+	if opts.APIServerFeatureGates != "" {
+		args.Set("feature-gates", opts.APIServerFeatureGates)
+	}
 	if InNode() {
 		// With no default route (the run's namespaces have none)
 		// kube-apiserver needs an address to advertise: the pod bridge's.

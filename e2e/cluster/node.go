@@ -15,12 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,6 +92,10 @@ type node struct {
 	socket     string
 	procs      []*process // in start order; stopped in reverse
 	kubeletLog string
+	// kubelet and kubeletArgs start the kubelet again (RestartKubelet).
+	kubelet     string
+	kubeletArgs []string
+	taint       bool
 }
 
 // nodeAPIServerArgs configures kube-apiserver before start for a node: the
@@ -188,20 +194,32 @@ func startNode(ctx context.Context, c *Cluster, taint bool, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	if err := n.writeKubeletConfig(taint); err != nil {
+	if err := n.writeKubeletConfig(taint, nil); err != nil {
 		return nil, err
 	}
 	if err := makeCgroupRoot(nodeCgroupRoot()); err != nil {
 		return nil, err
 	}
-	if p, err = startProcess(n.dir, filepath.Join(assets, "kubelet"),
-		"--config="+filepath.Join(n.dir, "kubelet.yaml"),
-		"--kubeconfig="+kubeconfig,
-		"--hostname-override="+NodeName,
-		"--root-dir="+filepath.Join(n.dir, "kubelet"),
-		"--cert-dir="+filepath.Join(n.dir, "kubelet-pki"),
-		"--v=2"); err != nil {
+	n.kubelet, n.taint = filepath.Join(assets, "kubelet"), taint
+	n.kubeletArgs = []string{
+		"--config=" + filepath.Join(n.dir, "kubelet.yaml"),
+		"--kubeconfig=" + kubeconfig,
+		"--hostname-override=" + NodeName,
+		"--root-dir=" + filepath.Join(n.dir, "kubelet"),
+		"--cert-dir=" + filepath.Join(n.dir, "kubelet-pki"),
+		"--v=2"}
+	if err := n.startKubelet(ctx, c, timeout); err != nil {
 		return nil, err
+	}
+	return n, nil
+}
+
+// startKubelet starts the kubelet and waits for the node to be Ready and
+// untainted (but for NodeTaint).
+func (n *node) startKubelet(ctx context.Context, c *Cluster, timeout time.Duration) error {
+	p, err := startProcess(n.dir, n.kubelet, n.kubeletArgs...)
+	if err != nil {
+		return err
 	}
 	n.procs = append(n.procs, p)
 	n.kubeletLog = p.logPath
@@ -219,16 +237,44 @@ func startNode(ctx context.Context, c *Cluster, taint bool, timeout time.Duratio
 			}
 		}
 		for _, cond := range no.Status.Conditions {
+			// A restarted kubelet reports Ready again only after its
+			// own start.
 			if cond.Type == corev1.NodeReady {
-				return cond.Status == corev1.ConditionTrue, nil
+				return cond.Status == corev1.ConditionTrue && !cond.LastHeartbeatTime.Time.Before(p.started.Truncate(time.Second)), nil
 			}
 		}
 		return false, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("wait for node %s to be Ready and untainted: %w\nkubelet (tail):\n%s", NodeName, err, p.output())
+		return fmt.Errorf("wait for node %s to be Ready and untainted: %w\nkubelet (tail):\n%s", NodeName, err, p.output())
 	}
-	return n, nil
+	return nil
+}
+
+// RestartKubelet stops the node's kubelet and starts it again with these
+// feature gates (nil: the release's defaults), then waits for the node to be
+// Ready. Pods keep running meanwhile; the kubelet takes them up again. A
+// second node cannot run beside the first (one pod bridge and subnet, one
+// cgroup root, the kubelet's fixed /var/lib/kubelet/device-plugins), so a
+// test that needs a kubelet with other gates switches this one, and nothing
+// else may use the node meanwhile (the test must not be parallel).
+func (c *Cluster) RestartKubelet(ctx context.Context, gates map[string]bool) error {
+	n := c.node
+	if n == nil {
+		return errors.New("the cluster has no node")
+	}
+	i := slices.IndexFunc(n.procs, func(p *process) bool { return p.path == n.kubelet })
+	if i < 0 {
+		return errors.New("the kubelet is not running")
+	}
+	if err := n.procs[i].stop(); err != nil {
+		return err
+	}
+	n.procs = slices.Delete(n.procs, i, i+1)
+	if err := n.writeKubeletConfig(n.taint, gates); err != nil {
+		return err
+	}
+	return n.startKubelet(ctx, c, 90*time.Second)
 }
 
 // ctr runs containerd's client against this node's containerd.
@@ -298,7 +344,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	return nil
 }
 
-func (n *node) writeKubeletConfig(taint bool) error {
+func (n *node) writeKubeletConfig(taint bool, gates map[string]bool) error {
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -334,6 +380,12 @@ fileCheckFrequency: 1h
 staticPodPath: ""
 `, port, filepath.Join(pki, "kubelet.crt"), filepath.Join(pki, "kubelet.key"), filepath.Join(pki, "ca.crt"),
 		n.socket, nodeCgroupRoot(), filepath.Join(n.dir, "resolv.conf"), filepath.Join(n.dir, "pod-logs"))
+	if len(gates) > 0 {
+		cfg += "featureGates:\n"
+		for _, g := range slices.Sorted(maps.Keys(gates)) {
+			cfg += fmt.Sprintf("  %s: %t\n", g, gates[g])
+		}
+	}
 	if taint {
 		cfg += fmt.Sprintf("registerWithTaints: [{key: %s, value: \"true\", effect: NoSchedule}]\n", NodeTaint)
 	}
@@ -565,6 +617,7 @@ func newKubeletCA(dir string) (*kubeletCA, error) {
 // in a log file under the node's directory.
 type process struct {
 	path, logPath string
+	started       time.Time
 	cmd           *exec.Cmd
 	done          chan struct{}
 	err           error
@@ -580,6 +633,7 @@ func startProcess(dir, path string, args ...string) (*process, error) {
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = procAttr()
+	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
