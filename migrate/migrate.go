@@ -345,12 +345,6 @@ func (in *inputs) rewrite(w *workload, o Options) {
 	if len(w.path) > 0 {
 		prefix = strings.Join(w.path, ".") + "."
 	}
-	for k := range pod.Annotations {
-		if strings.HasPrefix(k, injector.Prefix) {
-			w.fail("%smetadata.annotations: %s is set; migrate writes every kvinject annotation itself, remove them first", prefix, k)
-			return
-		}
-	}
 	failed := false
 	fail := func(format string, a ...any) { failed = true; w.fail(format, a...) }
 
@@ -616,12 +610,12 @@ func (in *inputs) rewrite(w *workload, o Options) {
 	if c0.clientID != "" {
 		a[injector.AnnotationClientID] = c0.clientID
 	}
-	cloud := c0.cloud
-	if cloud == "" {
-		cloud = "AzurePublicCloud"
-	}
-	if cloud != o.Defaults.Cloud.Name {
-		a[injector.AnnotationCloud] = cloud
+	switch {
+	case c0.cloud != "" && c0.cloud != o.Defaults.Cloud.Name:
+		a[injector.AnnotationCloud] = c0.cloud
+	case c0.cloud == "" && o.Defaults.Cloud.Name != "AzurePublicCloud":
+		// A webhook set up for another cloud is set up for these vaults.
+		w.report.Warnings = append(w.report.Warnings, fmt.Sprintf("%s names no cloudName (the provider uses AzurePublicCloud); the webhook's --cloud %s applies", c0, o.Defaults.Cloud.Name))
 	}
 	if len(paths) == 1 {
 		a[injector.AnnotationMountPath] = paths.sorted()[0]
@@ -635,6 +629,16 @@ func (in *inputs) rewrite(w *workload, o Options) {
 	}
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
+	}
+	// kvinject annotations of the template's own (a ca-configmap, a
+	// refresh) are kept; one that migrate writes too is a conflict.
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		if v, ok := pod.Annotations[k]; ok && !(k == injector.AnnotationInject && v == a[k]) {
+			fail("%smetadata.annotations: %s is already set; remove it (migrate writes it from the class)", prefix, k)
+		}
+	}
+	if failed {
+		return
 	}
 	maps.Copy(pod.Annotations, a)
 
