@@ -483,15 +483,21 @@ func (in *inputs) rewrite(w *workload, o Options) {
 		var plain []corev1.EnvVar
 		migratedFrom := -1
 		for j, ef := range ct.c.EnvFrom {
-			if ef.SecretRef == nil {
-				if migratedFrom >= 0 {
-					w.report.Warnings = append(w.report.Warnings, fmt.Sprintf("%s.envFrom[%d] comes after a migrated envFrom; a key it shares with that Secret now loses to kvinject's variable", ct.path, j))
-				}
-				keepFrom = append(keepFrom, ef)
-				continue
+			var c *class
+			var so *secretObject
+			if ef.SecretRef != nil {
+				c, so = synced(ef.SecretRef.Name)
 			}
-			c, so := synced(ef.SecretRef.Name)
 			if so == nil {
+				if migratedFrom >= 0 {
+					src := "a source"
+					if ef.ConfigMapRef != nil {
+						src = "ConfigMap " + ef.ConfigMapRef.Name
+					} else if ef.SecretRef != nil {
+						src = "Secret " + ef.SecretRef.Name
+					}
+					w.report.Warnings = append(w.report.Warnings, fmt.Sprintf("%s.envFrom[%d] (%s) comes after a migrated envFrom[%d]: if it sets a migrated name, kvinject's variable now wins over it", ct.path, j, src, migratedFrom))
+				}
 				keepFrom = append(keepFrom, ef)
 				continue
 			}
