@@ -557,9 +557,12 @@ func (in *inputs) rewrite(w *workload, o Options) {
 	}
 	// kvinject appends its variables after the container's own, and the
 	// kubelet expands $(NAME) only from variables defined earlier.
-	for _, ct := range containers(pod, prefix) {
+	for _, ct := range containers(w.pod, prefix) {
 		for j, e := range ct.c.Env {
-			for name := range env {
+			if w.migratedRefs[fmt.Sprintf("%s.env[%d].valueFrom.secretKeyRef.name", ct.path, j)] {
+				continue
+			}
+			for _, name := range slices.Sorted(maps.Keys(env)) {
 				if strings.Contains(e.Value, "$("+name+")") {
 					fail("%s.env[%d] (%s) refers to $(%s); kvinject sets %s after the container's own variables, so it would not expand. Read %s from the file instead", ct.path, j, e.Name, name, name, env[name])
 				}
@@ -878,6 +881,13 @@ func (in *inputs) unused(r *Result, refs map[string][]reference) {
 		}
 	}
 	seen := set{}
+	for _, w := range in.workloads {
+		if w.out == nil {
+			for _, s := range w.spSecrets {
+				seen.add(w.pod.Namespace + "/" + s) // still used
+			}
+		}
+	}
 	for _, w := range in.workloads {
 		for _, s := range w.spSecrets {
 			if key := w.pod.Namespace + "/" + s; w.out != nil && !seen[key] {

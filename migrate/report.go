@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // WriteReport writes what migrated, what did not and why, and what to
@@ -25,7 +26,11 @@ func (r *Result) WriteReport(w io.Writer) error {
 	if len(r.NotMigrated) > 0 {
 		fmt.Fprintf(b, "not migrated (%d):\n", len(r.NotMigrated))
 		for _, m := range r.NotMigrated {
-			fmt.Fprintf(b, "  %s:\n", m.Name)
+			if len(m.Classes) > 0 {
+				fmt.Fprintf(b, "  %s (%s):\n", m.Name, strings.Join(m.Classes, ", "))
+			} else {
+				fmt.Fprintf(b, "  %s:\n", m.Name)
+			}
 			for _, x := range m.Reasons {
 				fmt.Fprintf(b, "    - %s\n", x)
 			}
