@@ -595,6 +595,11 @@ func (in *inputs) rewrite(w *workload, o Options) {
 		}
 	}
 
+	if len(names) == 0 {
+		fail("no container mounts the CSI volume or reads a synced Secret through env or envFrom, so kvinject would deliver nothing: keep the volume if it only syncs Secrets for something else, or remove it")
+		return
+	}
+
 	// The annotations.
 	c0 := w.classes[0]
 	a := map[string]string{
@@ -806,7 +811,7 @@ func useOf(path string) string {
 	case strings.Contains(path, "secretKeyRef"), strings.Contains(path, "envFrom"):
 		return "environment variable"
 	case strings.Contains(path, "volumes["):
-		return "volume; kvinject files could replace it, but migrate mounts one directory per pod"
+		return "a Secret volume, which migrate does not turn into files: read the class's files at the CSI mount path instead (objectAlias can give them the Secret's key names) and migrate again"
 	}
 	return "a reference"
 }

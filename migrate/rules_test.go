@@ -250,6 +250,17 @@ func TestRules(t *testing.T) {
 			want: []string{"syncs Secret shop/db, which Pod shop/reader uses at spec.containers[0].envFrom[0].secretRef.name (environment variable)"},
 		},
 		{
+			name: "a Secret volume of a synced Secret",
+			docs: []string{dbClass, deploymentYAML("web", "        - name: app\n          image: app\n          volumeMounts: [{name: kv, mountPath: /mnt/kv}, {name: db, mountPath: /etc/db}]",
+				csiVolume+"\n        - {name: db, secret: {secretName: db}}")},
+			want: []string{"syncs Secret shop/db, which Deployment shop/web uses at spec.template.spec.volumes[1].secret.secretName (a Secret volume, which migrate does not turn into files"},
+		},
+		{
+			name: "a CSI volume no container mounts",
+			docs: []string{dbClass, deploymentYAML("web", "        - name: app\n          image: app", csiVolume)},
+			want: []string{"no container mounts the CSI volume or reads a synced Secret"},
+		},
+		{
 			name: "a workload that stays on the driver keeps the Secret alive",
 			docs: []string{dbClass,
 				deploymentYAML("web", "        - name: app\n          image: app\n"+mount, csiVolume),
