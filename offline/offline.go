@@ -37,24 +37,12 @@ var separatorRE = regexp.MustCompile(`^---(\s.*)?$`)
 // included, so a diff of input and output shows only what kvinject adds.
 // ServiceAccounts in the stream are used for the pods that run as them.
 func Documents(in []byte, o Options) (out []byte, warnings, problems []string) {
-	// chunks alternate: document, separator line, document, ...
-	var chunks [][]byte
-	var doc []byte
-	for _, line := range bytes.SplitAfter(in, []byte("\n")) {
-		if separatorRE.Match(bytes.TrimRight(line, "\r\n")) {
-			chunks = append(chunks, doc, line)
-			doc = nil
-			continue
-		}
-		doc = append(doc, line...)
-	}
-	chunks = append(chunks, doc)
-
+	chunks := Split(in)
 	sas := serviceAccounts(chunks, o.Namespace)
 	var buf bytes.Buffer
 	index := 0
 	for i, c := range chunks {
-		if i%2 == 1 || isBlank(c) {
+		if i%2 == 1 || IsBlank(c) {
 			buf.Write(c)
 			continue
 		}
@@ -67,11 +55,28 @@ func Documents(in []byte, o Options) (out []byte, warnings, problems []string) {
 	return buf.Bytes(), warnings, problems
 }
 
+// Split cuts a multi-document YAML stream into chunks that alternate:
+// document, separator line, document, ... Joining them gives the input back
+// byte for byte; a document may be blank (IsBlank).
+func Split(in []byte) [][]byte {
+	var chunks [][]byte
+	var doc []byte
+	for _, line := range bytes.SplitAfter(in, []byte("\n")) {
+		if separatorRE.Match(bytes.TrimRight(line, "\r\n")) {
+			chunks = append(chunks, doc, line)
+			doc = nil
+			continue
+		}
+		doc = append(doc, line...)
+	}
+	return append(chunks, doc)
+}
+
 // serviceAccounts finds the ServiceAccount documents, by namespace/name.
 func serviceAccounts(chunks [][]byte, namespace string) map[string]*corev1.ServiceAccount {
 	sas := map[string]*corev1.ServiceAccount{}
 	for i, c := range chunks {
-		if i%2 == 1 || isBlank(c) {
+		if i%2 == 1 || IsBlank(c) {
 			continue
 		}
 		var sa corev1.ServiceAccount
@@ -86,8 +91,8 @@ func serviceAccounts(chunks [][]byte, namespace string) map[string]*corev1.Servi
 	return sas
 }
 
-// isBlank reports whether a document holds only whitespace and comments.
-func isBlank(doc []byte) bool {
+// IsBlank reports whether a document holds only whitespace and comments.
+func IsBlank(doc []byte) bool {
 	for _, line := range bytes.Split(doc, []byte("\n")) {
 		l := bytes.TrimSpace(line)
 		if len(l) > 0 && l[0] != '#' {
@@ -95,6 +100,13 @@ func isBlank(doc []byte) bool {
 		}
 	}
 	return true
+}
+
+// TemplatePath says where kind keeps its pod template (nil for a Pod, whose
+// metadata and spec are at the top), and whether kvinject injects that kind.
+func TemplatePath(kind string) ([]string, bool) {
+	p, ok := templatePaths[kind]
+	return p, ok
 }
 
 // templatePaths says where each supported kind keeps its pod template.
@@ -160,7 +172,7 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		return msgs
 	}
 
-	path, supported := templatePaths[meta.Kind]
+	path, supported := TemplatePath(meta.Kind)
 	if !supported {
 		if b, _ := json.Marshal(obj); bytes.Contains(b, []byte(injector.AnnotationInject)) {
 			return false, prefix([]string{fmt.Sprintf("kind %s is not injected; only Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are", meta.Kind)}), nil
@@ -176,7 +188,7 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		tmpl = next
 	}
 
-	pod, err := decodePod(tmpl)
+	pod, err := DecodePod(tmpl)
 	if err != nil {
 		field := strings.Join(path, ".")
 		if field == "" {
@@ -209,7 +221,7 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		return false, prefix(warnings), nil // not opted in, or injected before
 	}
 	injected.Namespace = templateNamespace
-	if err := encodePod(injected, tmpl, meta.Kind == "Pod"); err != nil {
+	if err := EncodePod(injected, tmpl, meta.Kind == "Pod"); err != nil {
 		return false, nil, prefix([]string{err.Error()})
 	}
 	return true, prefix(warnings), nil
@@ -236,9 +248,9 @@ func StandInServiceAccount(sas map[string]*corev1.ServiceAccount, pod *corev1.Po
 	return sa
 }
 
-// decodePod reads the metadata and spec of a pod or pod template, rejecting
+// DecodePod reads the metadata and spec of a pod or pod template, rejecting
 // unknown fields: re-encoding would drop them silently.
-func decodePod(tmpl map[string]any) (*corev1.Pod, error) {
+func DecodePod(tmpl map[string]any) (*corev1.Pod, error) {
 	b, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
 	if err != nil {
 		return nil, err
@@ -252,9 +264,9 @@ func decodePod(tmpl map[string]any) (*corev1.Pod, error) {
 	return &pod, nil
 }
 
-// encodePod writes metadata and spec back into the template map, without the
+// EncodePod writes metadata and spec back into the template map, without the
 // empty fields Go's types add (creationTimestamp: null, resources: {}).
-func encodePod(pod *corev1.Pod, tmpl map[string]any, isPod bool) error {
+func EncodePod(pod *corev1.Pod, tmpl map[string]any, isPod bool) error {
 	b, err := json.Marshal(struct {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 		Spec     corev1.PodSpec    `json:"spec"`

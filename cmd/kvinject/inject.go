@@ -7,11 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
-
-	k8sversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/offline"
@@ -48,8 +44,6 @@ type injectOptions struct {
 	clientID  string
 	tenantID  string
 	namespace string
-	server    string
-	gates     map[string]bool
 	defaults  injector.Defaults
 }
 
@@ -68,8 +62,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&o.clientID, "sa-client-id", "", "client ID, as if on the ServiceAccount (azure.workload.identity/client-id)")
 	fs.StringVar(&o.tenantID, "sa-tenant-id", "", "tenant ID, as if on the ServiceAccount (azure.workload.identity/tenant-id)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of documents that name none")
-	fs.StringVar(&o.server, "server-version", injector.Newest, "Kubernetes version of the API server to check kvinject.io/env-* and on-change: restart against (the webhook reads its server's)")
-	fs.Var((*gatesFlag)(&o.gates), "server-feature-gates", "the API server's feature gates that differ from its version's defaults, as kube-apiserver's --feature-gates, e.g. EnvFiles=false")
+	server := offline.BindServerFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -89,8 +82,9 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		// Offline, the image of this build stands in for the webhook's own.
 		_ = fs.Set("agent-image", "ghcr.io/kvinject/kvinject:"+version)
 	}
-	if _, err := k8sversion.ParseGeneric(o.server); err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: --server-version (%s): %q is not a Kubernetes version like %s\n", webhook.EnvName("server-version"), o.server, injector.Newest)
+	srv, err := server.Server()
+	if err != nil {
+		fmt.Fprintf(stderr, "kvinject inject: %v (or %s)\n", err, webhook.EnvName("server-version"))
 		return 2
 	}
 	d, err := defaults.Defaults()
@@ -99,7 +93,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return 2
 	}
 	o.defaults = d
-	o.defaults.Server = injector.Server{Version: o.server, Gates: o.gates}
+	o.defaults.Server = srv
 
 	var in []byte
 	if o.file == "-" {
@@ -139,33 +133,4 @@ func hasMissingIdentity(problems []string) bool {
 		}
 	}
 	return false
-}
-
-// gatesFlag is a list of feature gates as kube-apiserver's --feature-gates
-// takes it: Name=bool, comma-separated. (component-base's MapStringBool
-// would link cobra into the binary for this.)
-type gatesFlag map[string]bool
-
-func (g *gatesFlag) String() string {
-	var parts []string
-	for k, v := range *g {
-		parts = append(parts, k+"="+strconv.FormatBool(v))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
-}
-
-func (g *gatesFlag) Set(value string) error {
-	if *g == nil {
-		*g = map[string]bool{}
-	}
-	for _, kv := range strings.Split(value, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		on, err := strconv.ParseBool(v)
-		if !ok || k == "" || err != nil {
-			return fmt.Errorf("%q is not Gate=true or Gate=false", kv)
-		}
-		(*g)[k] = on
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/kvinject/kvinject/grants"
+	"github.com/kvinject/kvinject/migrate"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -24,6 +25,7 @@ Usage:
   kvinject inject -f FILE|-       show what the webhook would do to manifests, offline
   kvinject explain -f FILE|-      what each workload gets, as whom, and the Azure roles it needs
   kvinject grants -f FILE|- ...   least-privilege role assignments and federated credentials (az, terraform, bicep)
+  kvinject migrate -f FILE...     rewrite Secrets Store CSI driver workloads (SecretProviderClass) for kvinject
   kvinject version                print the version
 `
 
@@ -61,6 +63,8 @@ func main() {
 		code = grantsCommand().Explain(os.Args[2:])
 	case "grants":
 		code = grantsCommand().Grants(os.Args[2:])
+	case "migrate":
+		code = migrate.Command{Name: commandName(os.Args[0]), Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}.Run(os.Args[2:])
 	case "version", "--version":
 		fmt.Println("kvinject", version)
 	case "help", "-h", "--help":

@@ -62,4 +62,11 @@ func TestKubectlPlugin(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"federatedCredentialSubject": "system:serviceaccount:shop:orders"`) {
 		t.Errorf("kubectl kvinject explain: %v\n%s", err, out)
 	}
+
+	migrate := exec.Command(kubectl, "kvinject", "migrate", "-f", "../../migrate/testdata/shop/in.yaml")
+	migrate.Env = env
+	out, err = migrate.Output()
+	if err != nil || !strings.Contains(string(out), "kvinject.io/mount-path: /mnt/secrets-store") {
+		t.Errorf("kubectl kvinject migrate: %v\n%s", err, out)
+	}
 }
