@@ -86,7 +86,7 @@ func (s *Server) serveEntra(w http.ResponseWriter, r *http.Request) {
 	}
 	switch ep {
 	case EndpointOpenIDConfiguration:
-		s.serveOpenIDConfiguration(w)
+		s.serveOpenIDConfiguration(w, strings.TrimSuffix(s.entra.url, "/"))
 	case EndpointEntraKeys:
 		writeJSON(w, http.StatusOK, jwks{Keys: []jwk{publicJWK(s.tokenKid, s.tokenKey.Public())}})
 	case EndpointToken:
@@ -98,8 +98,11 @@ func (s *Server) serveEntra(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter) {
-	base := strings.TrimSuffix(s.entra.url, "/") + "/" + s.opts.TenantID
+// serveOpenIDConfiguration sends the tenant's metadata for the authority
+// origin (https://host[:port]), which MSAL checks against the authority it
+// was given.
+func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter, origin string) {
+	base := origin + "/" + s.opts.TenantID
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_endpoint":                        base + "/oauth2/v2.0/token",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},

@@ -51,7 +51,8 @@ type TokenProxyOptions struct {
 // sends every request it would send to Entra ID, path and query unchanged:
 //
 //  1. GET /{tenant}/v2.0/.well-known/openid-configuration, answered with
-//     the tenant's metadata as Entra ID answers it;
+//     the tenant's metadata as Entra ID answers it for the authority named
+//     in the Host header (azidentity rewrites the URL, not the Host);
 //  2. POST /{tenant}/oauth2/v2.0/token, a client-credentials grant whose
 //     client assertion is the pod's service-account token for Audience.
 //
@@ -187,7 +188,11 @@ func (p *TokenProxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ep == EndpointProxyOpenIDConfiguration {
-		s.serveOpenIDConfiguration(w)
+		// azidentity's proxy transport rewrites the URL but keeps the
+		// request's Host, the authority's: the metadata is for that
+		// authority, as MSAL checks, and its token endpoint is rewritten
+		// to the proxy in turn.
+		s.serveOpenIDConfiguration(w, "https://"+r.Host)
 		return
 	}
 	if r.Method != http.MethodPost {
