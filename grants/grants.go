@@ -222,7 +222,10 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 	if o.Scope != ScopeObject && o.Scope != ScopeVault {
 		return nil, fmt.Errorf("scope %q is not %s or %s", o.Scope, ScopeObject, ScopeVault)
 	}
-	if len(o.Issuers) == 0 {
+	// Workloads on identity bindings need no issuer: AKS keeps their
+	// identity's one federated credential.
+	federated := slices.ContainsFunc(ws, func(w Workload) bool { return !w.Plan.IdentityBinding })
+	if len(o.Issuers) == 0 && federated {
 		return nil, fmt.Errorf("no issuer: give each cluster's OIDC issuer URL (az aks show --query oidcIssuerProfile.issuerUrl -o tsv)")
 	}
 	for _, is := range o.Issuers {

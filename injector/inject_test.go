@@ -645,3 +645,34 @@ func TestCheckDefaultsIdentityBinding(t *testing.T) {
 		}
 	}
 }
+
+// No pod steers where its agent's token goes: the proxy settings a pod's
+// own containers carry (as AKS's webhook, or the pod's author, would set
+// them) do not reach the agent, and there is no annotation for them.
+func TestIdentityBindingNotSteeredByThePod(t *testing.T) {
+	d := Defaults{Image: "img", IdentityBinding: IdentityBinding{TokenProxy: "https://kubernetes.default.svc",
+		SNIName: "ib.test", CAConfigMap: IdentityBindingCAConfigMap, Audience: IdentityBindingAudience}}
+	pod := testPod(map[string]string{AnnotationIdentityBinding: "true"})
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{
+		{Name: "AZURE_KUBERNETES_TOKEN_PROXY", Value: "https://attacker.example"},
+		{Name: "AZURE_KUBERNETES_SNI_NAME", Value: "attacker.example"},
+		{Name: "AZURE_KUBERNETES_CA_FILE", Value: "/attacker/ca.crt"},
+	}
+	out, _ := mustInject(t, pod, nil, d)
+	agent := container(t, out.Spec.InitContainers, AgentContainer)
+	for name, want := range map[string]string{
+		"AZURE_KUBERNETES_TOKEN_PROXY": d.IdentityBinding.TokenProxy,
+		"AZURE_KUBERNETES_SNI_NAME":    d.IdentityBinding.SNIName,
+		"AZURE_KUBERNETES_CA_FILE":     TokenDir + "/" + IdentityBindingCAPath,
+	} {
+		if got := env(agent, name); got != want {
+			t.Errorf("agent %s = %q, want the webhook's %q", name, got, want)
+		}
+	}
+	for _, key := range []string{Prefix + "identity-binding-token-proxy", Prefix + "token-proxy", Prefix + "identity-binding-ca-configmap"} {
+		_, _, err := Inject(testPod(map[string]string{AnnotationIdentityBinding: "true", key: "https://attacker.example"}), nil, d)
+		if err == nil || !strings.Contains(err.Error(), key+": unknown annotation") {
+			t.Errorf("%s: err = %v, want it denied as an unknown annotation", key, err)
+		}
+	}
+}
