@@ -160,6 +160,9 @@ type Report struct {
 	// ClientIDFrom and TenantIDFrom name where the workload identity came
 	// from: the pod annotation, the ServiceAccount's, or a default.
 	ClientIDFrom, TenantIDFrom string
+	// IdentityBinding: the agent signs in through the AKS identity-binding
+	// token proxy.
+	IdentityBinding bool
 }
 
 // Modes of Report.Mode.
@@ -217,7 +220,8 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 
 // report is the Report of an injection by s.
 func report(s *spec, warnings []string) Report {
-	r := Report{Warnings: warnings, Mode: ModeSidecar, ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom}
+	r := Report{Warnings: warnings, Mode: ModeSidecar, ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom,
+		IdentityBinding: s.identityBinding}
 	switch {
 	case s.refresh == 0:
 		r.Mode = ModeInit

@@ -596,7 +596,10 @@ func TestIdentityBinding(t *testing.T) {
 		}
 	}
 
-	on, _ := mustInject(t, testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, d)
+	on, r, err := Inject(testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, d)
+	if err != nil || !r.IdentityBinding {
+		t.Fatalf("Inject: %v, report identity binding %t", err, r.IdentityBinding)
+	}
 	check(t, on, true)
 	if got := env(container(t, on.Spec.InitContainers, AgentContainer), "AZURE_KUBERNETES_TOKEN_PROXY"); got != ib.TokenProxy {
 		t.Errorf("AZURE_KUBERNETES_TOKEN_PROXY = %q, want the webhook's %q", got, ib.TokenProxy)
@@ -618,7 +621,7 @@ func TestIdentityBinding(t *testing.T) {
 	}
 
 	// A webhook without a proxy denies the pod that asks for one.
-	_, _, err := Inject(testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, Defaults{Image: "img"})
+	_, _, err = Inject(testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, Defaults{Image: "img"})
 	if err == nil || !strings.Contains(err.Error(), AnnotationIdentityBinding+": this cluster's kvinject has no identity-binding token proxy") {
 		t.Errorf("identity binding without a proxy: err = %v", err)
 	}
