@@ -86,6 +86,9 @@ func (p *pod) fix(fe *FetchError) string {
 	if f.Retryable && f.Status != 0 {
 		return "the service kept failing or throttling until the deadline; this is usually temporary, and the agent tries again when the container restarts"
 	}
+	if f.SignIn && p.id.TokenProxy != "" {
+		return p.proxyFix(f)
+	}
 	if f.SignIn {
 		switch f.Code {
 		case "AADSTS70021", "AADSTS700213", "AADSTS7002137", "AADSTS7002138", "AADSTS700211", "AADSTS700212":
@@ -138,6 +141,19 @@ func (p *pod) fix(fe *FetchError) string {
 		return "the vault rejected the request: check the object name and version in the pod's kvinject.io annotations"
 	}
 	return "see the agent's logs"
+}
+
+// proxyFix is the advice for a sign-in through the AKS identity-binding
+// token proxy, where no federated credential of the cluster's is involved.
+func (p *pod) proxyFix(f keyvault.Failure) string {
+	id := p.id.ClientID
+	switch {
+	case f.Status == 0:
+		return fmt.Sprintf("the identity-binding token proxy %s did not answer: check that the pod can reach it, and that the webhook's --identity-binding-sni-name and --identity-binding-ca-configmap are the cluster's (AKS's webhook gives its own pods the same values as AZURE_KUBERNETES_SNI_NAME and AZURE_KUBERNETES_CA_FILE)", p.id.TokenProxy)
+	case strings.HasPrefix(f.Code, "AADSTS"):
+		return fmt.Sprintf("Entra ID refused the token proxy's exchange for %s: AKS keeps one federated credential (aks-identity-binding) on the identity for its identity bindings; check it is there and that an identity binding maps %s to this cluster", id, id)
+	}
+	return fmt.Sprintf("the identity-binding token proxy refused %s: create an identity binding of managed identity %s to this cluster (az aks identity-binding create) and a ClusterRole with verb use-managed-identity on resource %s of API group cid.wi.aks.azure.com, bound to ServiceAccount %s", p.subject(), id, id, strings.Replace(strings.TrimPrefix(p.subject(), "system:serviceaccount:"), ":", "/", 1))
 }
 
 // authority is the sign-in authority the agent used.

@@ -87,6 +87,8 @@ type harness struct {
 	dir       string
 	termLog   string
 	logs      syncBuffer
+	// extraEnv is added to the agent's environment.
+	extraEnv map[string]string
 
 	mu     sync.Mutex
 	served map[string]string // what → value
@@ -191,13 +193,17 @@ func (h *harness) env(c *config.Config) map[string]string {
 	h.t.Helper()
 	raw, err := json.Marshal(c)
 	must(h.t, err)
-	return map[string]string{
+	env := map[string]string{
 		config.EnvVar:                string(raw),
 		"AZURE_CLIENT_ID":            h.clientID,
 		"AZURE_TENANT_ID":            h.srv.TenantID(),
 		"AZURE_FEDERATED_TOKEN_FILE": h.tokenFile,
 		"AZURE_AUTHORITY_HOST":       h.srv.AuthorityHost(),
 	}
+	for k, v := range h.extraEnv {
+		env[k] = v
+	}
+	return env
 }
 
 // run runs the agent through its Go entry point, configured through the

@@ -216,7 +216,9 @@ func TestValues(t *testing.T) {
 		"KVINJECT_VAULT": "https://kv.vault.azure.net/", "KVINJECT_TENANT_ID": "00000000-0000-0000-0000-000000000001",
 		"KVINJECT_REFRESH": "1h", "KVINJECT_DISABLE_INSTANCE_DISCOVERY": "true",
 		"KVINJECT_AGENT_CPU_LIMIT": "100m", "KVINJECT_SIDECAR": "classic", "KVINJECT_CA_CONFIGMAP": "corp-root-ca",
-		"KVINJECT_AGENT_METRICS": "false",
+		"KVINJECT_AGENT_METRICS": "false", "KVINJECT_IDENTITY_BINDING": "true",
+		"KVINJECT_IDENTITY_BINDING_TOKEN_PROXY": "https://kubernetes.default.svc", "KVINJECT_IDENTITY_BINDING_SNI_NAME": "0123456789abcdef.ib.test",
+		"KVINJECT_IDENTITY_BINDING_CA_CONFIGMAP": "cluster-ca", "KVINJECT_IDENTITY_BINDING_AUDIENCE": "api://AKSIdentityBinding",
 	} {
 		if env[name] != want {
 			t.Errorf("%s=%q, want %q", name, env[name], want)

@@ -59,11 +59,18 @@ const (
 	// vaultName is the emulated vault every test reads from (the webhook's
 	// --vault, as a URL: a name would resolve through DNS).
 	vaultName = "shop-kv"
+	// ibSNIName and ibCAConfigMap are the webhook's identity-binding token
+	// proxy settings besides its URL: the server name the emulated proxy
+	// answers to, and the ConfigMap (key ca.crt) that holds its own CA in
+	// the namespaces of the tests that use it.
+	ibSNIName     = "0123456789abcdef.ib.kvinject.test"
+	ibCAConfigMap = "kvinject-e2e-ib-ca"
 )
 
 type stack struct {
 	c        *cluster.Cluster
 	srv      *fakeazure.Server
+	proxy    *fakeazure.TokenProxy // the AKS identity-binding token proxy
 	vaultURL string
 	caFile   string // the emulator's CA, the agents' extra CA (kvinject.io/ca-configmap)
 	defaults injector.Defaults
@@ -113,11 +120,19 @@ func newStack(ctx context.Context, c *cluster.Cluster) (*stack, error) {
 		return nil, err
 	}
 
+	if s.proxy, err = s.srv.StartTokenProxy(fakeazure.TokenProxyOptions{SNIName: ibSNIName}); err != nil {
+		return nil, err
+	}
+
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	df := webhook.BindDefaultsFlags(fs)
+	// Identity bindings are configured as a platform team would, and off
+	// unless a pod asks for them.
 	if err := fs.Parse([]string{"--agent-image=" + agentImage, "--vault=" + s.vaultURL, "--tenant-id=" + s.srv.TenantID(),
 		"--cloud=Custom", "--authority-host=" + s.srv.AuthorityHost(), "--vault-suffix=vault.kvinject.test",
-		"--disable-instance-discovery", "--disable-challenge-resource-verification"}); err != nil {
+		"--disable-instance-discovery", "--disable-challenge-resource-verification",
+		"--identity-binding-token-proxy=" + s.proxy.URL(), "--identity-binding-sni-name=" + ibSNIName,
+		"--identity-binding-ca-configmap=" + ibCAConfigMap}); err != nil {
 		return nil, err
 	}
 	if s.defaults, err = df.Defaults(); err != nil {

@@ -49,6 +49,9 @@ assignment per object (or vault, with --scope vault) and identity, and one
 federated credential per identity, ServiceAccount and cluster issuer, as an
 az script, Terraform (azurerm) or Bicep, sorted, for review in a pull request.
 Identities are user-assigned managed identities, named with --identity.
+Workloads that sign in through AKS identity bindings (kvinject.io/identity-binding,
+or --identity-binding) get no federated credentials and need no --issuer: the
+output's comments say what each cluster needs instead.
 
 Exit codes: 0 written; 1 a document is invalid or would be denied, or the
 grants cannot be written in that format; 2 usage error or unreadable input.

@@ -20,7 +20,11 @@ type Explanation struct {
 	Identity       IdentitySpec `json:"identity"`
 	Subject        string       `json:"federatedCredentialSubject"`
 	Audience       string       `json:"audience"`
-	MountPath      string       `json:"mountPath"`
+	// IdentityBinding: the agent signs in through the cluster's AKS
+	// identity-binding token proxy; Subject is then what the proxy
+	// authorizes, and no federated credential of the cluster's is needed.
+	IdentityBinding bool   `json:"identityBinding,omitempty"`
+	MountPath       string `json:"mountPath"`
 	// Containers get the mount; null is every container.
 	Containers []string      `json:"containers"`
 	Refresh    string        `json:"refresh"`
@@ -63,7 +67,7 @@ func Explain(ws []Workload, o Options) []Explanation {
 			ServiceAccount: p.ServiceAccount,
 			Identity: IdentitySpec{ClientID: p.ClientID, ClientIDFrom: source(p.ClientIDFrom),
 				TenantID: p.TenantID, TenantIDFrom: source(p.TenantIDFrom)},
-			Subject: Subject(p.Namespace, p.ServiceAccount), Audience: injector.TokenAudience,
+			Subject: Subject(p.Namespace, p.ServiceAccount), Audience: p.Audience, IdentityBinding: p.IdentityBinding,
 			MountPath: p.MountPath, Containers: p.Containers, Refresh: "once, at start",
 			Vaults: []string{}, Files: []FileSummary{}, Warnings: w.Warnings}
 		if p.Refresh > 0 {
@@ -136,7 +140,13 @@ func WriteText(w io.Writer, es []Explanation) error {
 		fmt.Fprintf(&b, "%s\n", e.Workload)
 		fmt.Fprintf(&b, "  identity:  client %s (%s)\n", e.Identity.ClientID, e.Identity.ClientIDFrom)
 		fmt.Fprintf(&b, "             tenant %s (%s)\n", e.Identity.TenantID, e.Identity.TenantIDFrom)
-		fmt.Fprintf(&b, "  federated credential subject: %s (audience %s)\n", e.Subject, e.Audience)
+		if e.IdentityBinding {
+			fmt.Fprintf(&b, "  identity binding: %s signs in through the AKS token proxy (audience %s), no federated credential;\n", e.Subject, e.Audience)
+			fmt.Fprintf(&b, "             needs an identity binding of the identity to each cluster and a ClusterRole with verb\n")
+			fmt.Fprintf(&b, "             use-managed-identity on cid.wi.aks.azure.com/%s bound to ServiceAccount %s/%s\n", e.Identity.ClientID, e.Namespace, e.ServiceAccount)
+		} else {
+			fmt.Fprintf(&b, "  federated credential subject: %s (audience %s)\n", e.Subject, e.Audience)
+		}
 		containers := "every container"
 		if e.Containers != nil {
 			containers = "containers " + strings.Join(e.Containers, ", ")

@@ -119,13 +119,24 @@ type Credential struct {
 	Audience string   `json:"audience"`
 }
 
+// IdentityBinding is what AKS identity bindings need for an identity in
+// place of federated credentials (kvinject.io/identity-binding): in each
+// cluster, an identity binding of the identity to the cluster and a
+// ClusterRole granting Subjects the use of it. AKS keeps the one federated
+// credential they share.
+type IdentityBinding struct {
+	Identity Identity `json:"identity"`
+	Subjects []string `json:"subjects"`
+}
+
 // Set is every grant a stream of workloads needs, sorted.
 type Set struct {
-	Scope       string       `json:"scope"`
-	Identities  []Identity   `json:"identities"`
-	Assignments []Assignment `json:"assignments"`
-	Credentials []Credential `json:"credentials"`
-	Warnings    []string     `json:"warnings,omitempty"`
+	Scope            string            `json:"scope"`
+	Identities       []Identity        `json:"identities"`
+	Assignments      []Assignment      `json:"assignments"`
+	Credentials      []Credential      `json:"credentials"`
+	IdentityBindings []IdentityBinding `json:"identityBindings,omitempty"`
+	Warnings         []string          `json:"warnings,omitempty"`
 }
 
 // MaxCredentials is how many federated credentials Entra allows on one identity.
@@ -199,7 +210,10 @@ func (o Options) ObjectScope(obj *config.Object) string {
 //     every file that needs it.
 //  3. Each identity gets one federated credential per ServiceAccount
 //     subject and issuer, named from both, so the names are stable when
-//     issuers or workloads are added; past MaxCredentials a warning says so.
+//     issuers or workloads are added; past MaxCredentials a warning says so
+//     and points to identity bindings. Workloads that sign in through AKS
+//     identity bindings need none: their subjects are listed per identity
+//     (IdentityBindings), for the ClusterRoleBinding of each cluster.
 //  4. Everything is sorted, so the same input renders the same output.
 func Derive(ws []Workload, o Options) (*Set, error) {
 	if o.Scope == "" {
@@ -208,7 +222,10 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 	if o.Scope != ScopeObject && o.Scope != ScopeVault {
 		return nil, fmt.Errorf("scope %q is not %s or %s", o.Scope, ScopeObject, ScopeVault)
 	}
-	if len(o.Issuers) == 0 {
+	// Workloads on identity bindings need no issuer: AKS keeps their
+	// identity's one federated credential.
+	federated := slices.ContainsFunc(ws, func(w Workload) bool { return !w.Plan.IdentityBinding })
+	if len(o.Issuers) == 0 && federated {
 		return nil, fmt.Errorf("no issuer: give each cluster's OIDC issuer URL (az aks show --query oidcIssuerProfile.issuerUrl -o tsv)")
 	}
 	for _, is := range o.Issuers {
@@ -225,9 +242,10 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 		identityRG = ResourceGroupPlaceholder
 	}
 
-	// Identities, by client ID; subjects per identity.
+	// Identities, by client ID; subjects per identity, federated or bound.
 	identities := map[string]*Identity{}
 	subjects := map[string][]string{}
+	bound := map[string][]string{}
 	for _, w := range ws {
 		p := w.Plan
 		id, ok := identities[p.ClientID]
@@ -239,14 +257,19 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("client %s is used with tenants %s and %s; an identity lives in one tenant", p.ClientID, id.TenantID, p.TenantID))
 		}
 		sub := Subject(p.Namespace, p.ServiceAccount)
-		if !slices.Contains(subjects[p.ClientID], sub) {
-			subjects[p.ClientID] = append(subjects[p.ClientID], sub)
+		list := subjects
+		if p.IdentityBinding {
+			list = bound
+		}
+		if !slices.Contains(list[p.ClientID], sub) {
+			list[p.ClientID] = append(list[p.ClientID], sub)
 		}
 	}
 	for client, id := range identities {
 		slices.Sort(subjects[client])
+		slices.Sort(bound[client])
 		if id.Name == "" {
-			first := strings.TrimPrefix(subjects[client][0], "system:serviceaccount:")
+			first := strings.TrimPrefix(slices.Concat(subjects[client], bound[client])[0], "system:serviceaccount:")
 			id.Name = strings.ReplaceAll(first, ":", "-")
 			s.Warnings = append(s.Warnings, fmt.Sprintf("client %s has no --identity %s=NAME; its identity is assumed to be named %s", client, client, id.Name))
 		}
@@ -302,7 +325,10 @@ func Derive(ws []Workload, o Options) (*Set, error) {
 			}
 		}
 		if n > MaxCredentials {
-			s.Warnings = append(s.Warnings, fmt.Sprintf("identity %s needs %d federated credentials, past Entra's %d per identity: give some ServiceAccounts their own identity, or use fewer issuers per identity", id.Name, n, MaxCredentials))
+			s.Warnings = append(s.Warnings, fmt.Sprintf("identity %s needs %d federated credentials, past Entra's %d per identity: on AKS, sign in through identity bindings instead (%s: \"true\", docs/azure.md, \"Identity bindings\"), which need none of the clusters'; or give some ServiceAccounts their own identity, or use fewer issuers per identity", id.Name, n, MaxCredentials, injector.AnnotationIdentityBinding))
+		}
+		if subs := bound[id.ClientID]; len(subs) > 0 {
+			s.IdentityBindings = append(s.IdentityBindings, IdentityBinding{Identity: id, Subjects: subs})
 		}
 	}
 	slices.SortFunc(s.Credentials, func(a, b Credential) int {

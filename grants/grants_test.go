@@ -204,8 +204,47 @@ func TestCredentialLimit(t *testing.T) {
 	if len(s.Credentials) != 22 {
 		t.Fatalf("%d credentials, want 11 subjects x 2 issuers", len(s.Credentials))
 	}
-	if !strings.Contains(strings.Join(s.Warnings, "\n"), "22 federated credentials, past Entra's 20") {
-		t.Errorf("warnings %q lack the limit", s.Warnings)
+	if w := strings.Join(s.Warnings, "\n"); !strings.Contains(w, "22 federated credentials, past Entra's 20") ||
+		!strings.Contains(w, "sign in through identity bindings instead (kvinject.io/identity-binding") {
+		t.Errorf("warnings %q lack the limit or the way past it", s.Warnings)
+	}
+
+	// The same workloads through AKS identity bindings need no federated
+	// credential; their subjects are listed for the ClusterRoleBindings.
+	d := defaults()
+	d.IdentityBinding = injector.IdentityBinding{TokenProxy: "https://kubernetes.default.svc", Default: true, Audience: injector.IdentityBindingAudience}
+	ws, problems, err := Read(strings.NewReader(doc.String()), ReadOptions{Namespace: "default", Defaults: d})
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("Read: %v %q", err, problems)
+	}
+	o.Issuers = nil // AKS keeps the one federated credential: no issuer needed
+	if s, err = Derive(ws, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Credentials) != 0 || len(s.Warnings) != 0 || len(s.IdentityBindings) != 1 || len(s.IdentityBindings[0].Subjects) != 11 ||
+		s.IdentityBindings[0].Identity.Name != "id-orders" || len(s.Assignments) != 1 {
+		t.Errorf("with identity bindings: %d credentials, warnings %q, bindings %+v, %d assignments; want none, none, id-orders for 11 subjects, 1",
+			len(s.Credentials), s.Warnings, s.IdentityBindings, len(s.Assignments))
+	}
+	var az bytes.Buffer
+	if err := Render(&az, s, "az", RenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# Identity id-orders signs in through AKS identity bindings for system:serviceaccount:ns0:default",
+		"az aks identity-binding create", "use-managed-identity on resource " + clientOrders + " of API group cid.wi.aks.azure.com"} {
+		if !strings.Contains(az.String(), want) {
+			t.Errorf("az output lacks %q:\n%s", want, az.String())
+		}
+	}
+	if strings.Contains(az.String(), "federated-credential create") {
+		t.Errorf("az output creates federated credentials for workloads on identity bindings:\n%s", az.String())
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, Explain(ws[:1], o)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "identity binding: system:serviceaccount:ns0:default signs in through the AKS token proxy (audience api://AKSIdentityBinding)"; !strings.Contains(text.String(), want) {
+		t.Errorf("explain lacks %q:\n%s", want, text.String())
 	}
 }
 

@@ -50,6 +50,13 @@ func header(s *Set, comment string) string {
 	for _, m := range s.Warnings {
 		fmt.Fprintf(&b, "%s WARNING: %s\n", comment, m)
 	}
+	for _, ib := range s.IdentityBindings {
+		id := ib.Identity
+		fmt.Fprintf(&b, "%s Identity %s signs in through AKS identity bindings for %s: no federated credentials here.\n", comment, id.Name, strings.Join(ib.Subjects, ", "))
+		fmt.Fprintf(&b, "%s   In each cluster: az aks identity-binding create --resource-group <cluster-group> --cluster-name <cluster> --name %s \\\n", comment, id.Name)
+		fmt.Fprintf(&b, "%s     --managed-identity-resource-id /subscriptions/<subscription>/resourceGroups/%s/providers/Microsoft.ManagedIdentity/userAssignedIdentities/%s\n", comment, id.ResourceGroup, id.Name)
+		fmt.Fprintf(&b, "%s   and a ClusterRole with verb use-managed-identity on resource %s of API group cid.wi.aks.azure.com, bound to those ServiceAccounts.\n", comment, id.ClientID)
+	}
 	return b.String()
 }
 

@@ -13,26 +13,28 @@ const Prefix = "kvinject.io/"
 
 // Annotation keys with a fixed name.
 const (
-	AnnotationInject        = Prefix + "inject"
-	AnnotationVault         = Prefix + "vault"
-	AnnotationObjects       = Prefix + "objects"
-	AnnotationRefresh       = Prefix + "refresh"
-	AnnotationSidecar       = Prefix + "sidecar"
-	AnnotationMountPath     = Prefix + "mount-path"
-	AnnotationContainers    = Prefix + "containers"
-	AnnotationClientID      = Prefix + "client-id"
-	AnnotationTenantID      = Prefix + "tenant-id"
-	AnnotationCloud         = Prefix + "cloud"
-	AnnotationCAConfigMap   = Prefix + "ca-configmap"
-	AnnotationFileMode      = Prefix + "file-mode"
-	AnnotationCPURequest    = Prefix + "cpu-request"
-	AnnotationMemoryRequest = Prefix + "memory-request"
-	AnnotationCPULimit      = Prefix + "cpu-limit"
-	AnnotationMemoryLimit   = Prefix + "memory-limit"
-	AnnotationMetrics       = Prefix + "metrics"
-	AnnotationOnChange      = Prefix + "on-change"
-	AnnotationStatus        = Prefix + "status"
-	AnnotationWarnings      = Prefix + "warnings"
+	AnnotationInject      = Prefix + "inject"
+	AnnotationVault       = Prefix + "vault"
+	AnnotationObjects     = Prefix + "objects"
+	AnnotationRefresh     = Prefix + "refresh"
+	AnnotationSidecar     = Prefix + "sidecar"
+	AnnotationMountPath   = Prefix + "mount-path"
+	AnnotationContainers  = Prefix + "containers"
+	AnnotationClientID    = Prefix + "client-id"
+	AnnotationTenantID    = Prefix + "tenant-id"
+	AnnotationCloud       = Prefix + "cloud"
+	AnnotationCAConfigMap = Prefix + "ca-configmap"
+	// AnnotationIdentityBinding: sign in through AKS identity bindings.
+	AnnotationIdentityBinding = Prefix + "identity-binding"
+	AnnotationFileMode        = Prefix + "file-mode"
+	AnnotationCPURequest      = Prefix + "cpu-request"
+	AnnotationMemoryRequest   = Prefix + "memory-request"
+	AnnotationCPULimit        = Prefix + "cpu-limit"
+	AnnotationMemoryLimit     = Prefix + "memory-limit"
+	AnnotationMetrics         = Prefix + "metrics"
+	AnnotationOnChange        = Prefix + "on-change"
+	AnnotationStatus          = Prefix + "status"
+	AnnotationWarnings        = Prefix + "warnings"
 )
 
 // StatusInjected is the value of AnnotationStatus on an injected pod.
@@ -141,6 +143,9 @@ var Annotations = []Annotation{
 	{Name: "cloud", Type: "cloud name", Default: "webhook `--cloud` (`AzurePublicCloud`)",
 		Help:    "One of " + cloudList() + "; sets the sign-in authority and the vault DNS suffix.",
 		Example: "AzureUSGovernmentCloud"},
+	{Name: "identity-binding", Type: "`\"true\"` or `\"false\"`", Default: "webhook `--identity-binding` (`false`)",
+		Help:    "Sign in through the cluster's AKS identity-binding token proxy instead of at Entra ID: one federated credential on the identity, kept by AKS, serves every cluster bound to it, past Entra's 20 per identity. The proxy's URL, server name and CA are the webhook's (`--identity-binding-token-proxy`, `--identity-binding-sni-name`, `--identity-binding-ca-configmap`); the pod's ServiceAccount needs a ClusterRoleBinding to `use-managed-identity` on its client ID (see *Identity bindings* in docs/azure.md).",
+		Example: `"true"`},
 	{Name: "ca-configmap", Type: "ConfigMap name", Default: "webhook `--ca-configmap` (none)",
 		Help:    "A ConfigMap in the pod's namespace whose PEM certificates the agent trusts besides its image's CA bundle (a TLS-inspecting proxy, a private cloud). Mounted read-only into the agent only; the pod waits until it exists.",
 		Example: "corp-root-ca"},

@@ -20,10 +20,16 @@ type Plan struct {
 	ClientIDFrom, TenantIDFrom string
 	// Namespace and ServiceAccount make the federated credential's subject.
 	Namespace, ServiceAccount string
-	Cloud                     config.Cloud
-	Refresh                   time.Duration
-	Sidecar                   string
-	MountPath                 string
+	// IdentityBinding: the agent signs in through the cluster's AKS
+	// identity-binding token proxy, which needs no federated credential of
+	// the cluster's (Defaults.IdentityBinding).
+	IdentityBinding bool
+	// Audience is the projected token's audience.
+	Audience  string
+	Cloud     config.Cloud
+	Refresh   time.Duration
+	Sidecar   string
+	MountPath string
 	// Containers get the mount; nil is every container.
 	Containers []string
 	// Files are sorted by name.
@@ -47,6 +53,7 @@ func Explain(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*Plan, []s
 		ClientID: s.clientID, TenantID: s.tenantID,
 		ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom,
 		Namespace: pod.Namespace, ServiceAccount: ServiceAccountName(pod),
+		IdentityBinding: s.identityBinding, Audience: s.audience(d),
 		Cloud: s.cloud, Refresh: s.refresh, Sidecar: s.sidecar,
 		MountPath: s.mountPath, Containers: s.containers, Files: s.files,
 	}, warnings, nil

@@ -17,9 +17,12 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/golden/*.golden, README.md and docs/annotations.md")
 
 // testDefaults are what the golden files are rendered with: no vault, client
-// or tenant, so each case shows where those come from.
+// or tenant, so each case shows where those come from; an identity-binding
+// proxy as AKS's webhook would name it, off unless a pod turns it on.
 func testDefaults() Defaults {
-	return Defaults{Image: "ghcr.io/kvinject/kvinject:v0.0.0-test", Server: Server{Version: Newest}}
+	return Defaults{Image: "ghcr.io/kvinject/kvinject:v0.0.0-test", Server: Server{Version: Newest}, IdentityBinding: IdentityBinding{
+		TokenProxy: "https://kubernetes.default.svc", SNIName: "0123456789abcdef.ib.test",
+		CAConfigMap: IdentityBindingCAConfigMap, Audience: IdentityBindingAudience}}
 }
 
 // TestGolden injects every testdata/golden/*.yaml (a Pod, optionally followed

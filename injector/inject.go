@@ -51,7 +51,51 @@ type Defaults struct {
 	// on-change: restart is denied when it would not (checkServer), also
 	// when Server is unknown (the zero value).
 	Server Server
+	// IdentityBinding is the cluster's AKS identity-binding token proxy;
+	// the zero value is none.
+	IdentityBinding IdentityBinding
 }
+
+// IdentityBinding is how agents sign in through AKS identity bindings
+// (docs/azure.md, "Identity bindings"): their token requests go to a token
+// proxy that AKS runs for the cluster, with a service-account token for
+// Audience, instead of to Entra ID, so that the one federated credential
+// AKS keeps on an identity serves every cluster bound to it.
+//
+// Every field is the platform's (webhook flags). A pod only says whether
+// its own agent uses the proxy (kvinject.io/identity-binding), never where
+// the proxy is, what name it answers to or which CA it has, so no pod's
+// author can send another pod's token anywhere.
+type IdentityBinding struct {
+	// Default is whether pods that do not set kvinject.io/identity-binding
+	// use the proxy.
+	Default bool
+	// TokenProxy is the proxy's https URL (AZURE_KUBERNETES_TOKEN_PROXY);
+	// "" when the cluster has none.
+	TokenProxy string
+	// SNIName is the TLS server name the agent sends the proxy
+	// (AZURE_KUBERNETES_SNI_NAME); "" sends the URL's host.
+	SNIName string
+	// CAConfigMap names a ConfigMap in each pod's namespace whose key
+	// IdentityBindingCAKey is the proxy's CA (AZURE_KUBERNETES_CA_FILE);
+	// "" trusts the agent image's roots.
+	CAConfigMap string
+	// Audience is the projected token's audience in proxy mode.
+	Audience string
+}
+
+// Defaults of the webhook's identity-binding flags: AKS's workload-identity
+// webhook projects tokens for api://AKSIdentityBinding, and the cluster's
+// CA, in every namespace as kube-root-ca.crt, signs the proxy's certificate
+// when the proxy is the API server's address (kubernetes.default.svc).
+const (
+	IdentityBindingAudience    = "api://AKSIdentityBinding"
+	IdentityBindingCAConfigMap = "kube-root-ca.crt"
+	// IdentityBindingCAKey is the key of the CA ConfigMap that is read.
+	IdentityBindingCAKey = "ca.crt"
+	// IdentityBindingCAPath is where the CA lands in the token volume.
+	IdentityBindingCAPath = "identity-binding-ca.crt"
+)
 
 // Names kvinject adds to a pod. They are fixed so that reinvocation and
 // `kubectl describe` are predictable; a pod that already uses one is an error.
@@ -128,6 +172,9 @@ type Report struct {
 	// ClientIDFrom and TenantIDFrom name where the workload identity came
 	// from: the pod annotation, the ServiceAccount's, or a default.
 	ClientIDFrom, TenantIDFrom string
+	// IdentityBinding: the agent signs in through the AKS identity-binding
+	// token proxy.
+	IdentityBinding bool
 }
 
 // Modes of Report.Mode.
@@ -186,7 +233,8 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 
 // report is the Report of an injection by s.
 func report(s *spec, warnings []string) Report {
-	r := Report{Warnings: warnings, Mode: ModeSidecar, ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom}
+	r := Report{Warnings: warnings, Mode: ModeSidecar, ClientIDFrom: s.clientIDFrom, TenantIDFrom: s.tenantIDFrom,
+		IdentityBinding: s.identityBinding}
 	switch {
 	case s.refresh == 0:
 		r.Mode = ModeInit
@@ -389,6 +437,15 @@ func allContainers(pod *corev1.Pod) []corev1.Container {
 	return slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
 }
 
+// audience is the audience of the agent's projected token: the proxy's in
+// identity-binding mode, else Entra ID's token exchange audience.
+func (s *spec) audience(d Defaults) string {
+	if s.identityBinding {
+		return d.IdentityBinding.Audience
+	}
+	return TokenAudience
+}
+
 // targets reports whether container name gets the secrets mount.
 func (s *spec) targets(name string) bool {
 	return s.containers == nil || slices.Contains(s.containers, name)
@@ -472,13 +529,22 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		size = resource.MustParse(DefaultVolumeSizeLimit)
 	}
 	expiry := int64(TokenExpirySec)
+	token := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+		Audience: s.audience(d), ExpirationSeconds: &expiry, Path: TokenPath}}}
+	if ib := d.IdentityBinding; s.identityBinding && ib.CAConfigMap != "" {
+		// Next to the token, in the agent only; the kubelet keeps it
+		// current and azidentity re-reads it when it changes. Not optional:
+		// the pod waits until the ConfigMap exists.
+		token = append(token, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ib.CAConfigMap},
+			Items:                []corev1.KeyToPath{{Key: IdentityBindingCAKey, Path: IdentityBindingCAPath}},
+		}})
+	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes,
 		corev1.Volume{Name: SecretsVolume, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &size}}},
 		corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{
-			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
-				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: TokenAudience, ExpirationSeconds: &expiry, Path: TokenPath}}}}}},
+			Projected: &corev1.ProjectedVolumeSource{Sources: token}}},
 		corev1.Volume{Name: NoAPITokenVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	)
 	if s.caConfigMap != "" {
@@ -574,6 +640,16 @@ func agentContainer(name, mode, cfgJSON string, s *spec, d Defaults) corev1.Cont
 			noAPITokenMount(),
 		},
 		SecurityContext: agentSecurityContext(),
+	}
+	if ib := d.IdentityBinding; s.identityBinding {
+		// The variables azidentity reads in proxy mode (agent/keyvault.New).
+		c.Env = append(c.Env, corev1.EnvVar{Name: "AZURE_KUBERNETES_TOKEN_PROXY", Value: ib.TokenProxy})
+		if ib.SNIName != "" {
+			c.Env = append(c.Env, corev1.EnvVar{Name: "AZURE_KUBERNETES_SNI_NAME", Value: ib.SNIName})
+		}
+		if ib.CAConfigMap != "" {
+			c.Env = append(c.Env, corev1.EnvVar{Name: "AZURE_KUBERNETES_CA_FILE", Value: TokenDir + "/" + IdentityBindingCAPath})
+		}
 	}
 	if s.caConfigMap != "" {
 		c.Env = append(c.Env, corev1.EnvVar{Name: "SSL_CERT_DIR", Value: CADir})

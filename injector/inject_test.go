@@ -559,3 +559,123 @@ func TestOnChangeHook(t *testing.T) {
 		}
 	}
 }
+
+// Identity bindings: the pod chooses only whether its agent uses the
+// webhook's proxy; where the proxy is comes from the defaults alone, and the
+// token changes audience with it.
+func TestIdentityBinding(t *testing.T) {
+	ib := IdentityBinding{TokenProxy: "https://kubernetes.default.svc", SNIName: "ib.test",
+		CAConfigMap: IdentityBindingCAConfigMap, Audience: IdentityBindingAudience}
+	d := Defaults{Image: "img", IdentityBinding: ib}
+	proxyEnv := []string{"AZURE_KUBERNETES_TOKEN_PROXY", "AZURE_KUBERNETES_SNI_NAME", "AZURE_KUBERNETES_CA_FILE"}
+	check := func(t *testing.T, pod *corev1.Pod, on bool) {
+		t.Helper()
+		agent := container(t, pod.Spec.InitContainers, AgentContainer)
+		for _, name := range proxyEnv {
+			if got := env(agent, name) != ""; got != on {
+				t.Errorf("agent has %s: %t, want %t", name, got, on)
+			}
+		}
+		var src []corev1.VolumeProjection
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == TokenVolume {
+				src = v.Projected.Sources
+			}
+		}
+		aud := TokenAudience
+		if on {
+			aud = IdentityBindingAudience
+		}
+		if len(src) == 0 || src[0].ServiceAccountToken.Audience != aud || (len(src) == 2) != on {
+			t.Errorf("token volume sources %+v, want a token for %s and the CA ConfigMap only with identity binding", src, aud)
+		}
+		for _, c := range allContainers(pod) {
+			if c.Name != AgentContainer && slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return strings.HasPrefix(e.Name, "AZURE_KUBERNETES_") }) {
+				t.Errorf("container %s got identity-binding variables", c.Name)
+			}
+		}
+	}
+
+	on, r, err := Inject(testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, d)
+	if err != nil || !r.IdentityBinding {
+		t.Fatalf("Inject: %v, report identity binding %t", err, r.IdentityBinding)
+	}
+	check(t, on, true)
+	if got := env(container(t, on.Spec.InitContainers, AgentContainer), "AZURE_KUBERNETES_TOKEN_PROXY"); got != ib.TokenProxy {
+		t.Errorf("AZURE_KUBERNETES_TOKEN_PROXY = %q, want the webhook's %q", got, ib.TokenProxy)
+	}
+	off, _ := mustInject(t, testPod(nil), nil, d)
+	check(t, off, false)
+
+	d.IdentityBinding.Default = true
+	byDefault, _ := mustInject(t, testPod(nil), nil, d)
+	check(t, byDefault, true)
+	optOut, _ := mustInject(t, testPod(map[string]string{AnnotationIdentityBinding: "false"}), nil, d)
+	check(t, optOut, false)
+
+	// Without a CA ConfigMap the agent trusts its image's roots: no CA file.
+	d.IdentityBinding.CAConfigMap = ""
+	noCA, _ := mustInject(t, testPod(nil), nil, d)
+	if agent := container(t, noCA.Spec.InitContainers, AgentContainer); env(agent, "AZURE_KUBERNETES_CA_FILE") != "" || env(agent, "AZURE_KUBERNETES_TOKEN_PROXY") == "" {
+		t.Errorf("without a CA ConfigMap: CA file %q, proxy %q", env(agent, "AZURE_KUBERNETES_CA_FILE"), env(agent, "AZURE_KUBERNETES_TOKEN_PROXY"))
+	}
+
+	// A webhook without a proxy denies the pod that asks for one.
+	_, _, err = Inject(testPod(map[string]string{AnnotationIdentityBinding: "true"}), nil, Defaults{Image: "img"})
+	if err == nil || !strings.Contains(err.Error(), AnnotationIdentityBinding+": this cluster's kvinject has no identity-binding token proxy") {
+		t.Errorf("identity binding without a proxy: err = %v", err)
+	}
+}
+
+func TestCheckDefaultsIdentityBinding(t *testing.T) {
+	for _, tc := range []struct {
+		ib   IdentityBinding
+		want []string
+	}{
+		{IdentityBinding{}, nil},
+		{IdentityBinding{TokenProxy: "https://kubernetes.default.svc", Audience: IdentityBindingAudience}, nil},
+		{IdentityBinding{Default: true}, []string{DefaultsIdentityBinding}},
+		{IdentityBinding{TokenProxy: "http://proxy", SNIName: "bad name", CAConfigMap: "Bad_CA"},
+			[]string{DefaultsTokenProxy, DefaultsSNIName, DefaultsIBCAConfigMap, DefaultsIBAudience}},
+		{IdentityBinding{TokenProxy: "https://proxy/?q=1", Audience: "a"}, []string{DefaultsTokenProxy}},
+	} {
+		var got []string
+		for _, p := range CheckDefaults(Defaults{Image: "img", IdentityBinding: tc.ib}) {
+			got = append(got, p.Field)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("CheckDefaults(%+v) fields %v, want %v", tc.ib, got, tc.want)
+		}
+	}
+}
+
+// No pod steers where its agent's token goes: the proxy settings a pod's
+// own containers carry (as AKS's webhook, or the pod's author, would set
+// them) do not reach the agent, and there is no annotation for them.
+func TestIdentityBindingNotSteeredByThePod(t *testing.T) {
+	d := Defaults{Image: "img", IdentityBinding: IdentityBinding{TokenProxy: "https://kubernetes.default.svc",
+		SNIName: "ib.test", CAConfigMap: IdentityBindingCAConfigMap, Audience: IdentityBindingAudience}}
+	pod := testPod(map[string]string{AnnotationIdentityBinding: "true"})
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{
+		{Name: "AZURE_KUBERNETES_TOKEN_PROXY", Value: "https://attacker.example"},
+		{Name: "AZURE_KUBERNETES_SNI_NAME", Value: "attacker.example"},
+		{Name: "AZURE_KUBERNETES_CA_FILE", Value: "/attacker/ca.crt"},
+	}
+	out, _ := mustInject(t, pod, nil, d)
+	agent := container(t, out.Spec.InitContainers, AgentContainer)
+	for name, want := range map[string]string{
+		"AZURE_KUBERNETES_TOKEN_PROXY": d.IdentityBinding.TokenProxy,
+		"AZURE_KUBERNETES_SNI_NAME":    d.IdentityBinding.SNIName,
+		"AZURE_KUBERNETES_CA_FILE":     TokenDir + "/" + IdentityBindingCAPath,
+	} {
+		if got := env(agent, name); got != want {
+			t.Errorf("agent %s = %q, want the webhook's %q", name, got, want)
+		}
+	}
+	for _, key := range []string{Prefix + "identity-binding-token-proxy", Prefix + "token-proxy", Prefix + "identity-binding-ca-configmap"} {
+		_, _, err := Inject(testPod(map[string]string{AnnotationIdentityBinding: "true", key: "https://attacker.example"}), nil, d)
+		if err == nil || !strings.Contains(err.Error(), key+": unknown annotation") {
+			t.Errorf("%s: err = %v, want it denied as an unknown annotation", key, err)
+		}
+	}
+}

@@ -88,6 +88,8 @@ type spec struct {
 	env []config.Env
 	// onChange is config.OnChangeRestart or "".
 	onChange string
+	// identityBinding: the agent signs in through Defaults.IdentityBinding.
+	identityBinding bool
 }
 
 // Name rules are small functions rather than regular expressions: counted
@@ -211,6 +213,7 @@ func parseSpec(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*spec, [
 	s.resources = p.parseResources()
 	s.metricsAddr = p.metricsAddr(s.refresh)
 	s.caConfigMap = p.parseCAConfigMap()
+	s.identityBinding = p.parseIdentityBinding()
 
 	for _, k := range keys {
 		a, file, ok := lookup(k)
@@ -471,6 +474,28 @@ func (p *parser) parseIdentity() (clientID, tenantID, clientFrom, tenantFrom str
 	tenantID, tenantFrom = resolve(AnnotationTenantID, WorkloadIdentityTenantID, p.d.TenantID, "tenant ID",
 		isTenant, "use the directory (tenant) ID GUID or a domain like contoso.onmicrosoft.com")
 	return clientID, tenantID, clientFrom, tenantFrom
+}
+
+// parseIdentityBinding reads kvinject.io/identity-binding, defaulting to
+// the webhook's; the proxy itself is the webhook's (Defaults.IdentityBinding).
+func (p *parser) parseIdentityBinding() bool {
+	v, set := p.ann[AnnotationIdentityBinding]
+	on := p.d.IdentityBinding.Default
+	switch {
+	case !set:
+	case v == "true" || v == "false":
+		on = v == "true"
+	default:
+		p.problems.add(AnnotationIdentityBinding, "%q is not \"true\" or \"false\"", v)
+		return false
+	}
+	if on && p.d.IdentityBinding.TokenProxy == "" {
+		// Only a pod can get here: a webhook with the default on and no
+		// proxy does not start (CheckDefaults).
+		p.problems.add(AnnotationIdentityBinding, "this cluster's kvinject has no identity-binding token proxy: its platform team sets the webhook's --identity-binding-token-proxy (see Identity bindings in docs/azure.md); or remove the annotation to sign in with a federated credential")
+		return false
+	}
+	return on
 }
 
 func (p *parser) parseCAConfigMap() string {
@@ -803,6 +828,12 @@ const (
 	DefaultsTenantID  = "defaults: tenant ID"
 	DefaultsFileMode  = "defaults: file mode"
 	DefaultsResources = "defaults: resources"
+	// The identity-binding proxy's settings.
+	DefaultsIdentityBinding = "defaults: identity binding"
+	DefaultsTokenProxy      = "defaults: identity-binding token proxy"
+	DefaultsSNIName         = "defaults: identity-binding SNI name"
+	DefaultsIBCAConfigMap   = "defaults: identity-binding CA ConfigMap"
+	DefaultsIBAudience      = "defaults: identity-binding audience"
 )
 
 // CheckDefaults validates d with the validators every pod's annotations go
@@ -826,6 +857,7 @@ func CheckDefaults(d Defaults) []Problem {
 			}
 		}
 	}
+	checkIdentityBinding(d.IdentityBinding, &ps)
 	r := d.Resources
 	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		rq, hasReq := r.Requests[name]
@@ -835,4 +867,28 @@ func CheckDefaults(d Defaults) []Problem {
 		}
 	}
 	return ps
+}
+
+// checkIdentityBinding checks the identity-binding settings as azidentity
+// will (an https URL without user, query or fragment) and as Kubernetes
+// names ConfigMaps, so a mistake stops the webhook, not every agent.
+func checkIdentityBinding(ib IdentityBinding, ps *problems) {
+	if ib.TokenProxy == "" {
+		if ib.Default {
+			ps.add(DefaultsIdentityBinding, "is on for every pod, but there is no token proxy; set the identity-binding token proxy URL too")
+		}
+		return
+	}
+	if u, err := url.Parse(ib.TokenProxy); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		ps.add(DefaultsTokenProxy, "%q is not an https:// URL without user, query or fragment, like the AZURE_KUBERNETES_TOKEN_PROXY that AKS's webhook gives a pod with azure.workload.identity/use-identity-binding", ib.TokenProxy)
+	}
+	if ib.SNIName != "" && (!each(ib.SNIName, 1, 253, func(c byte) bool { return isAlnum(c) || c == '.' || c == '-' }) || !isAlnum(ib.SNIName[0])) {
+		ps.add(DefaultsSNIName, "%q is not a TLS server name (letters, digits, '.' and '-')", ib.SNIName)
+	}
+	if errs := validation.IsDNS1123Subdomain(ib.CAConfigMap); ib.CAConfigMap != "" && len(errs) > 0 {
+		ps.add(DefaultsIBCAConfigMap, "%q is not a ConfigMap name (%s); e.g. %s", ib.CAConfigMap, strings.Join(errs, "; "), IdentityBindingCAConfigMap)
+	}
+	if ib.Audience == "" {
+		ps.add(DefaultsIBAudience, "is empty; AKS's is %s", IdentityBindingAudience)
+	}
 }

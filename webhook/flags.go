@@ -43,6 +43,7 @@ type DefaultsFlags struct {
 	volumeSizeLimit                string
 	caConfigMap                    string
 	metrics                        bool
+	identityBinding                injector.IdentityBinding
 }
 
 // BindDefaultsFlags defines the injector's flags on fs.
@@ -70,6 +71,12 @@ func BindDefaultsFlags(fs *flag.FlagSet) *DefaultsFlags {
 	fs.StringVar(&f.volumeSizeLimit, "volume-size-limit", injector.DefaultVolumeSizeLimit, "size limit of the in-memory secrets volume")
 	fs.StringVar(&f.caConfigMap, "ca-configmap", "", "default ConfigMap (in each pod's namespace) of extra PEM CA certificates the agent trusts besides its image's bundle; empty for none")
 	fs.BoolVar(&f.metrics, "agent-metrics", true, "sidecars serve Prometheus metrics on the pod IP unless a pod sets kvinject.io/metrics: \"false\"; false turns them off for every pod that does not set it to \"true\"")
+	ib := &f.identityBinding
+	fs.BoolVar(&ib.Default, "identity-binding", false, "agents sign in through the AKS identity-binding token proxy unless a pod sets kvinject.io/identity-binding: \"false\" (needs --identity-binding-token-proxy)")
+	fs.StringVar(&ib.TokenProxy, "identity-binding-token-proxy", "", "https URL of the cluster's AKS identity-binding token proxy, the AZURE_KUBERNETES_TOKEN_PROXY that AKS's webhook gives a pod with azure.workload.identity/use-identity-binding; empty: pods cannot use identity bindings")
+	fs.StringVar(&ib.SNIName, "identity-binding-sni-name", "", "TLS server name of the token proxy (AKS's AZURE_KUBERNETES_SNI_NAME); empty sends the URL's host")
+	fs.StringVar(&ib.CAConfigMap, "identity-binding-ca-configmap", injector.IdentityBindingCAConfigMap, "ConfigMap in each pod's namespace whose key "+injector.IdentityBindingCAKey+" is the token proxy's CA; empty trusts the agent image's roots")
+	fs.StringVar(&ib.Audience, "identity-binding-audience", injector.IdentityBindingAudience, "audience of the agent's service-account token in identity-binding mode")
 	return f
 }
 
@@ -100,6 +107,7 @@ func (f *DefaultsFlags) Defaults() (injector.Defaults, error) {
 		MountPath:       f.mountPath,
 		CAConfigMap:     f.caConfigMap,
 		NoMetrics:       !f.metrics,
+		IdentityBinding: f.identityBinding,
 	}
 	if d.Image == "" {
 		bad("agent-image", "is required: the agent runs from the webhook's own image, e.g. ghcr.io/kvinject/kvinject:v1.0.0")
@@ -203,6 +211,12 @@ var defaultsFlag = map[string]string{
 	injector.DefaultsTenantID:  "tenant-id",
 	injector.DefaultsFileMode:  "file-mode",
 	injector.DefaultsResources: "agent-cpu-request",
+
+	injector.DefaultsIdentityBinding: "identity-binding",
+	injector.DefaultsTokenProxy:      "identity-binding-token-proxy",
+	injector.DefaultsSNIName:         "identity-binding-sni-name",
+	injector.DefaultsIBCAConfigMap:   "identity-binding-ca-configmap",
+	injector.DefaultsIBAudience:      "identity-binding-audience",
 }
 
 // Flags are every flag of `kvinject webhook`.

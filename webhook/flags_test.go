@@ -55,7 +55,8 @@ func TestFlagDefaults(t *testing.T) {
 	d := o.Defaults
 	if d.Image != "ghcr.io/kvinject/kvinject:v1" || d.Cloud != public || d.Sidecar != injector.SidecarNative ||
 		d.MountPath != injector.DefaultMountPath || d.FileMode != injector.DefaultFileMode || d.Refresh != 0 ||
-		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit || d.NoMetrics {
+		d.VolumeSizeLimit.String() != injector.DefaultVolumeSizeLimit || d.NoMetrics ||
+		d.IdentityBinding != (injector.IdentityBinding{CAConfigMap: "kube-root-ca.crt", Audience: "api://AKSIdentityBinding"}) {
 		t.Errorf("defaults %+v", d)
 	}
 	want := injector.DefaultResources()
@@ -84,6 +85,10 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 	t.Setenv("KVINJECT_AGENT_MEMORY_LIMIT", "")
 	t.Setenv("KVINJECT_TLS_MIN_VERSION", "1.3")
 	t.Setenv("KVINJECT_AGENT_METRICS", "false")
+	t.Setenv("KVINJECT_IDENTITY_BINDING", "true")
+	t.Setenv("KVINJECT_IDENTITY_BINDING_TOKEN_PROXY", "https://kubernetes.default.svc")
+	t.Setenv("KVINJECT_IDENTITY_BINDING_SNI_NAME", "0123abcd.ib.test")
+	t.Setenv("KVINJECT_IDENTITY_BINDING_CA_CONFIGMAP", "")
 	// The flag wins over its twin.
 	o, err := parseFlags(t, "--vault", "flag-vault", "--client-id", "00000000-0000-0000-0000-0000000000c1", "--tenant-id", "tid",
 		"--sidecar", "classic", "--mount-path", "/secrets", "--file-mode", "0400", "--agent-cpu-request", "5m",
@@ -100,6 +105,10 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 		d.VolumeSizeLimit.Cmp(resource.MustParse("1Mi")) != 0 || d.CAConfigMap != "corp-root-ca" || !d.NoMetrics {
 		t.Errorf("defaults %+v", d)
 	}
+	if d.IdentityBinding != (injector.IdentityBinding{Default: true, TokenProxy: "https://kubernetes.default.svc", SNIName: "0123abcd.ib.test",
+		Audience: "api://AKSIdentityBinding"}) {
+		t.Errorf("identity binding %+v", d.IdentityBinding)
+	}
 	if q := d.Resources.Requests[corev1.ResourceCPU]; q.String() != "5m" {
 		t.Errorf("cpu request %v", q.String())
 	}
@@ -114,7 +123,7 @@ func TestFlagsAndEnvironmentTwins(t *testing.T) {
 func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 	_, err := parseFlags(t, "--cloud", "Mars", "--authority-host", "https://x/", "--sidecar", "both",
 		"--file-mode", "999", "--agent-memory-limit", "lots", "--tls-min-version", "1.1", "--mount-path", "rel",
-		"--ca-configmap", "Corp_CA")
+		"--ca-configmap", "Corp_CA", "--identity-binding")
 	if err == nil {
 		t.Fatal("bad flags accepted")
 	}
@@ -128,6 +137,7 @@ func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 		`--tls-min-version (KVINJECT_TLS_MIN_VERSION): "1.1"`,
 		`--mount-path (KVINJECT_MOUNT_PATH): "rel"`,
 		`--ca-configmap (KVINJECT_CA_CONFIGMAP): "Corp_CA" is not a ConfigMap name`,
+		"--identity-binding (KVINJECT_IDENTITY_BINDING): is on for every pod, but there is no token proxy",
 	} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not say %q:\n%v", s, err)
@@ -143,6 +153,19 @@ func TestBadFlagsNameTheFlagAndTwin(t *testing.T) {
 		`--tenant-id (KVINJECT_TENANT_ID): "a/b" is not a valid tenant ID`,
 		`--mount-path (KVINJECT_MOUNT_PATH): "/etc/secrets" is in the system directory /etc`,
 		`--agent-cpu-request (KVINJECT_AGENT_CPU_REQUEST): cpu request 2 is above the limit 1`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not say %q:\n%v", s, err)
+		}
+	}
+
+	_, err = parseFlags(t, "--agent-image", "x", "--identity-binding-token-proxy", "http://kubernetes.default.svc",
+		"--identity-binding-sni-name", "a b", "--identity-binding-ca-configmap", "Kube_CA", "--identity-binding-audience", "")
+	for _, s := range []string{
+		`--identity-binding-token-proxy (KVINJECT_IDENTITY_BINDING_TOKEN_PROXY): "http://kubernetes.default.svc" is not an https:// URL`,
+		`--identity-binding-sni-name (KVINJECT_IDENTITY_BINDING_SNI_NAME): "a b" is not a TLS server name`,
+		`--identity-binding-ca-configmap (KVINJECT_IDENTITY_BINDING_CA_CONFIGMAP): "Kube_CA" is not a ConfigMap name`,
+		`--identity-binding-audience (KVINJECT_IDENTITY_BINDING_AUDIENCE): is empty; AKS's is api://AKSIdentityBinding`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not say %q:\n%v", s, err)

@@ -58,11 +58,12 @@ type audit struct {
 	message        string
 	// mode, identityFrom, vaults and objects are injector.Report's: what
 	// the agent will do, from the annotations the injector parsed.
-	mode         string
-	identityFrom string
-	vaults       []string
-	objects      []string
-	warnings     int
+	mode            string
+	identityFrom    string
+	identityBinding bool
+	vaults          []string
+	objects         []string
+	warnings        int
 }
 
 // ServeHTTP decodes one AdmissionReview, answers it, and records the outcome.
@@ -202,6 +203,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		return denied(a, req.UID, err.Error())
 	}
 	a.mode, a.identityFrom, a.vaults, a.objects = r.Mode, r.ClientIDFrom, r.Vaults, r.Objects
+	a.identityBinding = r.IdentityBinding
 	a.warnings = len(r.Warnings)
 	allowed.Warnings = r.Warnings
 	patch, err := podPatch(pod, mutated)
@@ -266,6 +268,9 @@ func (h *Handler) log(ctx context.Context, a *audit) {
 		slog.Any("vaults", a.vaults),
 		slog.Any("objects", a.objects),
 		slog.Bool("dryRun", a.dryRun),
+	}
+	if a.identityBinding {
+		attrs = append(attrs, slog.Bool("identityBinding", true))
 	}
 	if a.warnings > 0 {
 		attrs = append(attrs, slog.Int("warnings", a.warnings))

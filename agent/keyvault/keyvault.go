@@ -99,14 +99,24 @@ type JWK struct {
 // Identity is the workload identity the agent signs in as.
 type Identity struct {
 	ClientID, TenantID, TokenFile string
+	// TokenProxy is the AKS identity-binding token proxy the credential
+	// sends its sign-in requests to (AZURE_KUBERNETES_TOKEN_PROXY), or ""
+	// to sign in at Entra ID directly.
+	TokenProxy string
 }
+
+// TokenProxyEnv is the variable, read by azidentity itself in proxy mode
+// together with AZURE_KUBERNETES_SNI_NAME and AZURE_KUBERNETES_CA_FILE,
+// that the injector sets on the agent of a pod that uses identity bindings.
+const TokenProxyEnv = "AZURE_KUBERNETES_TOKEN_PROXY"
 
 // IdentityFromEnv reads the variables the injector sets on the agent.
 func IdentityFromEnv(getenv func(string) string) (Identity, error) {
 	id := Identity{
-		ClientID:  getenv("AZURE_CLIENT_ID"),
-		TenantID:  getenv("AZURE_TENANT_ID"),
-		TokenFile: getenv("AZURE_FEDERATED_TOKEN_FILE"),
+		ClientID:   getenv("AZURE_CLIENT_ID"),
+		TenantID:   getenv("AZURE_TENANT_ID"),
+		TokenFile:  getenv("AZURE_FEDERATED_TOKEN_FILE"),
+		TokenProxy: getenv(TokenProxyEnv),
 	}
 	var missing []string
 	for _, name := range []string{"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"} {
@@ -139,6 +149,14 @@ type Client struct {
 // New builds the one credential and transport of the process. The authority
 // is c.AuthorityHost, else that of the known cloud c.Name, else
 // AZURE_AUTHORITY_HOST, else Azure's public cloud.
+//
+// With id.TokenProxy (AKS identity bindings), the credential is built with
+// EnableAzureProxy: azidentity then reads AZURE_KUBERNETES_TOKEN_PROXY,
+// AZURE_KUBERNETES_SNI_NAME and AZURE_KUBERNETES_CA_FILE from the process
+// environment and sends every sign-in request (metadata and token) to the
+// proxy, path and query kept, over its own transport: TLS with that server
+// name, trusting only that CA file (re-read when it changes). The vault
+// clients keep this process's transport.
 func New(c config.Cloud, id Identity) (*Client, error) {
 	hc := newHTTPClient()
 	opts := azcore.ClientOptions{
@@ -160,6 +178,7 @@ func New(c config.Cloud, id Identity) (*Client, error) {
 		TenantID:                 id.TenantID,
 		TokenFilePath:            id.TokenFile,
 		DisableInstanceDiscovery: c.DisableInstanceDiscovery,
+		EnableAzureProxy:         id.TokenProxy != "",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("workload identity credential: %w", err)

@@ -59,6 +59,22 @@
 // https://sts.windows.net/{tenant}/, tid, appid = oid = client id), valid for
 // Options.AccessTokenTTL.
 //
+// # AKS identity-binding token proxy
+//
+// StartTokenProxy(TokenProxyOptions{SNIName}) starts what azidentity's
+// EnableAzureProxy talks to (AZURE_KUBERNETES_TOKEN_PROXY = URL(),
+// AZURE_KUBERNETES_SNI_NAME = SNIName(), AZURE_KUBERNETES_CA_FILE holding
+// CAPEM()): a listener with a CA of its own and a certificate for the SNI name
+// only (a handshake with another server name, or none, fails), serving
+// /{tenant}/v2.0/.well-known/openid-configuration and
+// /{tenant}/oauth2/v2.0/token at the root (any other path: 404,
+// EndpointProxyUnknown). A token request's assertion must be for
+// IdentityBindingAudience, and AddIdentityBinding must map its client to the
+// assertion's issuer (else 403 "no identity binding") and allow its subject
+// (else 403 "no ClusterRoleBinding"); signature and time are checked as at
+// Entra ID; federated credentials are not consulted. Counters:
+// EndpointProxyOpenIDConfiguration, EndpointProxyToken; faults target them too.
+//
 // # Key Vault
 //
 // Requests without a token get 401 with

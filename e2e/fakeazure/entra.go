@@ -86,7 +86,7 @@ func (s *Server) serveEntra(w http.ResponseWriter, r *http.Request) {
 	}
 	switch ep {
 	case EndpointOpenIDConfiguration:
-		s.serveOpenIDConfiguration(w)
+		s.serveOpenIDConfiguration(w, strings.TrimSuffix(s.entra.url, "/"))
 	case EndpointEntraKeys:
 		writeJSON(w, http.StatusOK, jwks{Keys: []jwk{publicJWK(s.tokenKid, s.tokenKey.Public())}})
 	case EndpointToken:
@@ -98,8 +98,11 @@ func (s *Server) serveEntra(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter) {
-	base := strings.TrimSuffix(s.entra.url, "/") + "/" + s.opts.TenantID
+// serveOpenIDConfiguration sends the tenant's metadata for the authority
+// origin (https://host[:port]), which MSAL checks against the authority it
+// was given.
+func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter, origin string) {
+	base := origin + "/" + s.opts.TenantID
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_endpoint":                        base + "/oauth2/v2.0/token",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},
@@ -122,29 +125,8 @@ func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter) {
 // serveToken implements the client-credentials grant with a federated
 // client assertion, validated the way Entra ID does.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	f := r.PostForm
-	if gt := f.Get("grant_type"); gt != "client_credentials" {
-		s.writeEntraError(w, http.StatusBadRequest, "unsupported_grant_type", 70003,
-			fmt.Sprintf("The app requested an unsupported grant type '%s'.", gt))
-		return
-	}
-	clientID := f.Get("client_id")
-	if clientID == "" {
-		s.writeEntraError(w, http.StatusBadRequest, "invalid_request", 900144,
-			"The request body must contain the following parameter: 'client_id'.")
-		return
-	}
-	// azidentity sends the token file verbatim, trailing newline included.
-	assertion := strings.TrimSpace(f.Get("client_assertion"))
-	if assertion == "" || f.Get("client_assertion_type") != assertionType {
-		s.writeEntraError(w, http.StatusUnauthorized, "invalid_client", 7000218,
-			"The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
-		return
-	}
-	if !slices.Contains(strings.Fields(f.Get("scope")), VaultResource+"/.default") {
-		s.writeEntraError(w, http.StatusBadRequest, "invalid_resource", 500011, fmt.Sprintf(
-			"The resource principal named %s was not found in the tenant named %s. This emulator only issues tokens for %s/.default.",
-			f.Get("scope"), s.opts.TenantID, VaultResource))
+	clientID, assertion, ok := s.tokenRequest(w, r)
+	if !ok {
 		return
 	}
 
@@ -178,18 +160,58 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if s.verifyAssertion(w, r, assertion, tok, claims) {
+		s.writeAccessToken(w, clientID)
+	}
+}
+
+// tokenRequest reads the form of a client-credentials request with a
+// federated client assertion, or answers with Entra's error.
+func (s *Server) tokenRequest(w http.ResponseWriter, r *http.Request) (clientID, assertion string, ok bool) {
+	f := r.PostForm
+	if gt := f.Get("grant_type"); gt != "client_credentials" {
+		s.writeEntraError(w, http.StatusBadRequest, "unsupported_grant_type", 70003,
+			fmt.Sprintf("The app requested an unsupported grant type '%s'.", gt))
+		return "", "", false
+	}
+	clientID = f.Get("client_id")
+	if clientID == "" {
+		s.writeEntraError(w, http.StatusBadRequest, "invalid_request", 900144,
+			"The request body must contain the following parameter: 'client_id'.")
+		return "", "", false
+	}
+	// azidentity sends the token file verbatim, trailing newline included.
+	assertion = strings.TrimSpace(f.Get("client_assertion"))
+	if assertion == "" || f.Get("client_assertion_type") != assertionType {
+		s.writeEntraError(w, http.StatusUnauthorized, "invalid_client", 7000218,
+			"The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+		return "", "", false
+	}
+	if !slices.Contains(strings.Fields(f.Get("scope")), VaultResource+"/.default") {
+		s.writeEntraError(w, http.StatusBadRequest, "invalid_resource", 500011, fmt.Sprintf(
+			"The resource principal named %s was not found in the tenant named %s. This emulator only issues tokens for %s/.default.",
+			f.Get("scope"), s.opts.TenantID, VaultResource))
+		return "", "", false
+	}
+	return clientID, assertion, true
+}
+
+// verifyAssertion checks the assertion's signature against its issuer's
+// keys (OIDC discovery and JWKS) and its time range, or answers with
+// Entra's error.
+func (s *Server) verifyAssertion(w http.ResponseWriter, r *http.Request, assertion string, tok *jwt.Token, claims jwt.RegisteredClaims) bool {
 	kid, _ := tok.Header["kid"].(string)
 	keys, err := s.issuers.keys(r.Context(), claims.Issuer, kid)
 	if err != nil {
 		s.log.Warn("fakeazure: issuer discovery failed", "issuer", claims.Issuer, "err", err)
 		s.writeEntraError(w, http.StatusUnauthorized, "invalid_client", 50166, fmt.Sprintf(
 			"Request to External OIDC endpoint failed. (%v)", err))
-		return
+		return false
 	}
 	if !verifiesWithAny(assertion, keys) {
 		s.writeEntraError(w, http.StatusUnauthorized, "invalid_client", 5002738, fmt.Sprintf(
 			"Invalid JWT token. AADSTS50013: Assertion failed signature validation. [Reason - The key was not found or the signature did not verify., Thumbprint of key used by client: '%s', Found key 'Start=..., End=...'.]", kid))
-		return
+		return false
 	}
 
 	now := time.Now()
@@ -208,9 +230,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.writeEntraError(w, http.StatusUnauthorized, "invalid_client", 700024, fmt.Sprintf(
 			"Client assertion is not within its valid time range. Current time: %s, assertion valid from %s, expiry time of assertion %s. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
 			now.UTC().Format(layout), from.UTC().Format(layout), exp.UTC().Format(layout)))
-		return
+		return false
 	}
+	return true
+}
 
+// writeAccessToken issues and sends an access token for clientID.
+func (s *Server) writeAccessToken(w http.ResponseWriter, clientID string) {
 	at, expiresIn, err := s.issueAccessToken(clientID)
 	if err != nil {
 		s.writeEntraError(w, http.StatusInternalServerError, "server_error", 90033, "A transient error has occurred. Please try again.")

@@ -82,17 +82,20 @@ type Server struct {
 	entra    *listener
 	issuers  *jwksCache
 
-	mu      sync.Mutex
-	closed  bool
-	vaults  map[string]*vault
-	apps    map[string][]FederatedCredential // by client id
-	grants  []grant
-	pki     *pki
-	faults  []*faultEntry
-	latency []latencyEntry
-	outage  bool
-	counts  map[countKey]int
-	stopCtx func() bool
+	mu     sync.Mutex
+	closed bool
+	vaults map[string]*vault
+	apps   map[string][]FederatedCredential // by client id
+	// bindings and proxies: AKS identity bindings (tokenproxy.go).
+	bindings []IdentityBinding
+	proxies  []*TokenProxy
+	grants   []grant
+	pki      *pki
+	faults   []*faultEntry
+	latency  []latencyEntry
+	outage   bool
+	counts   map[countKey]int
+	stopCtx  func() bool
 }
 
 type listener struct {
@@ -235,6 +238,9 @@ func (s *Server) Close() {
 	}
 	s.closed = true
 	ls := []*listener{s.entra}
+	for _, p := range s.proxies {
+		ls = append(ls, p.l)
+	}
 	for _, v := range s.vaults {
 		if v.l != nil { // nil while AddVaultAt is still listening
 			ls = append(ls, v.l)

@@ -75,6 +75,7 @@ flag name → value, rendered sorted by flag name; unset values render nothing.
 */}}
 {{- define "kvinject.flagEnv" -}}
 {{- $d := .Values.agentDefaults -}}
+{{- $ib := $d.identityBinding | default dict -}}
 {{- $w := .Values.webhook -}}
 {{- $flags := dict
   "vault" $d.vault
@@ -94,9 +95,14 @@ flag name → value, rendered sorted by flag name; unset values render nothing.
   "agent-memory-limit" $d.memoryLimit
   "volume-size-limit" $d.volumeSizeLimit
   "ca-configmap" $d.caConfigMap
+  "identity-binding-token-proxy" $ib.tokenProxy
+  "identity-binding-sni-name" $ib.sniName
+  "identity-binding-ca-configmap" $ib.caConfigMap
+  "identity-binding-audience" $ib.audience
   "tls-min-version" $w.tlsMinVersion
   "graceful-shutdown-timeout" $w.gracefulShutdownTimeout
 -}}
+{{- if $ib.default }}{{ $_ := set $flags "identity-binding" "true" }}{{ end -}}
 {{- if eq $d.metrics false }}{{ $_ := set $flags "agent-metrics" "false" }}{{ end -}}
 {{- if $d.disableInstanceDiscovery }}{{ $_ := set $flags "disable-instance-discovery" "true" }}{{ end -}}
 {{- if $d.disableChallengeResourceVerification }}{{ $_ := set $flags "disable-challenge-resource-verification" "true" }}{{ end -}}
