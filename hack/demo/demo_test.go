@@ -65,8 +65,8 @@ func TestDemo(t *testing.T) {
 			"+  initContainers:",
 			"+    name: kvinject-agent",
 			"decision=patched objects=",
-			// Reinvoked after the ServiceAccount plugin ran again.
-			"decision=unchanged objects=",
+			// The agent's placeholder at the API token path (no reinvocation).
+			"name: kvinject-no-api-token",
 			"startup probe `kvinject-agent probe` passed",
 			"$ kubectl get pods -n shop -o wide",
 			"Running",

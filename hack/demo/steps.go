@@ -210,7 +210,7 @@ func (d *demo) step2(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.out.say("The webhook's audit log, one line per review. The ServiceAccount admission plugin gives each replica its own kube-api-access-<random> volume before the webhook sees it, and adds its mount to the new containers after, so the API server calls the webhook again (decision=unchanged):")
+	d.out.say("The webhook's audit log, one line per review. The ServiceAccount admission plugin gives each replica its own kube-api-access-<random> volume before the webhook sees it; the agent's containers mount an empty kvinject-no-api-token directory at that token's path, so the plugin leaves them without a Kubernetes API token and the API server has no reason to call the webhook again:")
 	d.out.block(strings.Join(lines, "\n"))
 	return nil
 }
