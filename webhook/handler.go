@@ -4,7 +4,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -86,9 +85,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var a audit
 	resp := h.serve(r, &a)
-	buf := getBuffer()
-	defer putBuffer(buf)
-	out, err := encode(buf, &admissionv1.AdmissionReview{
+	out, err := json.Marshal(&admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,
 	})
@@ -218,50 +215,19 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 // encodings, which touches only what the injector changed, so fields this
 // build does not know (a newer API server's) are never replaced.
 func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
-	ab, bb := getBuffer(), getBuffer()
-	defer putBuffer(ab)
-	defer putBuffer(bb)
-	a, err := encode(ab, orig)
+	a, err := json.Marshal(orig)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod: %w", err)
 	}
-	b, err := encode(bb, mutated)
+	b, err := json.Marshal(mutated)
 	if err != nil {
 		return nil, fmt.Errorf("encode injected pod: %w", err)
 	}
-	// The patch copies what it takes from b: the buffers can go back.
 	patch, err := diffPatch(a, b)
 	if err != nil {
 		return nil, fmt.Errorf("derive patch: %w", err)
 	}
 	return patch, nil
-}
-
-// buffers holds the buffers pods and answers are encoded into, so a review
-// does not allocate and copy out three encodings it drops a moment later.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBuffer keeps the rare huge pod's buffer out of the pool.
-const maxPooledBuffer = 256 << 10
-
-func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
-
-func putBuffer(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBuffer {
-		b.Reset()
-		buffers.Put(b)
-	}
-}
-
-// encode is json.Marshal(v) into buf: the same bytes (json.Encoder escapes
-// HTML as Marshal does), without Encode's trailing newline. They are valid
-// until buf is reused.
-func encode(buf *bytes.Buffer, v any) ([]byte, error) {
-	buf.Reset()
-	if err := json.NewEncoder(buf).Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {
