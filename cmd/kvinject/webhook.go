@@ -58,11 +58,11 @@ func runWebhook(ctx context.Context, args []string) int {
 }
 
 // webhookGCPercent is the webhook's GOGC under a memory limit. A review
-// allocates about 50 kB that is garbage once it is answered, over a live heap
-// of a few MiB, so at Go's default of 100 the collector ran every hundred or
-// so reviews and took about a sixth of the CPU at saturation; at 400 it runs
-// a quarter as often, for a heap of about five times the live one instead of
-// two (docs/performance.md).
+// allocates about 64 kB that is garbage once it is answered, over a live heap
+// of a few MiB, so at Go's default of 100 the collector runs every hundred or
+// so reviews and takes a tenth or more of the CPU at saturation; at 400 it
+// runs a quarter as often, for a heap of about five times the live one
+// instead of two (docs/performance.md).
 const webhookGCPercent = 400
 
 // collectLessOften sets webhookGCPercent when a memory limit bounds the heap
