@@ -43,6 +43,7 @@ type options struct {
 	skipNode      bool
 	report        string
 	ldflags       string
+	baseline      string
 }
 
 // results is everything one run measured; results.md is rendered from it.
@@ -79,6 +80,7 @@ func main() {
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks of the review path")
 	flag.BoolVar(&o.skipNode, "skip-node", false, "skip the runs on a real node (they need root and KVINJECT_NODE_ASSETS)")
 	flag.StringVar(&o.ldflags, "ldflags", "-s -w", "linker flags of the built binaries; \"\" keeps symbols, for perf record")
+	flag.StringVar(&o.baseline, "baseline", "", "another build of kvinject (e.g. main's) run beside this one on the same control plane, sent the distinct pods interleaved with it: before/after figures from one machine state")
 	flag.StringVar(&o.report, "report", "", "only render this results.json as markdown, measuring nothing")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

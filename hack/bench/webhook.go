@@ -73,6 +73,9 @@ type webhookResults struct {
 	// (Vary replaced by a counter): every review answered from scratch.
 	Vary     string         `json:"vary,omitempty"`
 	Distinct *serverResults `json:"distinct,omitempty"`
+	// Baseline is -baseline's build, sent the distinct pods too.
+	BaselineBinary string         `json:"baselineBinary,omitempty"`
+	Baseline       *serverResults `json:"baseline,omitempty"`
 }
 
 func benchWebhook(ctx context.Context, o options, bins binaries, out string, log *slog.Logger) (*webhookResults, error) {
@@ -111,11 +114,19 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		return nil, err
 	}
 	defer floorProc.stop()
-	hookProc, hookURL, err := startWebhook(ctx, bins, certDir, out, c.Kubeconfig)
+	hookProc, hookURL, err := startWebhook(ctx, bins.kvinject, certDir, filepath.Join(out, "webhook.log"), c.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	defer hookProc.stop()
+	var baseProc *process
+	var baseURL string
+	if o.baseline != "" {
+		if baseProc, baseURL, err = startWebhook(ctx, o.baseline, certDir, filepath.Join(out, "baseline.log"), c.Kubeconfig); err != nil {
+			return nil, fmt.Errorf("-baseline: %w", err)
+		}
+		defer baseProc.stop()
+	}
 
 	res := &webhookResults{Review: o.review, Rate: o.rate, Conns: o.conns, Seconds: o.loadDuration.Seconds()}
 	type server struct {
@@ -140,6 +151,10 @@ func benchWebhook(ctx context.Context, o options, bins binaries, out string, log
 		}
 		res.Vary, res.Distinct = vary, &serverResults{}
 		servers = append(servers, server{name: "webhook, distinct pods", url: hookURL, expect: `"patchType":"JSONPatch"`, vary: vary, p: hookProc, r: res.Distinct})
+		if baseProc != nil {
+			res.BaselineBinary, res.Baseline = o.baseline, &serverResults{}
+			servers = append(servers, server{name: "baseline, distinct pods", url: baseURL, expect: `"patchType":"JSONPatch"`, vary: vary, p: baseProc, r: res.Baseline})
+		}
 	}
 	// Read the webhook's idle memory a moment after it is ready.
 	time.Sleep(time.Second)
@@ -276,9 +291,15 @@ func startFloor(ctx context.Context, bins binaries, certDir, out string) (*proce
 	return p, "https://" + string(bytes.TrimSpace([]byte(line))) + "/mutate-pods", nil
 }
 
-// startWebhook runs `kvinject webhook` as the Deployment does, on loopback,
-// and waits for /readyz (TLS up, ServiceAccount cache synced).
-func startWebhook(ctx context.Context, bins binaries, certDir, out, kubeconfig string) (*process, string, error) {
+// deploymentMemoryLimit is the webhook container's memory limit in
+// manifests/deployment.yaml and the chart, which they hand the Go runtime as
+// GOMEMLIMIT.
+const deploymentMemoryLimit = "128MiB"
+
+// startWebhook runs `kvinject webhook` (the binary bin) as the Deployment
+// does, on loopback, with the Deployment's GOMEMLIMIT, and waits for /readyz
+// (TLS up, ServiceAccount cache synced).
+func startWebhook(ctx context.Context, bin, certDir, logFile, kubeconfig string) (*process, string, error) {
 	ports := make([]int, 3)
 	for i := range ports {
 		p, err := freePort()
@@ -287,16 +308,17 @@ func startWebhook(ctx context.Context, bins binaries, certDir, out, kubeconfig s
 		}
 		ports[i] = p
 	}
-	logf, err := os.Create(filepath.Join(out, "webhook.log"))
+	logf, err := os.Create(logFile)
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.CommandContext(ctx, bins.kvinject, "webhook",
+	cmd := exec.CommandContext(ctx, bin, "webhook",
 		"--host=127.0.0.1", "--port="+strconv.Itoa(ports[0]),
 		"--cert-dir="+certDir, "--kubeconfig="+kubeconfig,
 		"--agent-image=ghcr.io/kvinject/kvinject:bench",
 		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
 		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]))
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+deploymentMemoryLimit)
 	// Audit lines go to a file, as a container runtime would collect them.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := start(cmd)
