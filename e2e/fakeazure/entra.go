@@ -54,34 +54,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // serveEntra routes /{tenant}/v2.0/.well-known/openid-configuration,
 // /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys.
 func (s *Server) serveEntra(w http.ResponseWriter, r *http.Request) {
-	tenant, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	var ep Endpoint
-	switch rest {
-	case "v2.0/.well-known/openid-configuration":
-		ep = EndpointOpenIDConfiguration
-	case "oauth2/v2.0/token":
-		ep = EndpointToken
-	case "discovery/v2.0/keys":
-		ep = EndpointEntraKeys
-	default:
-		http.NotFound(w, r)
-		return
-	}
-	clientID := ""
-	if ep == EndpointToken && r.Method == http.MethodPost {
-		if err := r.ParseForm(); err != nil {
-			s.writeEntraError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body is not a valid form.")
-			return
-		}
-		clientID = r.PostForm.Get("client_id")
-	}
-	s.log.Debug("entra request", "method", r.Method, "endpoint", ep, "client_id", clientID)
-	if s.intercept(w, r, "", ep, clientID) {
-		return
-	}
-	if tenant != s.opts.TenantID {
-		s.writeEntraError(w, http.StatusBadRequest, "invalid_tenant", 90002, fmt.Sprintf(
-			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.", tenant))
+	ep, ok := s.entraRequest(w, r, "entra request", map[string]Endpoint{
+		"v2.0/.well-known/openid-configuration": EndpointOpenIDConfiguration,
+		"oauth2/v2.0/token":                     EndpointToken,
+		"discovery/v2.0/keys":                   EndpointEntraKeys,
+	}, EndpointToken, "")
+	if !ok {
 		return
 	}
 	switch ep {
@@ -339,4 +317,39 @@ func verifiesWithAny(raw string, keys []crypto.PublicKey) bool {
 		}
 	}
 	return false
+}
+
+// entraRequest is how Entra and the token proxy begin a request: the
+// endpoint from the path's route (after the tenant), the client from a token
+// POST's form, the debug line, the interceptors, then the tenant check.
+// unknown, if set, is what an unrouted path counts as for the interceptors.
+// ok false: the answer is written.
+func (s *Server) entraRequest(w http.ResponseWriter, r *http.Request, logMsg string, routes map[string]Endpoint, token, unknown Endpoint) (ep Endpoint, ok bool) {
+	tenant, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	ep, ok = routes[rest]
+	if !ok {
+		if unknown != "" {
+			s.intercept(w, r, "", unknown, "")
+		}
+		http.NotFound(w, r)
+		return "", false
+	}
+	clientID := ""
+	if ep == token && r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			s.writeEntraError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body is not a valid form.")
+			return "", false
+		}
+		clientID = r.PostForm.Get("client_id")
+	}
+	s.log.Debug(logMsg, "method", r.Method, "endpoint", ep, "client_id", clientID, "host", r.Host)
+	if s.intercept(w, r, "", ep, clientID) {
+		return "", false
+	}
+	if tenant != s.opts.TenantID {
+		s.writeEntraError(w, http.StatusBadRequest, "invalid_tenant", 90002, fmt.Sprintf(
+			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.", tenant))
+		return "", false
+	}
+	return ep, true
 }

@@ -158,33 +158,11 @@ func (s *Server) AddIdentityBinding(b IdentityBinding) error {
 
 func (p *TokenProxy) serve(w http.ResponseWriter, r *http.Request) {
 	s := p.s
-	tenant, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	var ep Endpoint
-	switch rest {
-	case "v2.0/.well-known/openid-configuration":
-		ep = EndpointProxyOpenIDConfiguration
-	case "oauth2/v2.0/token":
-		ep = EndpointProxyToken
-	default:
-		s.intercept(w, r, "", EndpointProxyUnknown, "")
-		http.NotFound(w, r)
-		return
-	}
-	clientID := ""
-	if ep == EndpointProxyToken && r.Method == http.MethodPost {
-		if err := r.ParseForm(); err != nil {
-			s.writeEntraError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body is not a valid form.")
-			return
-		}
-		clientID = r.PostForm.Get("client_id")
-	}
-	s.log.Debug("token proxy request", "method", r.Method, "endpoint", ep, "client_id", clientID, "host", r.Host)
-	if s.intercept(w, r, "", ep, clientID) {
-		return
-	}
-	if tenant != s.opts.TenantID {
-		s.writeEntraError(w, http.StatusBadRequest, "invalid_tenant", 90002, fmt.Sprintf(
-			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.", tenant))
+	ep, ok := s.entraRequest(w, r, "token proxy request", map[string]Endpoint{
+		"v2.0/.well-known/openid-configuration": EndpointProxyOpenIDConfiguration,
+		"oauth2/v2.0/token":                     EndpointProxyToken,
+	}, EndpointProxyToken, EndpointProxyUnknown)
+	if !ok {
 		return
 	}
 	if ep == EndpointProxyOpenIDConfiguration {
