@@ -14,7 +14,9 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-const injectUsage = `Usage: kvinject inject -f FILE|- [flags]
+// injectUsage is a format: %[1]s is the command name ("kvinject", or
+// "kubectl kvinject" as a kubectl plugin).
+const injectUsage = `Usage: %[1]s inject -f FILE|- [flags]
 
 Shows offline what the webhook does: reads multi-document YAML (or a List, as
 kubectl get -o yaml prints), injects every Pod and pod template (Deployment,
@@ -22,7 +24,7 @@ StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) that has
 kvinject.io/inject: "true", and writes all documents to stdout. Other documents pass through byte for byte. Warnings go to stderr.
 
 It takes exactly the webhook's defaults flags, with the same KVINJECT_*
-environment twins, so env $(cat webhook.env) kvinject inject -f app.yaml gives
+environment twins, so env $(cat webhook.env) %[1]s inject -f app.yaml gives
 what the webhook gives. --sa-client-id and --sa-tenant-id stand in for the
 workload's ServiceAccount annotations (azure.workload.identity/client-id,
 tenant-id) when the input has no such ServiceAccount. The webhook reads its
@@ -47,12 +49,12 @@ type injectOptions struct {
 	defaults  injector.Defaults
 }
 
-func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runInject(ctx context.Context, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o injectOptions
 	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, injectUsage)
+		fmt.Fprintf(stderr, injectUsage, name)
 		fs.PrintDefaults()
 	}
 	// The webhook's table of defaults flags, and its environment twins.
@@ -70,11 +72,11 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return 2
 	}
 	if err := webhook.ApplyEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
+		fmt.Fprintf(stderr, "%s inject: %v\n", name, err)
 		return 2
 	}
 	if o.file == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "kvinject inject: give one input with -f FILE or -f - for stdin")
+		fmt.Fprintf(stderr, "%s inject: give one input with -f FILE or -f - for stdin\n", name)
 		fs.Usage()
 		return 2
 	}
@@ -84,12 +86,12 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	srv, err := server.Server()
 	if err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: %v (or %s)\n", err, webhook.EnvName("server-version"))
+		fmt.Fprintf(stderr, "%s inject: %v (or %s)\n", name, err, webhook.EnvName("server-version"))
 		return 2
 	}
 	d, err := defaults.Defaults()
 	if err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: %v\n", err)
+		fmt.Fprintf(stderr, "%s inject: %v\n", name, err)
 		return 2
 	}
 	o.defaults = d
@@ -102,7 +104,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		in, err = os.ReadFile(o.file)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: read input: %v\n", err)
+		fmt.Fprintf(stderr, "%s inject: read input: %v\n", name, err)
 		return 2
 	}
 	out, warnings, problems := offline.Documents(in, offline.Options{
@@ -120,7 +122,7 @@ func runInject(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return 1
 	}
 	if _, err := stdout.Write(out); err != nil {
-		fmt.Fprintf(stderr, "kvinject inject: write output: %v\n", err)
+		fmt.Fprintf(stderr, "%s inject: write output: %v\n", name, err)
 		return 1
 	}
 	return 0

@@ -24,7 +24,7 @@ const (
 func inject(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := runInject(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	code := runInject(context.Background(), "kvinject", args, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 

@@ -58,7 +58,7 @@ func main() {
 	case "webhook":
 		code = runWebhook(ctx, os.Args[2:])
 	case "inject":
-		code = runInject(ctx, os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+		code = runInject(ctx, commandName(os.Args[0]), os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "explain":
 		code = grantsCommand().Explain(os.Args[2:])
 	case "grants":

@@ -113,7 +113,7 @@ func TestInjectGivesTheWebhooksPods(t *testing.T) {
 			t.Run(filepath.Base(in)+"/"+setName, func(t *testing.T) {
 				var out, errOut bytes.Buffer
 				cliArgs := append(append(append([]string{}, args...), serverFlags[setName]...), "-f", "-")
-				code := runInject(context.Background(), cliArgs, strings.NewReader(string(raw)), &out, &errOut)
+				code := runInject(context.Background(), "kvinject", cliArgs, strings.NewReader(string(raw)), &out, &errOut)
 
 				fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 				df := webhook.BindDefaultsFlags(fs)

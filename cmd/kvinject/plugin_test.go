@@ -63,6 +63,13 @@ func TestKubectlPlugin(t *testing.T) {
 		t.Errorf("kubectl kvinject explain: %v\n%s", err, out)
 	}
 
+	injectHelp := exec.Command(kubectl, "kvinject", "inject", "-h")
+	injectHelp.Env = env
+	out, err = injectHelp.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Usage: kubectl kvinject inject -f") {
+		t.Errorf("kubectl kvinject inject -h names another command: %v\n%s", err, out)
+	}
+
 	migrate := exec.Command(kubectl, "kvinject", "migrate", "-f", "../../migrate/testdata/shop/in.yaml")
 	migrate.Env = env
 	out, err = migrate.Output()
