@@ -10,8 +10,8 @@
 #    they share its module download and build cache) under its lock, into
 #    ~/.cache/kvinject/node/v<version>.
 # 2. containerd, runc, the CNI plugins (bridge, host-local, loopback), ip and
-#    unshare come from Debian: `apt-get install` when one is missing (root only; the e2e
-#    harness needs root anyway). Debian bookworm ships containerd 1.6, which the
+#    unshare come from Debian: hack/debian.sh installs what is missing (root
+#    only; the e2e harness needs root anyway). Debian bookworm ships containerd 1.6, which the
 #    kubelet drives through CRI v1 (see ../../shared notes: it pairs).
 # Idempotent: a complete build leaves a stamp file; later runs only check it.
 set -euo pipefail
@@ -37,21 +37,7 @@ PACKAGES=(containerd:/usr/bin/containerd runc:/usr/sbin/runc
 log() { echo "node: $*" >&2; }
 
 # --- Debian packages --------------------------------------------------------
-missing=()
-for p in "${PACKAGES[@]}"; do [[ -x "${p#*:}" ]] || missing+=("${p%%:*}"); done
-if ((${#missing[@]} > 0)); then
-	if [[ $(id -u) != 0 ]]; then
-		log "missing ${missing[*]}; install as root: apt-get install ${missing[*]}"
-		exit 1
-	fi
-	log "installing ${missing[*]} from Debian"
-	mkdir -p "$ROOT" && exec 8>"$ROOT/.apt.lock" # one apt run at a time from our scripts
-	flock 8
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-	exec 8>&-
-fi
+"$HERE/debian.sh" "${PACKAGES[@]}"
 
 # --- kubelet, kube-scheduler ------------------------------------------------
 complete() {

@@ -12,6 +12,9 @@
 #                  only check and unit-test rules)
 #   promqlnames    hack/tools/promtool/promqlnames: the metric names a PromQL
 #                  expression selects, by Prometheus's own parser
+#   az             Debian's azure-cli, in /usr/bin (hack/debian.sh, as root):
+#                  grants/az_test.go parses the az commands kvinject grants
+#                  writes with it; without root and az that test skips
 #
 # Each tool module has its own go.mod and go.sum, so the product's go.mod
 # never pulls in Helm's or Prometheus's dependency trees. The cache key is a
@@ -29,6 +32,12 @@ key() { # hash of a tool module's sources
 	(cd "$ROOT/hack/tools/$1" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort |
 		xargs sha256sum | sha256sum | cut -c1-16)
 }
+if [[ $(id -u) == 0 ]]; then
+	"$ROOT/hack/debian.sh" azure-cli:/usr/bin/az
+elif [[ ! -x /usr/bin/az ]]; then
+	log "no az (Debian's azure-cli; root installs it): the az output test will skip"
+fi
+
 HELM_KEY="$(key helm)"
 PROM_KEY="$(key promtool)"
 OUT="$CACHE/bin-$HELM_KEY-$PROM_KEY"
