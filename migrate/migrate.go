@@ -214,15 +214,7 @@ func read(files []Input, o Options, r *Result) *inputs {
 			continue
 		}
 		path, _ := offline.TemplatePath(ob.kind)
-		tmpl := ob.m
-		for _, k := range path {
-			next, ok := tmpl[k].(map[string]any)
-			if !ok {
-				tmpl = nil
-				break
-			}
-			tmpl = next
-		}
+		tmpl := offline.PodTemplate(ob.m, path)
 		if tmpl == nil || !mountsCSI(tmpl) {
 			continue
 		}

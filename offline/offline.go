@@ -109,6 +109,20 @@ func TemplatePath(kind string) ([]string, bool) {
 	return p, ok
 }
 
+// PodTemplate follows path (TemplatePath) from obj to its pod template; nil
+// when a step is missing or not an object.
+func PodTemplate(obj map[string]any, path []string) map[string]any {
+	tmpl := obj
+	for _, key := range path {
+		next, ok := tmpl[key].(map[string]any)
+		if !ok {
+			return nil
+		}
+		tmpl = next
+	}
+	return tmpl
+}
+
 // templatePaths says where each supported kind keeps its pod template.
 var templatePaths = map[string][]string{
 	"Pod":         nil,
@@ -179,13 +193,9 @@ func injectObject(obj map[string]any, where string, o Options, sas map[string]*c
 		}
 		return false, nil, nil
 	}
-	tmpl := obj
-	for _, key := range path {
-		next, ok := tmpl[key].(map[string]any)
-		if !ok {
-			return false, nil, prefix([]string{fmt.Sprintf("no %s", strings.Join(path, "."))})
-		}
-		tmpl = next
+	tmpl := PodTemplate(obj, path)
+	if tmpl == nil {
+		return false, nil, prefix([]string{fmt.Sprintf("no %s", strings.Join(path, "."))})
 	}
 
 	pod, err := DecodePod(tmpl)
