@@ -53,6 +53,11 @@ var (
 		what: "the RestartAllContainers action of the agent's restartPolicyRules"}
 )
 
+// ServerGates are the feature gates kvinject judges pods by, for a log line.
+func ServerGates() []string {
+	return []string{featureEnvFiles.gate, featureRestartRules.gate, featureRestartAll.gate}
+}
+
 // lacks returns why s does not honour f (the server version, or its gate
 // off), or "" when it does; unknown is true when kvinject cannot tell. An
 // unknown or unparsable version lacks every feature: kvinject does not

@@ -141,7 +141,7 @@ func (f *serverFeatures) read(ctx context.Context) {
 	}
 	f.cur = next
 	attrs := []any{"version", v, "gatesRead", gerr == nil}
-	for _, g := range []string{"EnvFiles", "ContainerRestartRules", "RestartAllContainersOnContainerExits"} {
+	for _, g := range injector.ServerGates() {
 		if on, ok := gates[g]; ok {
 			attrs = append(attrs, g, on)
 		}
