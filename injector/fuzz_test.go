@@ -42,8 +42,9 @@ func decodeAnnotations(s string) map[string]string {
 }
 
 // FuzzInject checks, for any annotations: no panic; the input is not
-// modified; the result is deterministic; injecting the result again changes
-// nothing; and an injected pod has exactly one agent whose config loads.
+// modified; the result is deterministic; the patch turns the input's
+// encoding into the result's; injecting the result again changes nothing;
+// and an injected pod has exactly one agent whose config loads.
 // The seed corpus runs in plain `go test` (and so in make test).
 func FuzzInject(f *testing.F) {
 	base := testPod(nil).Annotations
@@ -92,9 +93,10 @@ func FuzzInject(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, _, err := Inject(out, nil, testDefaults())
-		if err != nil || !sameJSON(t, out, again) {
-			t.Fatalf("injecting the result again: %v, or it changed", err)
+		checkPatch(t, pod, out, r)
+		again, r3, err := Inject(out, nil, testDefaults())
+		if err != nil || !sameJSON(t, out, again) || r3.Patch != nil {
+			t.Fatalf("injecting the result again: %v, or it changed (patch %s)", err, r3.Patch)
 		}
 		if out.Annotations[AnnotationStatus] != StatusInjected || before.Annotations[AnnotationStatus] == StatusInjected {
 			return

@@ -6,6 +6,7 @@ package injector
 import (
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net/url"
 	"slices"
 	"strings"
@@ -175,6 +176,10 @@ type Report struct {
 	// IdentityBinding: the agent signs in through the AKS identity-binding
 	// token proxy.
 	IdentityBinding bool
+	// Patch is the JSON Patch (RFC 6902) that turns the input pod into the
+	// returned one, as the admission response carries it; nil when nothing
+	// changed (see patch).
+	Patch []byte
 }
 
 // Modes of Report.Mode.
@@ -210,8 +215,10 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 		return nil, Report{}, &InvalidError{Problems: []Problem{{Field: AnnotationInject,
 			Message: fmt.Sprintf("%q is not \"true\" or \"false\"; set \"true\" to inject", v)}}}
 	}
+	var p patch
 	if out.Annotations[AnnotationStatus] == StatusInjected {
-		return reinvoked(out, d), Report{Mode: ModeReinvoked}, nil
+		reinvoked(out, d, &p)
+		return out, Report{Mode: ModeReinvoked, Patch: p.bytes()}, nil
 	}
 	s, warnings, err := parseSpec(out, sa, d)
 	if err != nil {
@@ -226,9 +233,11 @@ func Inject(pod *corev1.Pod, sa *corev1.ServiceAccount, d Defaults) (*corev1.Pod
 	if err := ps.err(); err != nil {
 		return nil, Report{Warnings: warnings}, err
 	}
-	mutate(out, s, d)
-	setWarnings(out, warnings)
-	return out, report(s, warnings), nil
+	mutate(out, s, d, &p)
+	setWarnings(out, warnings, &p)
+	r := report(s, warnings)
+	r.Patch = p.bytes()
+	return out, r, nil
 }
 
 // report is the Report of an injection by s.
@@ -271,8 +280,7 @@ const maxWarningsAnnotation = 4096
 // setWarnings records an injected pod's warnings in AnnotationWarnings, one a
 // line, for pods whose creator never sees the admission response (a
 // ReplicaSet's). Warnings name annotations, objects and files, never a value.
-func setWarnings(pod *corev1.Pod, warnings []string) {
-	delete(pod.Annotations, AnnotationWarnings)
+func setWarnings(pod *corev1.Pod, warnings []string, p *patch) {
 	var b strings.Builder
 	for i, w := range warnings {
 		// Whole warnings only, leaving room for the line that says how
@@ -287,7 +295,9 @@ func setWarnings(pod *corev1.Pod, warnings []string) {
 		b.WriteString(w)
 	}
 	if b.Len() > 0 {
-		pod.Annotations[AnnotationWarnings] = b.String()
+		setMember(p, "/metadata/annotations", &pod.Annotations, AnnotationWarnings, b.String())
+	} else {
+		removeMember(p, "/metadata/annotations", pod.Annotations, AnnotationWarnings)
 	}
 }
 
@@ -306,17 +316,17 @@ func setWarnings(pod *corev1.Pod, warnings []string) {
 //     mount, read-only, appended.
 //  4. Nothing else changes, so a second reinvocation finds every mount in
 //     place and changes nothing: reinvocation converges.
-func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
+func reinvoked(pod *corev1.Pod, d Defaults, pt *patch) {
 	if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == SecretsVolume }) {
-		return pod
+		return
 	}
 	p := &parser{ann: pod.Annotations, pod: pod, d: d}
 	s := &spec{mountPath: p.parseMountPath(), containers: p.parseContainers()}
 	if len(p.problems) > 0 {
-		return pod
+		return
 	}
 	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+	for list, cs := range containerLists(pod) {
 		for i := range cs {
 			c := &cs[i]
 			if c.Name == AgentContainer || c.Name == InitContainer || c.Name == EnvCheckContainer || !s.targets(c.Name) {
@@ -325,11 +335,18 @@ func reinvoked(pod *corev1.Pod, d Defaults) *corev1.Pod {
 			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 				return m.Name == SecretsVolume || m.MountPath == s.mountPath
 			}) {
-				c.VolumeMounts = append(c.VolumeMounts, mount)
+				appendTo(pt, containerPath(list, i)+"/volumeMounts", &c.VolumeMounts, mount)
 			}
 		}
 	}
-	return pod
+}
+
+// containerLists yields a pod's init containers, then its containers, each
+// with its field name in the pod's encoding.
+func containerLists(pod *corev1.Pod) iter.Seq2[string, []corev1.Container] {
+	return func(yield func(string, []corev1.Container) bool) {
+		_ = yield("initContainers", pod.Spec.InitContainers) && yield("containers", pod.Spec.Containers)
+	}
 }
 
 // ignoredWarnings tells a user who annotated a pod but did not opt in.
@@ -451,7 +468,7 @@ func (s *spec) targets(name string) bool {
 	return s.containers == nil || slices.Contains(s.containers, name)
 }
 
-func mutate(pod *corev1.Pod, s *spec, d Defaults) {
+func mutate(pod *corev1.Pod, s *spec, d Defaults, p *patch) {
 	cfg := config.Config{
 		Version:        config.Version,
 		Dir:            AgentDir,
@@ -475,28 +492,25 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 
 	mount := corev1.VolumeMount{Name: SecretsVolume, MountPath: s.mountPath, ReadOnly: true}
 	env := envVars(s.env)
-	for i := range pod.Spec.InitContainers {
-		if c := &pod.Spec.InitContainers[i]; s.targets(c.Name) {
-			c.VolumeMounts = append(c.VolumeMounts, mount)
-			c.Env = append(c.Env, env...)
-		}
-	}
-	for i := range pod.Spec.Containers {
-		if c := &pod.Spec.Containers[i]; s.targets(c.Name) {
-			c.VolumeMounts = append(c.VolumeMounts, mount)
-			c.Env = append(c.Env, env...)
+	for list, cs := range containerLists(pod) {
+		for i := range cs {
+			if c := &cs[i]; s.targets(c.Name) {
+				appendTo(p, containerPath(list, i)+"/volumeMounts", &c.VolumeMounts, mount)
+				appendTo(p, containerPath(list, i)+"/env", &c.Env, env...)
+			}
 		}
 	}
 
 	agent := func(name, mode string) corev1.Container {
 		return agentContainer(name, mode, string(cfgJSON), s, d)
 	}
+	const inits, containers = "/spec/initContainers", "/spec/containers"
 	switch {
 	case s.refresh == 0:
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, agent(AgentContainer, "init"))
+		insertAt(p, inits, &pod.Spec.InitContainers, 0, agent(AgentContainer, "init"))
 	case s.sidecar == SidecarClassic:
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, agent(InitContainer, "init"))
-		pod.Spec.Containers = append(pod.Spec.Containers, agent(AgentContainer, "sidecar"))
+		insertAt(p, inits, &pod.Spec.InitContainers, 0, agent(InitContainer, "init"))
+		appendTo(p, containers, &pod.Spec.Containers, agent(AgentContainer, "sidecar"))
 	default:
 		c := agent(AgentContainer, "sidecar")
 		always := corev1.ContainerRestartPolicyAlways
@@ -516,12 +530,12 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 			TimeoutSeconds:   5,
 			FailureThreshold: 300,
 		}
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, c)
+		insertAt(p, inits, &pod.Spec.InitContainers, 0, c)
 	}
 	if len(s.env) > 0 {
 		// Right after the agent (and before every container that gets a
 		// variable): the kubelet starts it once the first snapshot is there.
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 1, envCheckContainer(s, d))
+		insertAt(p, inits, &pod.Spec.InitContainers, 1, envCheckContainer(s, d))
 	}
 
 	size := d.VolumeSizeLimit
@@ -540,7 +554,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 			Items:                []corev1.KeyToPath{{Key: IdentityBindingCAKey, Path: IdentityBindingCAPath}},
 		}})
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes,
+	appendTo(p, "/spec/volumes", &pod.Spec.Volumes,
 		corev1.Volume{Name: SecretsVolume, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &size}}},
 		corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{
@@ -548,20 +562,17 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 		corev1.Volume{Name: NoAPITokenVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	)
 	if s.caConfigMap != "" {
-		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{
+		appendTo(p, "/spec/volumes", &pod.Spec.Volumes, corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: s.caConfigMap}}}})
 	}
 
-	setFileGroup(pod)
+	setFileGroup(pod, p)
 	// A projected service-account token is valid only in a pod that names its
 	// ServiceAccount. The API server's ServiceAccount admission plugin names
 	// "default" too, but not every API server runs it before validation.
-	pod.Spec.ServiceAccountName = ServiceAccountName(pod)
+	setString(p, "/spec/serviceAccountName", &pod.Spec.ServiceAccountName, ServiceAccountName(pod))
 
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[AnnotationStatus] = StatusInjected
+	setMember(p, "/metadata/annotations", &pod.Annotations, AnnotationStatus, StatusInjected)
 	if pod.Labels[workloadIdentityUse] == "true" {
 		// The Azure workload-identity webhook would otherwise add its own token
 		// and AZURE_* variables to the agent, on top of ours.
@@ -571,7 +582,7 @@ func mutate(pod *corev1.Pod, s *spec, d Defaults) {
 				skip = strings.TrimPrefix(skip+";"+c, ";")
 			}
 		}
-		pod.Annotations[workloadIdentitySkipContainers] = skip
+		setMember(p, "/metadata/annotations", &pod.Annotations, workloadIdentitySkipContainers, skip)
 	}
 }
 
@@ -598,17 +609,14 @@ func envVars(env []config.Env) []corev1.EnvVar {
 // 65532 to the pod's supplementalGroups rather than setting an fsGroup,
 // because an fsGroup would also change the ownership of every other volume
 // of the pod (a recursive chown of a large PersistentVolume on each mount).
-func setFileGroup(pod *corev1.Pod) {
+func setFileGroup(pod *corev1.Pod, p *patch) {
 	sc := pod.Spec.SecurityContext
-	if sc != nil && sc.FSGroup != nil {
-		return
-	}
-	if sc == nil {
-		sc = &corev1.PodSecurityContext{}
-		pod.Spec.SecurityContext = sc
-	}
-	if !slices.Contains(sc.SupplementalGroups, AgentGID) {
-		sc.SupplementalGroups = append(sc.SupplementalGroups, AgentGID)
+	switch {
+	case sc == nil:
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroups: []int64{AgentGID}}
+		p.add("/spec/securityContext", pod.Spec.SecurityContext)
+	case sc.FSGroup == nil && !slices.Contains(sc.SupplementalGroups, AgentGID):
+		appendTo(p, "/spec/securityContext/supplementalGroups", &sc.SupplementalGroups, AgentGID)
 	}
 }
 

@@ -78,7 +78,9 @@ type audit struct {
 //  3. The pod's ServiceAccount is read (cache, then API server on a miss)
 //     and injector.Inject decides: a denial carries its problems, an
 //     injection its warnings, and its Report fills the audit line.
-//  4. The patch is the diff of the two pods' encodings (diffPatch).
+//  4. The patch is the one Inject recorded as it changed the pod
+//     (Report.Patch): only what kvinject adds, so fields this build does not
+//     know (a newer API server's) are never replaced.
 //  5. The answer is written and flushed before the metrics and the audit
 //     line, which never hold a secret value (only names and vault URLs).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +203,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	if h.Server != nil {
 		d.Server = h.Server()
 	}
-	mutated, r, err := injector.Inject(pod, sa, d)
+	_, r, err := injector.Inject(pod, sa, d)
 	if err != nil {
 		return denied(a, req.UID, err.Error())
 	}
@@ -209,37 +211,14 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	a.identityBinding = r.IdentityBinding
 	a.warnings = len(r.Warnings)
 	allowed.Warnings = r.Warnings
-	patch, err := podPatch(pod, mutated)
-	if err != nil {
-		return errored(a, req.UID, http.StatusInternalServerError, "kvinject: "+err.Error())
-	}
-	if patch == nil {
+	if r.Patch == nil {
 		a.decision = outcomeUnchanged
 		return allowed
 	}
 	pt := admissionv1.PatchTypeJSONPatch
-	allowed.PatchType, allowed.Patch = &pt, patch
+	allowed.PatchType, allowed.Patch = &pt, r.Patch
 	a.decision = outcomePatched
 	return allowed
-}
-
-// podPatch is the JSON patch that turns orig into mutated: the diff of their
-// encodings, which touches only what the injector changed, so fields this
-// build does not know (a newer API server's) are never replaced.
-func podPatch(orig, mutated *corev1.Pod) ([]byte, error) {
-	a, err := json.Marshal(orig)
-	if err != nil {
-		return nil, fmt.Errorf("encode pod: %w", err)
-	}
-	b, err := json.Marshal(mutated)
-	if err != nil {
-		return nil, fmt.Errorf("encode injected pod: %w", err)
-	}
-	patch, err := diffPatch(a, b)
-	if err != nil {
-		return nil, fmt.Errorf("derive patch: %w", err)
-	}
-	return patch, nil
 }
 
 func denied(a *audit, uid types.UID, msg string) *admissionv1.AdmissionResponse {
