@@ -14,7 +14,8 @@ import (
 //
 // Every change mutate, setFileGroup, setWarnings and reinvoked make to the
 // pod goes through one of the functions below, which changes the pod and
-// records the operation:
+// records the operation (a field kvinject creates whole, such as a missing
+// securityContext, is set and then recorded with add):
 //
 //  1. An operation's path is taken from the pod as it is just before the
 //     change, and operations apply in the order they were made, so a later
@@ -50,7 +51,7 @@ type patchOp struct {
 // injection changed nothing. The values are JSON already, so only each
 // operation's fixed frame and its path are written here.
 func (p *patch) bytes() []byte {
-	if p == nil || len(p.ops) == 0 {
+	if len(p.ops) == 0 {
 		return nil
 	}
 	n := 2
@@ -78,9 +79,6 @@ func (p *patch) bytes() []byte {
 }
 
 func (p *patch) add(path string, v any) {
-	if p == nil {
-		return
-	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		// Only API types and strings are recorded.
@@ -133,9 +131,7 @@ func removeMember(p *patch, path string, m map[string]string, k string) {
 	if _, ok := m[k]; !ok {
 		return
 	}
-	if p != nil {
-		p.ops = append(p.ops, patchOp{op: "remove", path: path + "/" + escapePointer(k)})
-	}
+	p.ops = append(p.ops, patchOp{op: "remove", path: path + "/" + escapePointer(k)})
 	delete(m, k)
 }
 
