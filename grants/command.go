@@ -4,24 +4,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/kvinject/kvinject/injector"
+	"github.com/kvinject/kvinject/offline"
 	"github.com/kvinject/kvinject/webhook"
 )
 
-// Command is how the binary names itself in usage texts: "kvinject", or
-// "kubectl kvinject" when it runs as a kubectl plugin.
-type Command struct {
-	Name    string
-	Version string
-	Stdin   io.Reader
-	Stdout  io.Writer
-	Stderr  io.Writer
-}
+// Command runs `kvinject explain` and `kvinject grants` in its Env.
+type Command offline.Env
 
 const explainUsage = `Usage: %[1]s explain -f FILE|- [flags]
 

@@ -14,15 +14,8 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-// Command runs `kvinject migrate`. Name is how the binary names itself in
-// usage texts: "kvinject", or "kubectl kvinject" as a kubectl plugin.
-type Command struct {
-	Name    string
-	Version string
-	Stdin   io.Reader
-	Stdout  io.Writer
-	Stderr  io.Writer
-}
+// Command runs `kvinject migrate` in its Env.
+type Command offline.Env
 
 const usage = `Usage: %[1]s migrate -f FILE... [-o DIR|-] [flags]
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvinject/kvinject/grants"
 	"github.com/kvinject/kvinject/migrate"
+	"github.com/kvinject/kvinject/offline"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -60,11 +61,11 @@ func main() {
 	case "inject":
 		code = runInject(ctx, commandName(os.Args[0]), os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "explain":
-		code = grantsCommand().Explain(os.Args[2:])
+		code = grants.Command(offlineEnv()).Explain(os.Args[2:])
 	case "grants":
-		code = grantsCommand().Grants(os.Args[2:])
+		code = grants.Command(offlineEnv()).Grants(os.Args[2:])
 	case "migrate":
-		code = migrate.Command{Name: commandName(os.Args[0]), Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}.Run(os.Args[2:])
+		code = migrate.Command(offlineEnv()).Run(os.Args[2:])
 	case "version", "--version":
 		fmt.Println("kvinject", version)
 	case "help", "-h", "--help":
@@ -77,6 +78,6 @@ func main() {
 	os.Exit(code)
 }
 
-func grantsCommand() grants.Command {
-	return grants.Command{Name: commandName(os.Args[0]), Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+func offlineEnv() offline.Env {
+	return offline.Env{Name: commandName(os.Args[0]), Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 }
