@@ -2,6 +2,7 @@ package injector
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -84,7 +85,7 @@ func TestPatchTurnsInputIntoOutput(t *testing.T) {
 	for shape := range 64 {
 		pod := testPod(nil)
 		reshape(pod, uint8(shape))
-		cases["shape-"+string(rune('a'+shape/26))+string(rune('a'+shape%26))] = tc{pod: pod}
+		cases[fmt.Sprintf("shape-%02d", shape)] = tc{pod: pod}
 	}
 	stale := testPod(nil)
 	stale.Annotations[AnnotationWarnings] = "a warning of the pod this one was copied from"
