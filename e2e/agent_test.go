@@ -31,8 +31,7 @@ func TestAgentFiles(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-0000000a9e01"
 	ns := nodeNamespace(t, s, "web", clientID)
 
-	s.setSecret(t, "files-db-password", "correct horse battery staple")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "files-db-password")
+	s.secretFor(t, clientID, "files-db-password", "correct horse battery staple")
 	cert, err := s.srv.AddCertificate(vaultName, "files-tls", fakeazure.ContentTypePFX)
 	if err != nil {
 		t.Fatal(err)
@@ -136,8 +135,7 @@ func TestAgentOtherServiceAccount(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-0000000a9e04"
 	ns := nodeNamespace(t, s, "checkout", clientID)
 	createServiceAccount(t, s, ns, "intruder", "")
-	s.setSecret(t, "sa-db-password", "checkout only")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "sa-db-password")
+	s.secretFor(t, clientID, "sa-db-password", "checkout only")
 	ann := map[string]string{"kvinject.io/secret-db-password": "sa-db-password"}
 
 	owner := runPod(t, s, ns, "checkout", nodePodSpec("checkout", ann))
@@ -173,6 +171,14 @@ func (s *stack) setSecret(t *testing.T, name, value string) {
 	if _, err := s.srv.SetSecret(vaultName, name, value, ""); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// secretFor stores a secret and lets clientID read it (Key Vault Secrets
+// User on that secret only).
+func (s *stack) secretFor(t *testing.T, clientID, name, value string) {
+	t.Helper()
+	s.setSecret(t, name, value)
+	s.grant(t, clientID, fakeazure.RoleSecretsUser, name)
 }
 
 func (s *stack) grant(t *testing.T, clientID string, role fakeazure.Role, object string) {

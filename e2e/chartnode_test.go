@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kvinject/kvinject/e2e/cluster"
-	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/injector"
 )
 
@@ -117,8 +116,7 @@ func TestNodeChartInstall(t *testing.T) {
 
 	const clientID = "00000000-0000-0000-0000-00000000e0c1"
 	ns := nodeNamespaceLabeled(t, s, "chart-app", clientID, map[string]string{chartSelectorLabel: "true"})
-	s.setSecret(t, "node-chart-db", "chart secret value")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-chart-db")
+	s.secretFor(t, clientID, "node-chart-db", "chart secret value")
 	tmpl := nodePodSpec("chart-app", map[string]string{"kvinject.io/secret-db-password": "node-chart-db"})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "chart-app", Labels: map[string]string{"pod": "chart-app"}, Annotations: tmpl.Annotations}, Spec: tmpl.Spec}
 

@@ -31,8 +31,7 @@ func TestNodeEnvVars(t *testing.T) {
 	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e101"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-env-db", envValue)
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-db")
+	s.secretFor(t, clientID, "node-env-db", envValue)
 
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password":        "node-env-db",
@@ -81,8 +80,7 @@ func TestNodeEnvJob(t *testing.T) {
 	s := testNode(t)
 	const clientID = "00000000-0000-0000-0000-00000000e102"
 	ns := nodeNamespace(t, s, "batch", clientID)
-	s.setSecret(t, "node-env-job", "job-env-token")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-job")
+	s.secretFor(t, clientID, "node-env-job", "job-env-token")
 
 	tmpl := nodePodSpec("batch", map[string]string{
 		"kvinject.io/secret-token": "node-env-job",
@@ -102,8 +100,7 @@ func TestNodeEnvValueRefused(t *testing.T) {
 	s := testNode(t)
 	const clientID = "00000000-0000-0000-0000-00000000e103"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-env-quote", "it's-secret")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-quote")
+	s.secretFor(t, clientID, "node-env-quote", "it's-secret")
 
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-api-key": "node-env-quote",
@@ -135,8 +132,7 @@ func TestNodeEnvRestartOnChange(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-00000000e104"
 	const interval = 3 * time.Second
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-env-rotate", "rotate-one")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-rotate")
+	s.secretFor(t, clientID, "node-env-rotate", "rotate-one")
 
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-api-key": "node-env-rotate",
@@ -226,8 +222,7 @@ func TestNodeHookOnChange(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-00000000e105"
 	const interval = 3 * time.Second
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-hook-db", "hook-one")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-hook-db")
+	s.secretFor(t, clientID, "node-hook-db", "hook-one")
 
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password": "node-hook-db",

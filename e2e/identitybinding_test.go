@@ -28,8 +28,7 @@ func TestNodeIdentityBinding(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-0000000b1d01"
 	ns := ibNamespace(t, s, "fleet", clientID)
 	createServiceAccount(t, s, ns, "intruder", clientID)
-	s.setSecret(t, "ib-db-password", "bound, not federated")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "ib-db-password")
+	s.secretFor(t, clientID, "ib-db-password", "bound, not federated")
 	ann := map[string]string{
 		injector.AnnotationIdentityBinding: "true",
 		"kvinject.io/secret-db-password":   "ib-db-password",

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/agent/config"
-	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/injector"
 	"github.com/kvinject/kvinject/migrate"
 )
@@ -58,10 +57,8 @@ func TestNodeMigrate(t *testing.T) {
 	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e201"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "migrate-db", "db-pass-1")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "migrate-db")
-	s.setSecret(t, "migrate-api", "api-key-1")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "migrate-api")
+	s.secretFor(t, clientID, "migrate-db", "db-pass-1")
+	s.secretFor(t, clientID, "migrate-api", "api-key-1")
 
 	// The app as it ran on the driver (the emulator's CA is the cluster's
 	// own setting, kept by migrate).

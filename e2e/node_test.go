@@ -309,10 +309,8 @@ func TestNodeInitMode(t *testing.T) {
 	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e001"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-init-db", "correct horse battery staple")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-init-db")
-	s.setSecret(t, "node-init-api", "api-key-1")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-init-api")
+	s.secretFor(t, clientID, "node-init-db", "correct horse battery staple")
+	s.secretFor(t, clientID, "node-init-api", "api-key-1")
 
 	d := deployment("web", nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password": "node-init-db",
@@ -391,8 +389,7 @@ func TestNodeNativeSidecar(t *testing.T) {
 	const clientID = "00000000-0000-0000-0000-00000000e002"
 	const interval = 3 * time.Second
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-native-db", "version-one")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-native-db")
+	s.secretFor(t, clientID, "node-native-db", "version-one")
 
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password": "node-native-db",
@@ -461,8 +458,7 @@ func TestNodeJobCompletes(t *testing.T) {
 	s := testNode(t)
 	const clientID = "00000000-0000-0000-0000-00000000e003"
 	ns := nodeNamespace(t, s, "batch", clientID)
-	s.setSecret(t, "node-job-token", "job-token")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-job-token")
+	s.secretFor(t, clientID, "node-job-token", "job-token")
 
 	tmpl := nodePodSpec("batch", map[string]string{
 		"kvinject.io/secret-token": "node-job-token",
@@ -481,8 +477,7 @@ func TestNodeClassicSidecar(t *testing.T) {
 	ctx := t.Context()
 	const clientID = "00000000-0000-0000-0000-00000000e004"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-classic-db", "classic-one")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-classic-db")
+	s.secretFor(t, clientID, "node-classic-db", "classic-one")
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-db-password": "node-classic-db",
 		"kvinject.io/refresh":            "3s",

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kvinject/kvinject/e2e/cluster"
-	"github.com/kvinject/kvinject/e2e/fakeazure"
 	"github.com/kvinject/kvinject/injector"
 )
 
@@ -132,8 +131,7 @@ func TestNodeKubeletWithoutFeatures(t *testing.T) {
 	})
 	const clientID = "00000000-0000-0000-0000-00000000e106"
 	ns := nodeNamespace(t, s, "web", clientID)
-	s.setSecret(t, "node-env-nogate", "nogate-value")
-	s.grant(t, clientID, fakeazure.RoleSecretsUser, "node-env-nogate")
+	s.secretFor(t, clientID, "node-env-nogate", "nogate-value")
 	tmpl := nodePodSpec("web", map[string]string{
 		"kvinject.io/secret-token": "node-env-nogate",
 		"kvinject.io/env-TOKEN":    "token",
